@@ -1,0 +1,83 @@
+"""The whole convmem error tree.
+
+Every error convmem raises on purpose is a ``ConvMemError``; catching that one
+class is enough to handle all of them::
+
+    ConvMemError
+    ├── ConfigurationError        a setting, URL or missing driver; raised before any I/O
+    ├── InvalidInputError         bad input from the caller (also a ValueError); nothing was written
+    │   ├── InvalidThreadIdError  a continuation id that is not a canonical UUID string
+    │   ├── InvalidTurnError      a turn with a bad role, a bad field type or undecodable text
+    │   └── LimitExceededError    content, metadata or a batch larger than the configured limit
+    ├── ThreadError               the thread exists (or not) in a state that refuses the call
+    │   ├── ThreadNotFoundError   unknown id, deleted, or owned by someone else
+    │   ├── ThreadExpiredError    past its ``expires_at``; start a new thread
+    │   └── ThreadFullError       at its maximum number of turns; start a new thread
+    ├── IdempotencyConflictError  a turn key reused for a different turn
+    └── StoreError                the store failed; the message says which and why
+        └── StoreUnavailableError the store could not be reached
+
+Stores translate their driver's exceptions into these in one place each.
+"""
+
+from __future__ import annotations
+
+
+class ConvMemError(Exception):
+    """Base class of every error convmem raises on purpose."""
+
+
+class ConfigurationError(ConvMemError):
+    """A setting, store URL or optional driver is wrong or missing."""
+
+
+class InvalidInputError(ConvMemError, ValueError):
+    """The caller passed something convmem cannot accept; nothing was written."""
+
+
+class InvalidThreadIdError(InvalidInputError):
+    """A thread id (continuation id) is not a canonical lower-case UUID string."""
+
+
+class InvalidTurnError(InvalidInputError):
+    """A turn is malformed: bad role, wrong field type, duplicate key, or bad text."""
+
+
+class LimitExceededError(InvalidInputError):
+    """Content, metadata or a batch of turns is larger than the configured limit."""
+
+
+class ThreadError(ConvMemError):
+    """The thread is in a state that refuses the call."""
+
+    def __init__(self, message: str, *, thread_id: str) -> None:
+        super().__init__(message)
+        self.thread_id = thread_id
+
+
+class ThreadNotFoundError(ThreadError):
+    """No thread with this id is visible to this owner."""
+
+
+class ThreadExpiredError(ThreadError):
+    """The thread passed its ``expires_at`` and can no longer be continued."""
+
+
+class ThreadFullError(ThreadError):
+    """Appending would take the thread past its maximum number of turns."""
+
+    def __init__(self, message: str, *, thread_id: str, max_turns: int) -> None:
+        super().__init__(message, thread_id=thread_id)
+        self.max_turns = max_turns
+
+
+class IdempotencyConflictError(ConvMemError):
+    """A turn key was already used in this thread for a turn with other content."""
+
+
+class StoreError(ConvMemError):
+    """The store failed to carry out a call."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store could not be reached (connection refused, pool exhausted, timeout)."""

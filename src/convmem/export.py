@@ -1,0 +1,73 @@
+"""A thread as Markdown (for people) or JSON (for programs)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from convmem.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from convmem.models import Thread, Turn
+
+
+def thread_to_dict(thread: Thread) -> dict[str, Any]:
+    """A JSON-ready dict of the whole thread; timestamps as ISO 8601 strings."""
+    return {
+        "id": thread.id,
+        "version": thread.version,
+        "tool_name": thread.tool_name,
+        "parent_id": thread.parent_id,
+        "owner": thread.owner,
+        "metadata": dict(thread.metadata),
+        "created_at": thread.created_at.isoformat(),
+        "updated_at": thread.updated_at.isoformat(),
+        "expires_at": thread.expires_at.isoformat(),
+        "turns": [turn_to_dict(t) for t in thread.turns],
+    }
+
+
+def turn_to_dict(turn: Turn) -> dict[str, Any]:
+    return {
+        "seq": turn.seq,
+        "role": turn.role,
+        "content": turn.content,
+        "tool_name": turn.tool_name,
+        "model_provider": turn.model_provider,
+        "model_name": turn.model_name,
+        "files": list(turn.files),
+        "images": list(turn.images),
+        "metadata": dict(turn.metadata),
+        "key": turn.key,
+        "created_at": turn.created_at.isoformat() if turn.created_at else None,
+    }
+
+
+def export_thread(thread: Thread, format: Literal["markdown", "json"]) -> str:
+    if format == "json":
+        return orjson.dumps(thread_to_dict(thread), option=orjson.OPT_INDENT_2).decode()
+    if format == "markdown":
+        return _markdown(thread)
+    raise InvalidInputError(f"unknown export format {format!r}: use 'markdown' or 'json'")
+
+
+def _markdown(thread: Thread) -> str:
+    lines = [
+        f"# Thread {thread.id}",
+        "",
+        f"- tool: {thread.tool_name or '-'}",
+        f"- turns: {thread.version}",
+        f"- created: {thread.created_at.isoformat()}",
+        f"- updated: {thread.updated_at.isoformat()}",
+        f"- expires: {thread.expires_at.isoformat()}",
+    ]
+    if thread.parent_id:
+        lines.append(f"- parent: {thread.parent_id}")
+    for turn in thread.turns:
+        model = f" · {turn.model_provider or ''}/{turn.model_name}" if turn.model_name else ""
+        lines += ["", f"## {turn.seq}. {turn.role}{model}", ""]
+        if turn.files:
+            lines += [f"Files: {', '.join(f'`{p}`' for p in turn.files)}", ""]
+        lines.append(turn.content)
+    return "\n".join(lines) + "\n"

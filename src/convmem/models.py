@@ -1,0 +1,138 @@
+"""The data model: immutable ``Thread`` and ``Turn``, and the listing types.
+
+A ``Thread`` is a conversation resumed by its id (the MCP ``continuation_id``);
+its ``version`` is its number of turns, so a larger version is always a newer copy.
+Objects are frozen: caches hand the same instance to many readers safely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+
+from convmem.errors import InvalidTurnError
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+Role = Literal["user", "assistant", "system", "tool"]
+ROLES: Final[frozenset[str]] = frozenset(get_args(Role))
+
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+def freeze_mapping(value: Mapping[str, Any] | None, *, what: str) -> Mapping[str, Any]:
+    """Return a read-only copy of a JSON object given by the caller."""
+    if value is None:
+        return _EMPTY
+    if not isinstance(value, Mapping):
+        raise InvalidTurnError(
+            f"{what} must be a mapping (a JSON object), got {type(value).__name__}"
+        )
+    if not all(isinstance(key, str) for key in value):
+        raise InvalidTurnError(f"{what} keys must be strings")
+    return MappingProxyType(dict(value))
+
+
+def _string_tuple(value: Iterable[str], *, what: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise InvalidTurnError(f"{what} must be a list of strings, not a single string")
+    items = tuple(value)
+    if not all(isinstance(item, str) for item in items):
+        raise InvalidTurnError(f"{what} must contain only strings")
+    return items
+
+
+def _optional_str(value: object, *, what: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidTurnError(f"{what} must be a string or None, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of a thread.
+
+    Build turns with ``role`` and ``content``; ``seq`` and ``created_at`` are
+    assigned by the store when the turn is appended (``seq`` is 1-based).
+    ``key`` is an optional idempotency key, unique within a thread: appending a
+    turn whose key is already there inserts nothing and returns the stored turn.
+    """
+
+    role: Role
+    content: str
+    tool_name: str | None = None
+    model_provider: str | None = None
+    model_name: str | None = None
+    files: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    key: str | None = None
+    seq: int = 0
+    created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise InvalidTurnError(f"role must be one of {sorted(ROLES)}, got {self.role!r}")
+        if not isinstance(self.content, str):
+            raise InvalidTurnError(f"content must be a string, got {type(self.content).__name__}")
+        for name in ("tool_name", "model_provider", "model_name", "key"):
+            _optional_str(getattr(self, name), what=name)
+        if self.key == "":
+            raise InvalidTurnError("key must be a non-empty string or None")
+        if not isinstance(self.seq, int) or self.seq < 0:
+            raise InvalidTurnError(f"seq must be a non-negative integer, got {self.seq!r}")
+        object.__setattr__(self, "files", _string_tuple(self.files, what="files"))
+        object.__setattr__(self, "images", _string_tuple(self.images, what="images"))
+        if not isinstance(self.metadata, MappingProxyType):
+            object.__setattr__(
+                self, "metadata", freeze_mapping(self.metadata, what="turn metadata")
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    """A conversation: its header and all its turns, ordered by ``seq``."""
+
+    id: str
+    turns: tuple[Turn, ...]
+    tool_name: str | None
+    parent_id: str | None
+    owner: str | None
+    metadata: Mapping[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+
+    @property
+    def version(self) -> int:
+        """The number of turns; grows by one per appended turn, never shrinks."""
+        return len(self.turns)
+
+    def is_expired(self, now: datetime) -> bool:
+        """True when the thread may no longer be served or continued."""
+        return now >= self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    """A thread's header without its turns, as listings return it."""
+
+    id: str
+    version: int
+    tool_name: str | None
+    parent_id: str | None
+    owner: str | None
+    metadata: Mapping[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadPage:
+    """One page of a listing, newest activity first; pass ``next_cursor`` to get the next."""
+
+    threads: tuple[ThreadSummary, ...]
+    next_cursor: str | None

@@ -1,0 +1,88 @@
+"""Configuration from ``CONVMEM_*`` environment variables, validated eagerly.
+
+The variable names of the server convmem replaces are accepted as aliases where
+they mean the same thing (``REDIS_URL``, ``L1_CACHE_TTL_SECS``,
+``L2_CACHE_TTL_SECS``, ``CONVERSATION_TIMEOUT_HOURS``, ``MAX_CONVERSATION_TURNS``);
+the ``CONVMEM_*`` name wins when both are set.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Self
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from convmem.errors import ConfigurationError
+from convmem.limits import InputLimits, ThreadLimits
+
+DEFAULT_STORE_URL = "sqlite:///./data/convmem.db"
+
+
+def _env(name: str, *aliases: str) -> AliasChoices:
+    return AliasChoices(name, f"CONVMEM_{name.upper()}", *aliases)
+
+
+class Settings(BaseSettings):
+    """Every setting of convmem, with its environment variable(s) and default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONVMEM_", populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    store_url: str = Field(DEFAULT_STORE_URL, validation_alias=_env("store_url"))
+    cache_url: str | None = Field(None, validation_alias=_env("cache_url", "REDIS_URL"))
+    l1_ttl_seconds: float = Field(
+        300.0, gt=0, validation_alias=_env("l1_ttl_seconds", "L1_CACHE_TTL_SECS")
+    )
+    l1_max_items: int = Field(1000, gt=0, validation_alias=_env("l1_max_items"))
+    l1_max_bytes: int = Field(64 * 1024 * 1024, gt=0, validation_alias=_env("l1_max_bytes"))
+    l2_ttl_seconds: float = Field(
+        1800.0, gt=0, validation_alias=_env("l2_ttl_seconds", "L2_CACHE_TTL_SECS")
+    )
+    thread_ttl_hours: float = Field(
+        3.0, gt=0, validation_alias=_env("thread_ttl_hours", "CONVERSATION_TIMEOUT_HOURS")
+    )
+    max_turns: int = Field(50, gt=0, validation_alias=_env("max_turns", "MAX_CONVERSATION_TURNS"))
+    max_content_bytes: int = Field(1_000_000, gt=0, validation_alias=_env("max_content_bytes"))
+    max_metadata_bytes: int = Field(65_536, gt=0, validation_alias=_env("max_metadata_bytes"))
+    pg_pool_min_size: int = Field(1, ge=0, validation_alias=_env("pg_pool_min_size"))
+    pg_pool_max_size: int = Field(10, gt=0, validation_alias=_env("pg_pool_max_size"))
+    pg_prepared_statements: bool | None = Field(
+        None, validation_alias=_env("pg_prepared_statements")
+    )
+
+    @field_validator("store_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        from convmem.stores import STORE_SCHEMES
+
+        scheme = value.partition("://")[0].lower()
+        if scheme not in STORE_SCHEMES:
+            raise ValueError(
+                f"unsupported store URL scheme {scheme!r}; use one of {sorted(STORE_SCHEMES)}"
+            )
+        return value
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        """Read the environment (plus ``overrides``); raise ``ConfigurationError`` when invalid."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ConfigurationError(f"invalid convmem settings: {problems}") from exc
+
+    @property
+    def thread_limits(self) -> ThreadLimits:
+        return ThreadLimits(ttl=timedelta(hours=self.thread_ttl_hours), max_turns=self.max_turns)
+
+    @property
+    def input_limits(self) -> InputLimits:
+        return InputLimits(
+            max_content_bytes=self.max_content_bytes, max_metadata_bytes=self.max_metadata_bytes
+        )

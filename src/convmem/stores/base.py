@@ -1,0 +1,253 @@
+"""The Store contract: the source of truth beneath every cache.
+
+Every store (SQLite, Postgres, and later Supabase) implements this ABC and passes
+one shared contract suite (``tests/contract/test_store_contract.py``). The
+round-trip budget below is part of the contract, and tests count it on the wire:
+
+============================  ==========  ==============================================
+call                          round trips semantics
+============================  ==========  ==============================================
+``load(id)``                  1           the thread and all its turns, or None
+``load_since(id, version)``   1           only the turns with ``seq > version``
+``create(thread, turns)``     1           a new thread, optionally with its first turns
+``append(id, turns)``         1           atomic; ``seq`` assigned here; idempotent by key
+``list``/``delete``/``purge``  1          owner-scoped listing with a cursor
+============================  ==========  ==============================================
+
+Owner scoping is exact: a thread with owner X is invisible (as if missing) to any
+other owner, including ``None``. No call returns a thread past its ``expires_at``;
+an append extends it by the configured TTL (sliding expiry). Stores know nothing
+of caches. A rare conflict (two appends racing on the same new key) may cost one
+retry of the statement; that is the only exception to the budget.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Self
+
+from convmem.errors import IdempotencyConflictError, InvalidInputError
+from convmem.limits import ThreadLimits
+from convmem.models import Thread, ThreadPage, Turn
+from convmem.stores._rows import from_micros, to_micros
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The default store clock: aware UTC, microsecond precision like both databases."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NewThread:
+    """What ``Store.create`` needs; the store fills in timestamps and turn numbers."""
+
+    id: str
+    tool_name: str | None
+    parent_id: str | None
+    owner: str | None
+    metadata: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadDelta:
+    """The turns of a thread after a known version, with its header's moving parts."""
+
+    thread_id: str
+    version: int
+    turns: tuple[Turn, ...]
+    updated_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append committed.
+
+    ``turns`` are the requested turns as stored, in request order: for a key that
+    was already in the thread, the stored turn (the retry inserted nothing).
+    ``inserted`` of them are new and hold seq ``base_version + 1 .. version``.
+    """
+
+    thread_id: str
+    version: int
+    inserted: int
+    turns: tuple[Turn, ...]
+    updated_at: datetime
+    expires_at: datetime
+
+    @property
+    def base_version(self) -> int:
+        """The thread's version just before this append's turns were added."""
+        return self.version - self.inserted
+
+    @property
+    def new_turns(self) -> tuple[Turn, ...]:
+        """The turns this call inserted, ordered by seq."""
+        return tuple(sorted((t for t in self.turns if t.seq > self.base_version), key=_seq))
+
+    def applied_to(self, thread: Thread) -> Thread | None:
+        """``thread`` extended by this append, or None when ``thread`` is not its base version."""
+        if thread.version != self.base_version:
+            return None
+        return extend_thread(thread, self.new_turns, self.updated_at, self.expires_at)
+
+
+def extend_thread(
+    thread: Thread, turns: Sequence[Turn], updated_at: datetime, expires_at: datetime
+) -> Thread:
+    """Return ``thread`` with ``turns`` (the next seqs, in order) appended."""
+    for offset, turn in enumerate(turns, start=1):
+        if turn.seq != thread.version + offset:
+            raise ValueError(f"turn seq {turn.seq} does not follow version {thread.version}")
+    return Thread(
+        id=thread.id,
+        turns=thread.turns + tuple(turns),
+        tool_name=thread.tool_name,
+        parent_id=thread.parent_id,
+        owner=thread.owner,
+        metadata=thread.metadata,
+        created_at=thread.created_at,
+        updated_at=updated_at,
+        expires_at=expires_at,
+    )
+
+
+def _seq(turn: Turn) -> int:
+    return turn.seq
+
+
+class Store(ABC):
+    """The source of truth. Construct without I/O; ``open()`` (or ``async with``) connects."""
+
+    scheme: str = ""
+
+    def __init__(self, *, limits: ThreadLimits | None = None, clock: Clock = utc_now) -> None:
+        self.limits = limits or ThreadLimits()
+        self.clock = clock
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @abstractmethod
+    async def open(self, *, migrate: bool = True) -> None:
+        """Connect (pools, files) and, when ``migrate``, apply pending migrations."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release every connection; safe to call twice."""
+
+    @abstractmethod
+    async def migrate(self) -> list[str]:
+        """Apply pending schema migrations idempotently; return the names applied now."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """One round trip that proves the store answers; raises ``StoreError`` if not."""
+
+    @abstractmethod
+    async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
+        """The thread with all its turns (1 round trip); None if missing, expired or not owner's."""
+
+    @abstractmethod
+    async def load_since(
+        self, thread_id: str, version: int, *, owner: str | None
+    ) -> ThreadDelta | None:
+        """Only the turns with ``seq > version`` (1 round trip); None as for ``load``."""
+
+    @abstractmethod
+    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
+        """Create a thread with its first turns (1 round trip).
+
+        Raises ``ThreadFullError`` if ``turns`` exceed the limit, ``InvalidInputError``
+        if the id exists.
+        """
+
+    @abstractmethod
+    async def append(
+        self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
+    ) -> AppendResult:
+        """Append turns atomically (1 round trip), extending the thread's expiry.
+
+        Turns whose key is already in the thread are not inserted again. Raises
+        ``ThreadNotFoundError``, ``ThreadExpiredError`` or ``ThreadFullError``; on
+        any error nothing is written.
+        """
+
+    @abstractmethod
+    async def list(
+        self, *, owner: str | None, limit: int = 50, cursor: str | None = None
+    ) -> ThreadPage:
+        """Live threads of ``owner``, most recently updated first (1 round trip)."""
+
+    @abstractmethod
+    async def delete(self, thread_id: str, *, owner: str | None) -> bool:
+        """Delete a thread and its turns (1 round trip); False if there was none."""
+
+    @abstractmethod
+    async def purge_expired(self) -> int:
+        """Delete every expired thread (1 round trip); return how many."""
+
+
+# -- pieces every store shares -------------------------------------------------
+
+
+def encode_cursor(updated_at: datetime, thread_id: str) -> str:
+    """An opaque listing cursor: the sort key of the last thread on a page."""
+    micros = to_micros(updated_at)
+    raw = f"{micros}:{thread_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of ``encode_cursor``; a cursor that was not made by it is an input error."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        micros_text, thread_id = raw.split(":", 1)
+        return from_micros(int(micros_text)), thread_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInputError(
+            "invalid listing cursor: pass the next_cursor of a previous page unchanged"
+        ) from None
+
+
+def key_conflict(thread_id: str, key: str | None) -> IdempotencyConflictError:
+    return IdempotencyConflictError(
+        f"turn key {key!r} is already used in thread {thread_id} by a turn with another "
+        "role or content; a retry must resend the same turn, a new turn needs a new key"
+    )
+
+
+def check_list_limit(limit: int) -> None:
+    if not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise InvalidInputError(f"limit must be an integer from 1 to 1000, got {limit!r}")
+
+
+def order_append_result(requested: Sequence[Turn], stored: Sequence[Turn]) -> tuple[Turn, ...]:
+    """Map the stored turns of an append back to request order.
+
+    Keyed turns are matched by key. Unkeyed turns are always inserted, in request
+    order, so they take the remaining stored turns in ascending seq.
+    """
+    by_key = {t.key: t for t in stored if t.key is not None}
+    matched = {id(t) for t in by_key.values()}
+    unkeyed = iter(sorted((t for t in stored if id(t) not in matched), key=_seq))
+    return tuple(by_key[t.key] if t.key is not None else next(unkeyed) for t in requested)

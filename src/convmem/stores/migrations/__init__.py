@@ -1,0 +1,37 @@
+"""Versioned schema migrations: plain numbered ``.sql`` files, one folder per dialect.
+
+A file ``NNNN_name.sql`` is migration ``NNNN``; each store applies the pending ones
+in order, in one transaction, and records them in ``convmem_schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations_for(dialect: str) -> list[Migration]:
+    """Every migration of ``dialect`` (``sqlite`` or ``postgres``), ordered by version."""
+    found = []
+    for entry in resources.files(__package__).joinpath(dialect).iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), entry.name, entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    if len({m.version for m in found}) != len(found):
+        raise RuntimeError(f"two {dialect} migrations share a version number")
+    return found
+
+
+def pending(migrations: list[Migration], applied: set[int]) -> list[Migration]:
+    return [m for m in migrations if m.version not in applied]

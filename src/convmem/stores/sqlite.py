@@ -1,0 +1,443 @@
+"""SqliteStore: the embedded default, a single file in WAL mode.
+
+The standard library's ``sqlite3`` runs on one worker thread per store; each
+contract call is one hop to that thread (its "round trip") and runs as one
+transaction there. ``BEGIN IMMEDIATE`` takes SQLite's write lock up front, so
+appends from several processes sharing the file serialise instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import orjson
+
+from convmem.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    StoreError,
+    StoreUnavailableError,
+    ThreadExpiredError,
+    ThreadFullError,
+    ThreadNotFoundError,
+)
+from convmem.models import Thread, ThreadPage, Turn
+from convmem.stores._rows import (
+    THREAD_COLUMNS,
+    TURN_COLUMNS,
+    from_micros,
+    stored_turn,
+    summary_from_values,
+    thread_from_values,
+    to_micros,
+    turn_from_values,
+    turn_params,
+)
+from convmem.stores.base import (
+    AppendResult,
+    Clock,
+    NewThread,
+    Store,
+    ThreadDelta,
+    check_list_limit,
+    decode_cursor,
+    encode_cursor,
+    key_conflict,
+    order_append_result,
+    utc_now,
+)
+from convmem.stores.migrations import migrations_for, pending
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from datetime import datetime
+
+    from convmem.limits import ThreadLimits
+
+T = TypeVar("T")
+
+_THREAD_SELECT = ", ".join(THREAD_COLUMNS)
+_TURN_SELECT = ", ".join(TURN_COLUMNS)
+_TURN_INSERT = (
+    "INSERT INTO convmem_turns (thread_id, seq, role, content, tool_name, model_provider,"
+    " model_name, files, images, metadata, key, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class SqliteStore(Store):
+    """The embedded store: ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``."""
+
+    scheme = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        limits: ThreadLimits | None = None,
+        clock: Clock = utc_now,
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        super().__init__(limits=limits, clock=clock)
+        self.path = str(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self.round_trips = 0  # hops to the worker thread: the embedded equivalent of a round trip
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        scheme, sep, rest = url.partition("://")
+        if scheme.lower() != "sqlite" or not sep or not rest.startswith("/") or rest == "/":
+            raise ConfigurationError(
+                f"invalid SQLite URL {url!r}: use sqlite:///relative/file.db or sqlite:////abs/file.db"
+            )
+        return cls(rest[1:], **options)
+
+    # -- lifetime --------------------------------------------------------------
+
+    async def open(self, *, migrate: bool = True) -> None:
+        if self._conn is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convmem-sqlite")
+        try:
+            self._conn = await self._run(self._connect)
+            if migrate:
+                await self.migrate()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # durable in WAL mode up to a power cut
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(
+                f"cannot open SQLite database {self.path!r}: {exc}"
+            ) from exc
+        return conn
+
+    async def aclose(self) -> None:
+        conn, executor = self._conn, self._executor
+        self._conn = self._executor = None
+        if conn is not None and executor is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise StoreError("the SQLite store is not open: use 'async with' or call open() first")
+        self.round_trips += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"SQLite {self.path!r}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite {self.path!r}: {exc}") from exc
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the SQLite store is closed")
+        return self._conn
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in one write transaction on the worker thread."""
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # -- schema ----------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        def apply(conn: sqlite3.Connection) -> list[str]:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS convmem_schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+            )
+            applied = {
+                row[0] for row in conn.execute("SELECT version FROM convmem_schema_migrations")
+            }
+            names = []
+            for migration in pending(migrations_for("sqlite"), applied):
+                # executescript would commit our transaction; run statements one by one.
+                for statement in _split_sql(migration.sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO convmem_schema_migrations VALUES (?, ?, ?)",
+                    (migration.version, migration.name, to_micros(self.clock())),
+                )
+                names.append(migration.name)
+            return names
+
+        return await self._run(lambda: self._transaction(apply))
+
+    async def ping(self) -> None:
+        await self._run(lambda: self._db().execute("SELECT 1").fetchone())
+
+    # -- reads -----------------------------------------------------------------
+
+    def _read(
+        self, thread_id: str, owner: str | None, since: int
+    ) -> tuple[dict[str, Any], tuple[Turn, ...]] | None:
+        conn = self._db()
+        # One read transaction, so the header and the turns are one snapshot.
+        conn.execute("BEGIN")
+        try:
+            row = conn.execute(
+                f"SELECT {_THREAD_SELECT} FROM convmem_threads"
+                " WHERE id = ? AND owner IS ? AND expires_at > ?",
+                (thread_id, owner, to_micros(self.clock())),
+            ).fetchone()
+            if row is None:
+                return None
+            rows = conn.execute(
+                f"SELECT {_TURN_SELECT} FROM convmem_turns"
+                " WHERE thread_id = ? AND seq > ? ORDER BY seq",
+                (thread_id, since),
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        return _header(row), tuple(_turn(r) for r in rows)
+
+    async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
+        found = await self._run(lambda: self._read(thread_id, owner, 0))
+        return None if found is None else thread_from_values(*found)
+
+    async def load_since(
+        self, thread_id: str, version: int, *, owner: str | None
+    ) -> ThreadDelta | None:
+        found = await self._run(lambda: self._read(thread_id, owner, version))
+        if found is None:
+            return None
+        header, turns = found
+        return ThreadDelta(
+            thread_id, header["version"], turns, header["updated_at"], header["expires_at"]
+        )
+
+    async def list(
+        self, *, owner: str | None, limit: int = 50, cursor: str | None = None
+    ) -> ThreadPage:
+        check_list_limit(limit)
+        after = decode_cursor(cursor) if cursor is not None else None
+
+        def page() -> list[Any]:
+            sql = (
+                f"SELECT {_THREAD_SELECT} FROM convmem_threads WHERE owner IS ? AND expires_at > ?"
+            )
+            params: list[Any] = [owner, to_micros(self.clock())]
+            if after is not None:
+                sql += " AND (updated_at, id) < (?, ?)"
+                params += [to_micros(after[0]), after[1]]
+            sql += " ORDER BY updated_at DESC, id DESC LIMIT ?"
+            params.append(limit + 1)
+            return self._db().execute(sql, params).fetchall()
+
+        rows = await self._run(page)
+        summaries = tuple(summary_from_values(_header(r)) for r in rows[:limit])
+        more = len(rows) > limit
+        last = summaries[-1] if more else None
+        return ThreadPage(summaries, encode_cursor(last.updated_at, last.id) if last else None)
+
+    # -- writes ----------------------------------------------------------------
+
+    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
+        if len(turns) > self.limits.max_turns:
+            raise ThreadFullError(
+                f"a thread holds at most {self.limits.max_turns} turns; {len(turns)} were given",
+                thread_id=thread.id,
+                max_turns=self.limits.max_turns,
+            )
+        now = self.clock()
+        expires = now + self.limits.ttl
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO convmem_threads (id, version, tool_name, parent_id, owner,"
+                    " metadata, created_at, updated_at, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        thread.id,
+                        len(turns),
+                        thread.tool_name,
+                        thread.parent_id,
+                        thread.owner,
+                        _json(dict(thread.metadata)),
+                        to_micros(now),
+                        to_micros(now),
+                        to_micros(expires),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise InvalidInputError(f"a thread with id {thread.id} already exists") from None
+            conn.executemany(
+                _TURN_INSERT, [_turn_row(thread.id, seq, t, now) for seq, t in enumerate(turns, 1)]
+            )
+
+        await self._run(lambda: self._transaction(insert))
+        stored = tuple(stored_turn(turn, seq, now) for seq, turn in enumerate(turns, 1))
+        return Thread(
+            thread.id,
+            stored,
+            thread.tool_name,
+            thread.parent_id,
+            thread.owner,
+            thread.metadata,
+            now,
+            now,
+            expires,
+        )
+
+    async def append(
+        self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
+    ) -> AppendResult:
+        now = self.clock()
+        expires = now + self.limits.ttl
+        max_turns = self.limits.max_turns
+
+        def write(conn: sqlite3.Connection) -> AppendResult:
+            row = conn.execute(
+                "SELECT version, expires_at FROM convmem_threads WHERE id = ? AND owner IS ?",
+                (thread_id, owner),
+            ).fetchone()
+            if row is None:
+                raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
+            version, expires_at = row
+            if expires_at <= to_micros(now):
+                raise ThreadExpiredError(f"thread {thread_id} has expired", thread_id=thread_id)
+            keys = [t.key for t in turns if t.key is not None]
+            existing: list[Turn] = []
+            if keys:
+                marks = ",".join("?" * len(keys))
+                existing = [
+                    _turn(r)
+                    for r in conn.execute(
+                        f"SELECT {_TURN_SELECT} FROM convmem_turns"
+                        f" WHERE thread_id = ? AND key IN ({marks})",
+                        (thread_id, *keys),
+                    )
+                ]
+            known = {t.key: t for t in existing}
+            for turn in turns:
+                prior = known.get(turn.key) if turn.key is not None else None
+                if prior is not None and (prior.role, prior.content) != (turn.role, turn.content):
+                    raise key_conflict(thread_id, turn.key)
+            fresh = [t for t in turns if t.key is None or t.key not in known]
+            if version + len(fresh) > max_turns:
+                raise ThreadFullError(
+                    f"thread {thread_id} has {version} of at most {max_turns} turns; "
+                    f"{len(fresh)} more do not fit",
+                    thread_id=thread_id,
+                    max_turns=max_turns,
+                )
+            conn.executemany(
+                _TURN_INSERT,
+                [_turn_row(thread_id, version + i, t, now) for i, t in enumerate(fresh, 1)],
+            )
+            conn.execute(
+                "UPDATE convmem_threads SET version = ?, updated_at = ?, expires_at = ?"
+                " WHERE id = ?",
+                (version + len(fresh), to_micros(now), to_micros(expires), thread_id),
+            )
+            stored = existing + [stored_turn(t, version + i, now) for i, t in enumerate(fresh, 1)]
+            return AppendResult(
+                thread_id,
+                version + len(fresh),
+                len(fresh),
+                order_append_result(turns, stored),
+                now,
+                expires,
+            )
+
+        return await self._run(lambda: self._transaction(write))
+
+    async def delete(self, thread_id: str, *, owner: str | None) -> bool:
+        def remove(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "DELETE FROM convmem_threads WHERE id = ? AND owner IS ?", (thread_id, owner)
+            )
+            return cursor.rowcount > 0
+
+        return await self._run(lambda: self._transaction(remove))
+
+    async def purge_expired(self) -> int:
+        now = to_micros(self.clock())
+
+        def purge(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM convmem_threads WHERE expires_at <= ?", (now,)
+            ).rowcount
+
+        return await self._run(lambda: self._transaction(purge))
+
+
+def _header(row: Sequence[Any]) -> dict[str, Any]:
+    header = dict(zip(THREAD_COLUMNS, row, strict=True))
+    header["metadata"] = orjson.loads(header["metadata"])
+    for name in ("created_at", "updated_at", "expires_at"):
+        header[name] = from_micros(header[name])
+    return header
+
+
+def _turn(row: Sequence[Any]) -> Turn:
+    seq, role, content, tool, provider, model, files, images, metadata, key, created = row
+    return turn_from_values(
+        (
+            seq,
+            role,
+            content,
+            tool,
+            provider,
+            model,
+            orjson.loads(files),
+            orjson.loads(images),
+            orjson.loads(metadata),
+            key,
+            from_micros(created),
+        )
+    )
+
+
+def _turn_row(thread_id: str, seq: int, turn: Turn, now: datetime) -> tuple[Any, ...]:
+    p = turn_params(turn)
+    return (
+        thread_id,
+        seq,
+        p["role"],
+        p["content"],
+        p["tool_name"],
+        p["model_provider"],
+        p["model_name"],
+        _json(p["files"]),
+        _json(p["images"]),
+        _json(p["metadata"]),
+        p["key"],
+        to_micros(now),
+    )
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements; comments never contain ';' in our files."""
+    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

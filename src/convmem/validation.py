@@ -1,0 +1,130 @@
+"""Checks at the boundary: everything a caller passes is checked here before any I/O."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from convmem.errors import (
+    InvalidThreadIdError,
+    InvalidTurnError,
+    LimitExceededError,
+)
+from convmem.models import Turn
+
+if TYPE_CHECKING:
+    from convmem.limits import InputLimits
+
+_TEXT_FIELDS = ("content", "tool_name", "model_provider", "model_name", "key")
+
+
+def validate_thread_id(value: object) -> str:
+    """Return ``value`` if it is a canonical UUID string; otherwise say what is wrong."""
+    if not isinstance(value, str):
+        raise InvalidThreadIdError(
+            f"a thread id (continuation_id) must be a UUID string, got {type(value).__name__}"
+        )
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        raise InvalidThreadIdError(
+            f"{_clip(value)!r} is not a thread id: a continuation_id is a UUID such as "
+            "'0f8c2a4e-6b1d-4c3a-9e2f-5a7b8c9d0e1f'; omit it to start a new thread"
+        ) from None
+    canonical = str(parsed)
+    if value != canonical:
+        raise InvalidThreadIdError(
+            f"{_clip(value)!r} is not in canonical form: use {canonical!r} "
+            "(lower-case, hyphenated, no braces or prefix)"
+        )
+    return value
+
+
+def validate_optional_thread_id(value: object) -> str | None:
+    return None if value is None else validate_thread_id(value)
+
+
+def validate_owner(owner: object) -> str | None:
+    if owner is not None and (not isinstance(owner, str) or not owner or "\x00" in owner):
+        raise InvalidTurnError("owner must be a non-empty string without NUL characters, or None")
+    return owner
+
+
+def validate_turns(turns: Sequence[Turn], limits: InputLimits, *, allow_empty: bool) -> None:
+    """Check a batch of turns to append; raise before anything is written."""
+    if isinstance(turns, (str, bytes, Turn)) or not isinstance(turns, Sequence):
+        raise InvalidTurnError("turns must be a list of Turn objects")
+    if not turns and not allow_empty:
+        raise InvalidTurnError("add at least one turn")
+    keys: set[str] = set()
+    for index, turn in enumerate(turns):
+        if not isinstance(turn, Turn):
+            raise InvalidTurnError(
+                f"turns[{index}] must be a convmem.Turn, got {type(turn).__name__}"
+            )
+        where = f"turns[{index}]"
+        for name in _TEXT_FIELDS:
+            text = getattr(turn, name)
+            if text is not None:
+                _check_text(text, f"{where}.{name}")
+        for path in (*turn.files, *turn.images):
+            _check_text(path, f"{where}.files/images")
+        size = _utf8_size(turn.content, f"{where}.content")
+        if size > limits.max_content_bytes:
+            raise LimitExceededError(
+                f"{where}.content is {size} bytes; the limit is {limits.max_content_bytes} "
+                "(CONVMEM_MAX_CONTENT_BYTES): split the content or raise the limit"
+            )
+        validate_metadata(turn.metadata, limits, what=f"{where}.metadata")
+        if turn.key is not None:
+            if turn.key in keys:
+                raise InvalidTurnError(f"{where}.key {turn.key!r} appears twice in one call")
+            keys.add(turn.key)
+
+
+def validate_metadata(metadata: Mapping[str, Any], limits: InputLimits, *, what: str) -> None:
+    """Metadata must be a JSON object without NUL characters, within the size limit."""
+    try:
+        encoded = orjson.dumps(dict(metadata))
+    except TypeError as exc:
+        raise InvalidTurnError(f"{what} must be JSON-serialisable: {exc}") from exc
+    _check_json_text(metadata, what)
+    if len(encoded) > limits.max_metadata_bytes:
+        raise LimitExceededError(
+            f"{what} is {len(encoded)} bytes as JSON; the limit is {limits.max_metadata_bytes} "
+            "(CONVMEM_MAX_METADATA_BYTES)"
+        )
+
+
+def _check_json_text(value: object, what: str) -> None:
+    if isinstance(value, str):
+        _check_text(value, what)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_text(str(key), what)
+            _check_json_text(item, what)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_json_text(item, what)
+
+
+def _check_text(text: str, what: str) -> None:
+    if "\x00" in text:
+        raise InvalidTurnError(f"{what} contains a NUL character (\\x00), which no store can keep")
+    _utf8_size(text, what)
+
+
+def _utf8_size(text: str, what: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidTurnError(
+            f"{what} is not valid Unicode text (lone surrogate at position {exc.start})"
+        ) from exc
+
+
+def _clip(value: str, limit: int = 80) -> str:
+    return value if len(value) <= limit else value[:limit] + "…"
