@@ -1,0 +1,187 @@
+"""The ``convmem`` command line: migrations, thread administration and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from convmem.demo import DemoRequest, run_demo
+from convmem.errors import ConvMemError
+from convmem.memory import Memory
+from convmem.settings import Settings
+from convmem.stores import redact_url
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="convmem: conversation memory for MCP servers and LLM tool servers.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+threads_app = typer.Typer(help="Look at and manage stored threads.", no_args_is_help=True)
+app.add_typer(threads_app, name="threads")
+console = Console()
+errors = Console(stderr=True)
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option("--store", help="Store URL; defaults to CONVMEM_STORE_URL or the SQLite file."),
+]
+OwnerOption = Annotated[str | None, typer.Option("--owner", help="Only this owner's threads.")]
+
+
+def _memory(store: str | None) -> Memory:
+    settings = Settings.load(**({"store_url": store} if store else {}))
+    return Memory(settings=settings)
+
+
+def _run(store: str | None, work: Callable[[Memory], Awaitable[T]]) -> T:
+    """Open a Memory, run ``work`` with it, and turn convmem errors into a clean exit."""
+
+    async def main() -> T:
+        async with _memory(store) as memory:
+            return await work(memory)
+
+    try:
+        return asyncio.run(main())
+    except ConvMemError as exc:
+        errors.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.callback()
+def _configure(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+@app.command()
+def migrate(store: StoreOption = None) -> None:
+    """Apply pending schema migrations (idempotent; first start does it too)."""
+
+    async def work(memory: Memory) -> list[str]:
+        return await memory.migrate()
+
+    applied = _run(store, work)  # opening the store already applied them
+    url = redact_url(store or Settings.load().store_url)
+    console.print(f"schema of {url} is up to date" + (f"; applied {applied}" if applied else ""))
+
+
+@threads_app.command("list")
+def list_threads(
+    store: StoreOption = None,
+    owner: OwnerOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page")] = None,
+) -> None:
+    """List live threads, most recently updated first."""
+    page = _run(store, lambda m: m.list_threads(owner=owner, limit=limit, cursor=cursor))
+    table = Table("tool", "turns", "updated (UTC)", "expires (UTC)", "parent")
+    table.add_column("id", no_wrap=True, min_width=36)
+    for t in page.threads:
+        table.add_row(
+            t.tool_name or "-",
+            str(t.version),
+            t.updated_at.strftime("%Y-%m-%d %H:%M"),
+            t.expires_at.strftime("%Y-%m-%d %H:%M"),
+            t.parent_id or "-",
+            t.id,
+        )
+    console.print(table)
+    if page.next_cursor:
+        console.print(f"more: --cursor {page.next_cursor}")
+
+
+@threads_app.command("show")
+def show_thread(thread_id: str, store: StoreOption = None, owner: OwnerOption = None) -> None:
+    """Print one thread as Markdown."""
+    console.print(_run(store, lambda m: m.export_thread(thread_id, owner=owner)), markup=False)
+
+
+@threads_app.command("export")
+def export(
+    thread_id: str,
+    store: StoreOption = None,
+    owner: OwnerOption = None,
+    format: Annotated[str, typer.Option("--format", help="markdown or json")] = "markdown",
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+) -> None:
+    """Export one thread as Markdown or JSON, to stdout or a file."""
+    if format not in ("markdown", "json"):
+        errors.print(f"[bold red]error:[/] unknown format {format!r}: use markdown or json")
+        raise typer.Exit(2)
+    chosen: Literal["markdown", "json"] = "json" if format == "json" else "markdown"
+    text = _run(store, lambda m: m.export_thread(thread_id, owner=owner, format=chosen))
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}")
+
+
+@threads_app.command("delete")
+def delete(thread_id: str, store: StoreOption = None, owner: OwnerOption = None) -> None:
+    """Delete one thread and its turns."""
+    if not _run(store, lambda m: m.delete_thread(thread_id, owner=owner)):
+        errors.print(f"[bold red]error:[/] no thread {thread_id} for this owner")
+        raise typer.Exit(1)
+    console.print(f"deleted {thread_id}")
+
+
+@threads_app.command("purge")
+def purge(store: StoreOption = None) -> None:
+    """Delete every expired thread."""
+    console.print(f"purged {_run(store, lambda m: m.purge_expired())} expired thread(s)")
+
+
+@app.command()
+def demo(
+    store: StoreOption = None,
+    continuations: Annotated[int, typer.Option(min=2, max=45)] = 4,
+) -> None:
+    """Run the seed's validation scenario: start a thread, continue it, count round trips.
+
+    Each request resumes the thread three times (as the seed's code paths did),
+    builds the history, calls an offline echo model and saves both turns. A cold
+    request runs in a fresh Memory (a new process); warm ones reuse it.
+    """
+    url = store or Settings.load().store_url
+    console.print(f"[bold]convmem demo[/] on {redact_url(url)} (L1 only, offline echo model)")
+    table = Table("request", "cache", "thread came from", "store reads", "store writes", "turns")
+
+    def show(row: DemoRequest) -> None:
+        table.add_row(
+            str(row.number),
+            row.kind,
+            row.source,
+            str(row.store_reads),
+            str(row.store_writes),
+            str(row.turns),
+        )
+
+    try:
+        rows = asyncio.run(run_demo(lambda: _memory(store), continuations, on_request=show))
+    except ConvMemError as exc:
+        errors.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(table)
+    cold = next(r for r in rows if r.kind == "cold")
+    warm = [r for r in rows if r.kind == "warm"]
+    console.print(
+        f"continued, cold cache: {cold.store_reads} read + {cold.store_writes} write; "
+        f"warm: {max(r.store_reads for r in warm)} reads + {max(r.store_writes for r in warm)} "
+        "write (the server convmem replaces made 7 store calls per request)"
+    )
+
+
+def main() -> None:
+    app()

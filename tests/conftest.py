@@ -1,0 +1,117 @@
+"""Fixtures: every store set-up the contract runs on, with round trips counted on the wire.
+
+Services are real: SQLite files, the machine's PostgreSQL (a database of this
+run's own), and PgBouncer in transaction mode started here. A missing service is
+a failure with the command that starts it, never a skip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from convmem.limits import ThreadLimits
+from convmem.stores.postgres import PostgresStore
+from convmem.stores.sqlite import SqliteStore
+from tests.support.clock import FakeClock
+from tests.support.pgwire import CountingProxy
+from tests.support.services import (
+    PG_HOST,
+    PG_PORT,
+    PgBouncer,
+    admin_connect,
+    create_database,
+    drop_database,
+    pg_url,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+    from pathlib import Path
+
+    from convmem.stores.base import Store
+
+LIMITS = ThreadLimits(ttl=timedelta(hours=3), max_turns=50)
+BACKENDS = ["sqlite", "postgres", "pgbouncer"]
+
+
+@dataclass
+class Backend:
+    """A store under test and a way to count its round trips where they happen."""
+
+    name: str
+    store: Store
+    url: str
+    clock: FakeClock
+    round_trips: Callable[[], int]
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    name = create_database()
+    yield name
+    drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def pg_proxy() -> Iterator[CountingProxy]:
+    proxy = CountingProxy(PG_HOST, PG_PORT).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[PgBouncer]:
+    bouncer = PgBouncer().start()
+    yield bouncer
+    bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_proxy(pgbouncer: PgBouncer) -> Iterator[CountingProxy]:
+    proxy = CountingProxy("127.0.0.1", pgbouncer.port).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def clean_pg(pg_database: str) -> str:
+    """The run's database, migrated and emptied for this test."""
+    with admin_connect(pg_database) as conn:
+        exists = conn.execute("SELECT to_regclass('convmem_threads') IS NOT NULL").fetchone()
+        if exists and exists[0]:
+            conn.execute("TRUNCATE convmem_threads CASCADE")
+    return pg_database
+
+
+def _make_backend(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Backend:
+    if name == "sqlite":
+        url = f"sqlite:///{tmp_path}/convmem.db"
+        sqlite = SqliteStore.from_url(url, limits=LIMITS, clock=clock)
+        return Backend(name, sqlite, url, clock, lambda: sqlite.round_trips)
+    database = request.getfixturevalue("clean_pg")
+    if name == "postgres":
+        proxy: CountingProxy = request.getfixturevalue("pg_proxy")
+        url = pg_url(database, port=proxy.port)
+    else:
+        proxy = request.getfixturevalue("pgbouncer_proxy")
+        url = pg_url(database, port=proxy.port, prepared_statements="false")
+    store = PostgresStore.from_url(url, limits=LIMITS, clock=clock)
+    return Backend(name, store, url, clock, lambda: proxy.round_trips)
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    made = _make_backend(request.param, request, tmp_path, FakeClock())
+    async with made.store:
+        yield made
+
+
+@pytest.fixture
+async def store(backend: Backend) -> Store:
+    return backend.store
