@@ -179,6 +179,7 @@ class PostgresStore(Store):
         super().__init__(limits=limits, clock=clock)
         self.conninfo = conninfo
         self.prepared_statements = prepared_statements
+        self.connect_timeout = connect_timeout
         self._pool = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
@@ -220,7 +221,7 @@ class PostgresStore(Store):
     async def open(self, *, migrate: bool = True) -> None:
         if not self._opened:
             try:
-                await self._pool.open(wait=True)
+                await self._pool.open(wait=True, timeout=self.connect_timeout)
             except PoolTimeout as exc:
                 await self._pool.close()
                 raise StoreUnavailableError(

@@ -1,0 +1,3 @@
+from convmem.cli import main
+
+main()

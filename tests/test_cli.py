@@ -1,0 +1,91 @@
+"""The convmem command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import pg_url
+
+
+def convmem(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "convmem", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_demo_on_the_embedded_default_shows_the_round_trip_budget(tmp_path: Path) -> None:
+    result = convmem("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(
+        r"│ (\d+)\s+│ (\w+)\s+│ ([\w ]+?)\s+│ (\d+)\s+│ (\d+)\s+│ (\d+)", result.stdout
+    )
+    assert rows[:3] == [
+        ("1", "new", "created", "0", "1", "2"),
+        ("2", "cold", "store", "1", "1", "4"),
+        ("3", "warm", "L1 cache", "0", "1", "6"),
+    ]
+    assert "continued, cold cache: 1 read + 1 write; warm: 0 reads + 1" in result.stdout
+    assert (tmp_path / "data" / "convmem.db").exists()  # the default: a file under ./data
+
+
+def test_thread_commands_on_postgres(pg_database: str, tmp_path: Path) -> None:
+    url = pg_url(pg_database)
+    assert convmem("migrate", "--store", url).returncode == 0
+    assert convmem("demo", "--store", url, "--continuations", "2").returncode == 0
+    listed = convmem("threads", "list", "--store", url)
+    assert listed.returncode == 0, listed.stderr
+    thread_id = re.findall(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", listed.stdout
+    )[0]
+
+    shown = convmem("threads", "show", thread_id, "--store", url)
+    assert shown.returncode == 0
+    assert "question 1" in shown.stdout
+
+    out = tmp_path / "thread.json"
+    exported = convmem(
+        "threads", "export", thread_id, "--store", url, "--format", "json", "-o", str(out)
+    )
+    assert exported.returncode == 0
+    assert json.loads(out.read_text())["id"] == thread_id
+
+    assert convmem("threads", "delete", thread_id, "--store", url).returncode == 0
+    gone = convmem("threads", "show", thread_id, "--store", url)
+    assert gone.returncode == 1
+    assert f"no thread {thread_id}" in gone.stderr
+    purged = convmem("threads", "purge", "--store", url)
+    assert purged.returncode == 0
+    assert "purged 0 expired thread(s)" in purged.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("threads", "show", "not-a-uuid"), "not a thread id"),
+        (
+            ("threads", "export", "0f8c2a4e-6b1d-4c3a-9e2f-5a7b8c9d0e1f", "--format", "xml"),
+            "unknown format",
+        ),
+        (("demo", "--store", "mysql://x/y"), "unsupported store URL scheme"),
+    ],
+)
+def test_bad_input_is_a_clear_message_not_a_traceback(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = convmem(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

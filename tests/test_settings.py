@@ -1,0 +1,105 @@
+"""Settings: CONVMEM_* variables, the seed's aliases, eager validation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+import convmem
+from convmem import ConfigurationError, Memory, Settings
+from convmem.stores.postgres import PostgresStore
+from convmem.stores.sqlite import SqliteStore
+
+
+def test_defaults_match_the_server_convmem_replaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings.load()
+    assert settings.store_url == "sqlite:///./data/convmem.db"
+    assert settings.thread_limits.ttl == timedelta(hours=3)
+    assert settings.max_turns == 50
+    assert (settings.l1_ttl_seconds, settings.l2_ttl_seconds) == (300, 1800)
+
+
+def test_the_seeds_variable_names_are_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVERSATION_TIMEOUT_HOURS", "5")
+    monkeypatch.setenv("MAX_CONVERSATION_TURNS", "20")
+    monkeypatch.setenv("L1_CACHE_TTL_SECS", "60")
+    monkeypatch.setenv("L2_CACHE_TTL_SECS", "600")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/3")
+    settings = Settings.load()
+    assert settings.thread_ttl_hours == 5
+    assert settings.max_turns == 20
+    assert settings.l1_ttl_seconds == 60
+    assert settings.l2_ttl_seconds == 600
+    assert settings.cache_url == "redis://127.0.0.1:6379/3"
+
+
+def test_the_convmem_name_wins_over_an_alias(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_CONVERSATION_TURNS", "20")
+    monkeypatch.setenv("CONVMEM_MAX_TURNS", "30")
+    assert Settings.load().max_turns == 30
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CONVMEM_MAX_TURNS", "0", "max_turns"),
+        ("CONVMEM_MAX_TURNS", "many", "max_turns"),
+        ("CONVERSATION_TIMEOUT_HOURS", "-1", "thread_ttl_hours"),
+        ("CONVMEM_STORE_URL", "mysql://x/y", "unsupported store URL scheme 'mysql'"),
+    ],
+)
+def test_a_bad_setting_is_a_configuration_error_that_names_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=message):
+        Memory.from_env()
+
+
+def test_from_env_builds_the_store_the_url_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVMEM_STORE_URL", "postgres://u:secret@127.0.0.1:6543/db")
+    memory = Memory.from_env()
+    assert isinstance(memory.store, PostgresStore)
+    assert not memory.store.prepared_statements  # 6543 is Supavisor's transaction mode
+    memory = Memory("sqlite:///./somewhere/x.db")
+    assert isinstance(memory.store, SqliteStore)
+    assert memory.store.path == "./somewhere/x.db"
+
+
+def test_prepared_statements_follow_the_url_flag() -> None:
+    store = PostgresStore.from_url("postgresql://u@h:5432/db?prepared_statements=false")
+    assert not store.prepared_statements
+    assert "prepared_statements" not in store.conninfo
+    with pytest.raises(ConfigurationError, match="prepared_statements"):
+        PostgresStore.from_url("postgresql://u@h/db?prepared_statements=maybe")
+
+
+def test_passwords_never_appear_in_errors() -> None:
+    from convmem.stores import redact_url, store_from_url
+
+    assert redact_url("postgresql://u:hunter2@h/db") == "postgresql://u:***@h/db"
+    with pytest.raises(ConfigurationError) as caught:
+        store_from_url("mongodb://u:hunter2@h/db")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_bad_sqlite_url_is_explained() -> None:
+    with pytest.raises(ConfigurationError, match="sqlite:///"):
+        SqliteStore.from_url("sqlite://relative.db")
+
+
+def test_the_public_face_is_sorted_and_complete() -> None:
+    assert convmem.__all__ == sorted(convmem.__all__)
+    for name in convmem.__all__:
+        assert getattr(convmem, name) is not None
+    assert {"Memory", "Thread", "Turn", "ConvMemError"} <= set(convmem.__all__)
+
+
+def test_importing_convmem_imports_no_database_driver() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, convmem; print('psycopg' in sys.modules, 'sqlite3' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
