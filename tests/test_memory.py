@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
 
 import pytest
 
@@ -43,9 +42,9 @@ def exchange(n: int) -> list[Turn]:
 
 async def request(memory: Memory, thread_id: str, n: int) -> None:
     """The seed's request: resume three times, build history, save both turns."""
-    for _ in range(3):
-        thread = await memory.get_thread(thread_id)
-        assert thread is not None
+    threads = [await memory.get_thread(thread_id) for _ in range(3)]
+    thread = threads[-1]
+    assert thread is not None
     memory.build_history(thread, ancestors=await memory.get_ancestors(thread))
     await memory.add_turns(thread_id, exchange(n))
 
@@ -104,7 +103,7 @@ async def test_a_malformed_thread_id_is_a_clear_error_before_any_io(
 ) -> None:
     memory = memory_on(backend)
     trips = Trips(backend)
-    with pytest.raises(InvalidThreadIdError, match="UUID|canonical"):
+    with pytest.raises(InvalidThreadIdError, match=r"UUID|canonical"):
         await memory.get_thread(bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidThreadIdError):
         await memory.add_turns(bad, exchange(1))  # type: ignore[arg-type]
