@@ -314,6 +314,6 @@ async def test_an_unreachable_store_is_a_typed_error() -> None:
         await memory.open()
 
 
-def test_a_redis_url_is_refused_until_the_l2_tier_exists() -> None:
-    with pytest.raises(ConfigurationError, match="L1"):
-        Memory("sqlite:///x.db", settings=Settings.load(cache_url="redis://127.0.0.1:6379/0"))
+def test_a_cache_url_must_be_redis() -> None:
+    with pytest.raises(ConfigurationError, match="redis://"):
+        Memory("sqlite:///x.db", cache="http://127.0.0.1:6379")

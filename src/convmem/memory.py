@@ -1,13 +1,12 @@
 """``Memory``: the public face of convmem.
 
-It knows the cache and the Store contract, never a concrete store, SQL or Redis.
-Reads go L1 → store with one in-flight load per thread (single-flight); writes
-commit in the store first, then update L1 in place so the next read is a hit.
+It validates input, runs the store's write calls, and reads through the tiered
+cache (L1 → L2 Redis → store). It knows the cache and the Store contract, never a
+concrete store, SQL or Redis.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -15,19 +14,16 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from convmem import history
+from convmem.cache.breaker import CircuitBreaker
 from convmem.cache.local import LocalCache
-from convmem.errors import (
-    ConfigurationError,
-    InvalidInputError,
-    StoreError,
-    ThreadNotFoundError,
-)
+from convmem.cache.tiered import TieredCache
+from convmem.errors import InvalidInputError, StoreError, ThreadNotFoundError
 from convmem.export import export_thread
-from convmem.models import Thread, ThreadPage, Turn, freeze_mapping
+from convmem.models import freeze_mapping
 from convmem.settings import Settings
 from convmem.stats import Stats
 from convmem.stores import store_from_url
-from convmem.stores.base import AppendResult, NewThread, Store, extend_thread
+from convmem.stores.base import NewThread, Store
 from convmem.validation import (
     validate_metadata,
     validate_optional_thread_id,
@@ -39,6 +35,9 @@ from convmem.validation import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
     from types import TracebackType
+
+    from convmem.cache.redis import RedisCache
+    from convmem.models import Thread, ThreadPage, Turn
 
 log = logging.getLogger("convmem")
 
@@ -53,9 +52,12 @@ class Memory:
     Args:
         store: a store URL (``sqlite:///./data/convmem.db``, ``postgresql://…``) or a
             ``Store``; defaults to the ``store_url`` setting.
+        cache: a Redis URL for the L2 tier (``redis://localhost:6379/0``); defaults to
+            the ``cache_url`` setting. Without it, L1 alone caches (one instance).
         settings: every other setting; defaults to ``Settings.load()`` (the
             ``CONVMEM_*`` environment).
         l1_timer: the monotonic clock of L1's TTL (tests pass a fake one).
+        breaker_clock: the monotonic clock of the Redis circuit breaker.
 
     The constructor does no I/O; ``async with memory`` (or ``await memory.open()``)
     connects and applies migrations.
@@ -65,18 +67,20 @@ class Memory:
         self,
         store: str | Store | None = None,
         *,
+        cache: str | None = None,
         settings: Settings | None = None,
         l1_timer: Callable[[], float] = time.monotonic,
+        breaker_clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        overrides: dict[str, Any] = {}
+        if isinstance(store, str):
+            overrides["store_url"] = store
+        if cache is not None:
+            overrides["cache_url"] = cache
         if settings is None:
-            settings = Settings.load(**({"store_url": store} if isinstance(store, str) else {}))
-        elif isinstance(store, str):
-            settings = Settings.load(**{**settings.model_dump(), "store_url": store})
-        if settings.cache_url is not None:
-            raise ConfigurationError(
-                "a Redis cache URL is set (CONVMEM_CACHE_URL or REDIS_URL), but this version "
-                "of convmem has only the in-process L1 cache; unset it to run on L1 alone"
-            )
+            settings = Settings.load(**overrides)
+        elif overrides:
+            settings = Settings.load(**{**settings.model_dump(), **overrides})
         self.settings = settings
         self.store: Store = (
             store
@@ -87,15 +91,25 @@ class Memory:
                 **_store_options(settings.store_url, settings),
             )
         )
-        self._l1 = LocalCache(
-            max_items=settings.l1_max_items,
-            max_bytes=settings.l1_max_bytes,
-            ttl=settings.l1_ttl_seconds,
-            timer=l1_timer,
-        )
         self._limits = settings.input_limits
         self._stats = Stats()
-        self._inflight: dict[tuple[str, str | None], asyncio.Future[Thread | None]] = {}
+        self._cache = TieredCache(
+            self.store,
+            LocalCache(
+                max_items=settings.l1_max_items,
+                max_bytes=settings.l1_max_bytes,
+                ttl=settings.l1_ttl_seconds,
+                timer=l1_timer,
+            ),
+            self._stats,
+            l2=_redis_tier(settings),
+            breaker=CircuitBreaker(
+                reset_after=settings.redis_breaker_reset_seconds, clock=breaker_clock
+            ),
+            single_instance=settings.single_instance,
+            strict=settings.consistency == "strict",
+            watermark_items=settings.l1_max_items * 100,
+        )
 
     @classmethod
     def from_env(cls) -> Self:
@@ -105,10 +119,12 @@ class Memory:
     # -- lifetime --------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect the store and apply pending migrations."""
+        """Connect the store, apply pending migrations, subscribe to invalidations."""
         await self.store.open()
+        await self._cache.start()
 
     async def aclose(self) -> None:
+        await self._cache.stop()
         await self.store.aclose()
 
     async def __aenter__(self) -> Self:
@@ -149,7 +165,7 @@ class Memory:
             raise InvalidInputError("tool_name must be a string or None")
         spec = NewThread(str(uuid.uuid4()), tool_name, parent_id, owner, frozen)
         thread = await self._write(self.store.create(spec, turns))
-        self._install(thread)
+        await self._cache.created(thread)
         return thread
 
     async def add_turns(
@@ -170,28 +186,7 @@ class Memory:
         validate_owner(owner)
         validate_turns(turns, self._limits, allow_empty=False)
         result = await self._write(self.store.append(thread_id, turns, owner=owner))
-        self._inflight.pop((thread_id, owner), None)  # a load begun before the write is stale
-        return await self._after_append(result, owner)
-
-    async def _after_append(self, result: AppendResult, owner: str | None) -> Thread:
-        cached = self._l1.get(result.thread_id)
-        if cached is not None and (extended := result.applied_to(cached)) is not None:
-            self._l1.put(extended, base=cached)
-            return extended
-        # L1 had no copy at the base version: one read brings it up to date.
-        if cached is not None and cached.version < result.base_version:
-            delta = await self._read(
-                self.store.load_since(result.thread_id, cached.version, owner=owner)
-            )
-            if delta is not None and delta.version >= result.version:
-                caught_up = extend_thread(cached, delta.turns, delta.updated_at, delta.expires_at)
-                self._install(caught_up)
-                return caught_up
-        thread = await self._read(self.store.load(result.thread_id, owner=owner))
-        if thread is None:  # deleted between the append and this read
-            raise ThreadNotFoundError(f"no thread {result.thread_id}", thread_id=result.thread_id)
-        self._install(thread)
-        return thread
+        return await self._cache.appended(result, owner)
 
     async def get_thread(self, thread_id: str, *, owner: str | None = None) -> Thread | None:
         """The thread with all its turns, or None if it is unknown, expired or not ``owner``'s.
@@ -203,39 +198,7 @@ class Memory:
         """
         validate_thread_id(thread_id)
         validate_owner(owner)
-        cached = self._l1.get(thread_id)
-        if cached is not None:
-            if cached.is_expired(self.store.clock()):
-                self._l1.discard(thread_id)
-            else:
-                self._stats.l1_hits += 1
-                log.debug("CACHE HIT l1 thread=%s version=%d", thread_id, cached.version)
-                return cached if cached.owner == owner else None
-        self._stats.l1_misses += 1
-        key = (thread_id, owner)
-        inflight = self._inflight.get(key)
-        if inflight is not None:
-            self._stats.single_flight_joins += 1
-            return await asyncio.shield(inflight)
-        future: asyncio.Future[Thread | None] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            self._stats.misses += 1
-            thread = await self._read(self.store.load(thread_id, owner=owner))
-            log.debug(
-                "CACHE MISS thread=%s version=%s", thread_id, thread.version if thread else None
-            )
-            if thread is not None:
-                self._install(thread)
-            future.set_result(thread)
-            return thread
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # joiners get it; mark it retrieved when there are none
-            raise
-        finally:
-            if self._inflight.get(key) is future:
-                del self._inflight[key]
+        return await self._cache.get(thread_id, owner)
 
     async def get_ancestors(
         self, thread: Thread, *, owner: str | None = None
@@ -286,7 +249,8 @@ class Memory:
         validate_thread_id(thread_id)
         validate_owner(owner)
         deleted = await self._write(self.store.delete(thread_id, owner=owner))
-        self._l1.discard(thread_id)
+        if deleted:
+            await self._cache.deleted(thread_id)
         return deleted
 
     async def export_thread(
@@ -314,15 +278,22 @@ class Memory:
         """Raise ``StoreError`` unless the store answers."""
         await self.store.ping()
 
+    async def ping_cache(self) -> bool | None:
+        """True if Redis answers, False if not, None when there is no L2 tier."""
+        return await self._cache.ping_l2()
+
     @property
     def stats(self) -> Stats:
-        """A snapshot of the counters (hits per layer, store round trips, L1 size)."""
-        return replace(self._stats, l1_items=len(self._l1), l1_bytes=self._l1.bytes)
+        """A snapshot of the counters: hits per layer, store round trips, Redis health."""
+        return replace(
+            self._stats,
+            l1_items=len(self._cache.l1),
+            l1_bytes=self._cache.l1.bytes,
+            circuit_state=self._cache.breaker.state.value,
+            subscribed=self._cache.subscribed,
+        )
 
     # -- helpers ---------------------------------------------------------------
-
-    def _install(self, thread: Thread) -> None:
-        self._l1.put(thread)
 
     async def _read(self, call: Awaitable[T]) -> T:
         return await self._counted(call, "store_reads")
@@ -337,6 +308,19 @@ class Memory:
         except StoreError:
             self._stats.store_errors += 1
             raise
+
+
+def _redis_tier(settings: Settings) -> RedisCache | None:
+    if settings.cache_url is None:
+        return None
+    from convmem.cache.redis import RedisCache  # imported only when a cache URL is set
+
+    return RedisCache.from_url(
+        settings.cache_url,
+        prefix=settings.cache_prefix,
+        ttl_seconds=settings.l2_ttl_seconds,
+        socket_timeout=settings.redis_socket_timeout,
+    )
 
 
 def _store_options(url: str, settings: Settings) -> dict[str, Any]:

@@ -9,7 +9,7 @@ the ``CONVMEM_*`` name wins when both are set.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     )
     l1_max_items: int = Field(1000, gt=0, validation_alias=_env("l1_max_items"))
     l1_max_bytes: int = Field(64 * 1024 * 1024, gt=0, validation_alias=_env("l1_max_bytes"))
+    cache_prefix: str = Field("convmem:", min_length=1, validation_alias=_env("cache_prefix"))
+    redis_socket_timeout: float = Field(0.25, gt=0, validation_alias=_env("redis_socket_timeout"))
+    redis_breaker_reset_seconds: float = Field(
+        5.0, gt=0, validation_alias=_env("redis_breaker_reset_seconds")
+    )
+    single_instance: bool = Field(False, validation_alias=_env("single_instance"))
+    consistency: Literal["default", "strict"] = Field(
+        "default", validation_alias=_env("consistency")
+    )
     l2_ttl_seconds: float = Field(
         1800.0, gt=0, validation_alias=_env("l2_ttl_seconds", "L2_CACHE_TTL_SECS")
     )
@@ -63,6 +72,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"unsupported store URL scheme {scheme!r}; use one of {sorted(STORE_SCHEMES)}"
             )
+        return value
+
+    @field_validator("cache_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and value.partition("://")[0].lower() not in {
+            "redis",
+            "rediss",
+            "unix",
+        }:
+            raise ValueError("the cache URL must be redis://, rediss:// or unix://")
         return value
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Counters of what ``Memory`` did: cache hits per layer and store round trips."""
+"""Counters of what ``Memory`` did: cache hits per layer, store round trips, Redis health."""
 
 from __future__ import annotations
 
@@ -15,10 +15,20 @@ class Stats:
     l2_hits: int = 0
     l2_misses: int = 0
     misses: int = 0  # reads that reached the store
-    store_reads: int = 0  # load / load_since round trips
+    store_reads: int = 0  # load / load_since / list round trips
     store_writes: int = 0  # create / append / delete / purge round trips
     store_errors: int = 0
     single_flight_joins: int = 0  # reads that shared another task's in-flight load
+    stale_rejections: int = 0  # cached copies refused because a newer version is known
+    delta_refreshes: int = 0  # stale copies brought up to date with load_since
+    l2_errors: int = 0  # Redis calls that failed (each opens the circuit)
+    l2_skipped: int = 0  # Redis calls not made because the circuit was open
+    l2_corrupt: int = 0  # L2 values that failed to decode (dropped)
+    invalidations_received: int = 0
+    invalidations_published: int = 0
+    pending_fence_overflow: int = 0
+    circuit_state: str = "closed"
+    subscribed: bool = False
     l1_items: int = 0
     l1_bytes: int = 0
 

@@ -1,0 +1,88 @@
+"""The invalidation listener: ``(thread id, version)`` messages from other instances.
+
+Each ``Memory`` publishes after every write and listens for the others. While
+the subscription is down this instance cannot hear of other instances' writes,
+so the listener reports the loss (the tiered cache then clears and bypasses L1)
+and reconnects with a bounded backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from convmem.cache.protocol import L2Error
+
+if TYPE_CHECKING:
+    from convmem.cache.protocol import L2Tier
+
+log = logging.getLogger("convmem.cache")
+
+
+class InvalidationListener:
+    def __init__(
+        self,
+        l2: L2Tier,
+        instance_id: str,
+        *,
+        on_message: Callable[[str, int], None],
+        on_lost: Callable[[], None],
+        on_regained: Callable[[], None],
+        retry_after: float = 0.1,
+        max_retry_after: float = 2.0,
+    ) -> None:
+        self._l2 = l2
+        self._instance_id = instance_id
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._on_regained = on_regained
+        self._retry_after = retry_after
+        self._max_retry_after = max_retry_after
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
+
+    async def start(self, wait: float = 1.0) -> None:
+        """Start listening; wait up to ``wait`` seconds for the first subscription."""
+        self._task = asyncio.create_task(self._run(), name="convmem-invalidations")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), wait)
+        if not self.subscribed:
+            log.warning("invalidation channel not subscribed yet; L1 bypassed until it is")
+
+    async def wait_subscribed(self, within: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), within)
+        return self.subscribed
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        delay = self._retry_after
+        while True:
+            try:
+                async for event in self._l2.invalidations():
+                    if event is None:  # the server confirmed the subscription
+                        self._on_regained()
+                        self._subscribed.set()
+                        delay = self._retry_after
+                    elif event[2] != self._instance_id:
+                        self._on_message(event[0], event[1])
+            except L2Error as exc:
+                if self._subscribed.is_set():
+                    self._subscribed.clear()
+                    log.warning("invalidation subscription lost (%s); L1 bypassed", exc)
+                    self._on_lost()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_retry_after)

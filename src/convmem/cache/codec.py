@@ -1,0 +1,121 @@
+"""The L2 payload: one Redis hash per thread, JSON values, readable in any Redis browser.
+
+Fields of ``convmem:{<id>}``:
+
+=========  ====================================================================
+``v``      the thread's version (its number of turns)
+``h``      the header that never changes: id, tool, parent, owner, metadata, created
+``u``/``e`` updated_at / expires_at, in microseconds since the epoch
+``1``..``v`` one JSON object per turn, by seq: an append adds fields, O(turns added)
+``f``      a fence: no copy below this version may be served or installed
+=========  ====================================================================
+
+Nothing is ever pickled; a value that fails to decode is ``CorruptPayload``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from convmem.cache.protocol import CorruptPayload
+from convmem.errors import ConvMemError
+from convmem.models import Thread, Turn, freeze_mapping
+from convmem.stores._rows import from_micros, to_micros
+
+FORMAT = 1
+
+
+def encode_header(thread: Thread) -> bytes:
+    return orjson.dumps(
+        {
+            "fmt": FORMAT,
+            "id": thread.id,
+            "tool_name": thread.tool_name,
+            "parent_id": thread.parent_id,
+            "owner": thread.owner,
+            "metadata": dict(thread.metadata),
+            "created_at": to_micros(thread.created_at),
+        }
+    )
+
+
+def encode_turn(turn: Turn) -> bytes:
+    return orjson.dumps(
+        {
+            "role": turn.role,
+            "content": turn.content,
+            "tool_name": turn.tool_name,
+            "model_provider": turn.model_provider,
+            "model_name": turn.model_name,
+            "files": list(turn.files),
+            "images": list(turn.images),
+            "metadata": dict(turn.metadata),
+            "key": turn.key,
+            "created_at": to_micros(turn.created_at) if turn.created_at else None,
+        }
+    )
+
+
+def fence_of(fields: dict[bytes, bytes]) -> int:
+    raw = fields.get(b"f")
+    if raw is None:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        raise CorruptPayload("fence is not an integer") from None
+
+
+def decode_thread(thread_id: str, fields: dict[bytes, bytes]) -> Thread | None:
+    """The thread a hash holds; None if it holds none (empty or only a fence)."""
+    fence = fence_of(fields)
+    if b"v" not in fields:
+        if set(fields) - {b"f"}:
+            raise CorruptPayload("no version field")
+        return None
+    try:
+        version = int(fields[b"v"])
+        header: dict[str, Any] = orjson.loads(fields[b"h"])
+        updated_at = from_micros(int(fields[b"u"]))
+        expires_at = from_micros(int(fields[b"e"]))
+        if header.get("fmt") != FORMAT or header.get("id") != thread_id:
+            raise CorruptPayload("foreign header")
+        if len(fields) != version + 4 + (b"f" in fields):
+            raise CorruptPayload("turn fields do not match the version")
+        turns = tuple(_decode_turn(seq, fields[str(seq).encode()]) for seq in range(1, version + 1))
+        thread = Thread(
+            id=thread_id,
+            turns=turns,
+            tool_name=header["tool_name"],
+            parent_id=header["parent_id"],
+            owner=header["owner"],
+            metadata=freeze_mapping(header["metadata"], what="thread metadata"),
+            created_at=from_micros(header["created_at"]),
+            updated_at=updated_at,
+            expires_at=expires_at,
+        )
+    except CorruptPayload:
+        raise
+    except (KeyError, ValueError, TypeError, orjson.JSONDecodeError, ConvMemError) as exc:
+        raise CorruptPayload(f"{type(exc).__name__}: {exc}") from exc
+    return None if version < fence else thread
+
+
+def _decode_turn(seq: int, raw: bytes) -> Turn:
+    item = orjson.loads(raw)
+    created = item["created_at"]
+    return Turn(
+        role=item["role"],
+        content=item["content"],
+        tool_name=item["tool_name"],
+        model_provider=item["model_provider"],
+        model_name=item["model_name"],
+        files=tuple(item["files"]),
+        images=tuple(item["images"]),
+        metadata=item["metadata"],
+        key=item["key"],
+        seq=seq,
+        created_at=None if created is None else from_micros(created),
+    )

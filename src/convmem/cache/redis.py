@@ -1,0 +1,303 @@
+"""L2: threads in Redis, written only through Lua scripts that never go backwards.
+
+Every write compares versions inside Redis, atomically:
+
+- ``install`` (after a store read) replaces the cached copy only with a newer one,
+  and never below a fence;
+- ``append`` (after a store commit) adds the new turns in place when the cached
+  copy is exactly the writer's base version, O(turns added); otherwise it fences
+  the key at the new version, so a slow reader cannot re-install an older copy
+  (which a plain delete would allow);
+- ``fence`` raises the fence (deletes use an unreachable version).
+
+Keys are hash-tagged, ``<prefix>{<id>}``, so one thread's key lives in one
+Redis Cluster slot; the client has short timeouts and no retries, because the
+circuit breaker above it decides when to try again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, Self, cast
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from convmem.cache.codec import decode_thread, encode_header, encode_turn, fence_of
+from convmem.cache.protocol import CorruptPayload, L2Error
+from convmem.stores._rows import to_micros
+
+log = logging.getLogger("convmem.cache")
+
+if TYPE_CHECKING:
+    from convmem.models import Thread, Turn
+
+# KEYS[1]; ARGV: version, ttl_ms, header, updated_us, expires_us, turn 1, turn 2, ...
+_INSTALL: Final = """
+local v = tonumber(ARGV[1])
+local cur = redis.call('HMGET', KEYS[1], 'v', 'f')
+local cv, cf = tonumber(cur[1]), tonumber(cur[2])
+if (cf and v < cf) or (cv and cv >= v) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'h', ARGV[3], 'u', ARGV[4], 'e', ARGV[5])
+local batch = {}
+for i = 6, #ARGV do
+  batch[#batch + 1] = tostring(i - 5)
+  batch[#batch + 1] = ARGV[i]
+  if #batch >= 400 then redis.call('HSET', KEYS[1], unpack(batch)); batch = {} end
+end
+if #batch > 0 then redis.call('HSET', KEYS[1], unpack(batch)) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, new turn 1, ...
+# Returns 1 updated in place, 2 already as new or newer, 0 fenced.
+_APPEND: Final = """
+local base, nv = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cur = redis.call('HMGET', KEYS[1], 'v', 'f')
+local cv, cf = tonumber(cur[1]), tonumber(cur[2])
+if cv and cv == base then
+  local fields = {'v', ARGV[2], 'u', ARGV[4], 'e', ARGV[5]}
+  for i = 6, #ARGV do
+    fields[#fields + 1] = tostring(base + i - 5)
+    fields[#fields + 1] = ARGV[i]
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+if (cv and cv >= nv) or (cf and cf >= nv) then return 2 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'f', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 0
+"""
+
+# KEYS[1]; ARGV: version, ttl_ms. Returns 1 when the fence was raised.
+_FENCE: Final = """
+local v = tonumber(ARGV[1])
+local cur = redis.call('HMGET', KEYS[1], 'v', 'f')
+local cv, cf = tonumber(cur[1]), tonumber(cur[2])
+if (cv and cv >= v) or (cf and cf >= v) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'f', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS[1]; ARGV: ttl_ms. Drops a value that failed to decode, keeping a valid fence.
+_DROP: Final = """
+local f = redis.pcall('HGET', KEYS[1], 'f')
+redis.call('DEL', KEYS[1])
+if type(f) == 'string' and tonumber(f) then
+  redis.call('HSET', KEYS[1], 'f', f)
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+
+class RedisCache:
+    """L2. ``from_url`` builds and owns its client; no I/O until the first call."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "convmem:",
+        ttl_seconds: float = 1800.0,
+        url: str = "",
+        socket_timeout: float = 0.25,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl_seconds = ttl_seconds
+        self.channel = f"{prefix}invalidations"
+        self._url = url
+        self._socket_timeout = socket_timeout
+        self._install = client.register_script(_INSTALL)
+        self._append = client.register_script(_APPEND)
+        self._fence = client.register_script(_FENCE)
+        self._drop = client.register_script(_DROP)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "convmem:",
+        ttl_seconds: float = 1800.0,
+        socket_timeout: float = 0.25,
+    ) -> Self:
+        client = _client(url, socket_timeout)
+        return cls(
+            client, prefix=prefix, ttl_seconds=ttl_seconds, url=url, socket_timeout=socket_timeout
+        )
+
+    def key(self, thread_id: str) -> str:
+        return f"{self.prefix}{{{thread_id}}}"
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def invalidations(self) -> AsyncIterator[tuple[str, int, str] | None]:
+        """Subscribe on a client of its own (it blocks on reads, so no socket timeout).
+
+        Yields None once the server confirmed the subscription, then one
+        ``(thread id, version, source)`` per message; raises ``L2Error`` when it breaks.
+        """
+        client = aioredis.Redis.from_url(
+            self._url,
+            socket_connect_timeout=self._socket_timeout,
+            socket_timeout=None,
+            health_check_interval=5,
+            retry=Retry(NoBackoff(), 0),
+        )
+        pubsub = client.pubsub()
+        try:
+            with _translated():
+                await pubsub.subscribe(self.channel)
+            while True:
+                with _translated():
+                    message = await pubsub.get_message(timeout=None)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    yield None
+                elif message["type"] == "message":
+                    parsed = _parse_invalidation(message["data"])
+                    if parsed is not None:
+                        yield parsed
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await client.aclose()
+
+    async def ping(self) -> None:
+        with _translated():
+            await self.client.ping()
+
+    async def get(self, thread_id: str) -> Thread | None:
+        """The cached copy, or None (missing or fenced); raises ``CorruptPayload``."""
+        try:
+            with _translated():
+                raw = await self.client.hgetall(self.key(thread_id))
+        except L2Error as exc:
+            if isinstance(exc.__cause__, ResponseError):  # WRONGTYPE: a foreign value
+                raise CorruptPayload(str(exc.__cause__)) from exc
+            raise
+        fields = cast("dict[bytes, bytes]", raw)
+        return decode_thread(thread_id, fields) if fields else None
+
+    async def version(self, thread_id: str) -> int:
+        """The highest version L2 knows of (cached copy or fence); 0 if none."""
+        with _translated():
+            raw = await self.client.hmget(self.key(thread_id), ["v", "f"])
+        values = cast("list[bytes | None]", raw)
+        fields = {k: v for k, v in zip((b"v", b"f"), values, strict=True) if v is not None}
+        try:
+            return max(int(fields.get(b"v", 0)), fence_of(fields))
+        except (ValueError, CorruptPayload):
+            return 0  # a corrupt value is found and dropped by the next read
+
+    async def install(self, thread: Thread, now: datetime) -> bool:
+        """Cache ``thread`` unless a newer copy or a higher fence is there."""
+        ttl_ms = self._ttl_ms(thread.expires_at, now)
+        if ttl_ms <= 0:
+            return False
+        args: list[Any] = [
+            thread.version,
+            ttl_ms,
+            encode_header(thread),
+            to_micros(thread.updated_at),
+            to_micros(thread.expires_at),
+            *(encode_turn(t) for t in thread.turns),
+        ]
+        with _translated():
+            return bool(await self._install(keys=[self.key(thread.id)], args=args))
+
+    async def append(
+        self,
+        thread_id: str,
+        base: int,
+        version: int,
+        turns: Sequence[Turn],
+        updated_at: datetime,
+        expires_at: datetime,
+        now: datetime,
+    ) -> int:
+        """Extend the cached copy in place if it is at ``base``; else fence at ``version``.
+
+        Returns 1 (updated in place), 2 (L2 already at or past ``version``) or 0 (fenced).
+        """
+        args: list[Any] = [
+            base,
+            version,
+            max(self._ttl_ms(expires_at, now), 1),
+            to_micros(updated_at),
+            to_micros(expires_at),
+            *(encode_turn(t) for t in turns),
+        ]
+        with _translated():
+            return int(await self._append(keys=[self.key(thread_id)], args=args))
+
+    async def fence(self, thread_id: str, version: int) -> bool:
+        """Fence the key at ``version`` unless it is there already; True if raised."""
+        with _translated():
+            raised = await self._fence(
+                keys=[self.key(thread_id)], args=[version, self._ttl_ms(None, None)]
+            )
+        return bool(raised)
+
+    async def drop(self, thread_id: str) -> None:
+        """Remove a value that failed to decode (keeping a valid fence)."""
+        with _translated():
+            await self._drop(keys=[self.key(thread_id)], args=[self._ttl_ms(None, None)])
+
+    async def publish(self, thread_id: str, version: int, source: str) -> int:
+        """Announce a write; returns how many subscribers received it."""
+        message = orjson.dumps({"id": thread_id, "v": version, "src": source})
+        with _translated():
+            return int(await self.client.publish(self.channel, message))
+
+    def _ttl_ms(self, expires_at: datetime | None, now: datetime | None) -> int:
+        """The L2 lifetime, never past the thread's own expiry."""
+        ttl = self.ttl_seconds
+        if expires_at is not None and now is not None:
+            ttl = min(ttl, (expires_at - now).total_seconds())
+        return int(ttl * 1000)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """redis-py's errors (and socket errors) as ``L2Error``: the one place they are mapped."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise L2Error(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _parse_invalidation(data: bytes) -> tuple[str, int, str] | None:
+    try:
+        message = orjson.loads(data)
+        return str(message["id"]), int(message["v"]), str(message["src"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        log.warning("ignoring a malformed invalidation message: %r", data[:200])
+        return None
+
+
+def _client(url: str, socket_timeout: float) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout,
+        retry=Retry(NoBackoff(), 0),  # the circuit breaker decides when to try again
+        health_check_interval=0,
+    )

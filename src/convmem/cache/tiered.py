@@ -1,0 +1,347 @@
+"""The cache protocol: L1 → L2 → store, coherent across instances (see DESIGN.md).
+
+Read: L1 (if it may be trusted now) → L2 → store, one in-flight load per thread
+and owner (single-flight); every copy is checked against the thread's watermark,
+and results are installed upwards with set-if-newer. A stale L1 copy is brought up
+to date with ``load_since`` (turns never change once committed).
+
+Write (after the store committed, the only step that can fail the call): L2 is
+extended in place or fenced, L1 is extended, the watermark is raised and
+``(id, version)`` is published, so the next read anywhere is a hit or a fresh load.
+
+Redis faults never fail a call: the circuit breaker skips L2 at once, L1 is
+bypassed unless this is the only instance (we could not hear other instances'
+writes), writes whose L2 step failed are remembered and fenced in L2 (and
+published) before L2 is trusted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, TypeVar
+
+from convmem.cache.breaker import CircuitBreaker, CircuitState
+from convmem.cache.bus import InvalidationListener
+from convmem.cache.protocol import DELETED, CorruptPayload, L2Error
+from convmem.cache.watermarks import Watermarks
+from convmem.errors import StoreError, ThreadNotFoundError
+from convmem.stores.base import extend_thread
+
+if TYPE_CHECKING:
+    from convmem.cache.local import LocalCache
+    from convmem.cache.protocol import L2Tier
+    from convmem.models import Thread
+    from convmem.stats import Stats
+    from convmem.stores.base import AppendResult, Store
+
+log = logging.getLogger("convmem.cache")
+T = TypeVar("T")
+
+MAX_PENDING_FENCES = 100_000
+
+
+class TieredCache:
+    def __init__(
+        self,
+        store: Store,
+        l1: LocalCache,
+        stats: Stats,
+        *,
+        l2: L2Tier | None = None,
+        breaker: CircuitBreaker | None = None,
+        single_instance: bool = False,
+        strict: bool = False,
+        watermark_items: int = 100_000,
+    ) -> None:
+        self.store = store
+        self.l1 = l1
+        self.l2 = l2
+        self.stats = stats
+        self.breaker = breaker or CircuitBreaker()
+        self.single_instance = single_instance
+        self.strict = strict
+        self.instance_id = uuid.uuid4().hex
+        self.watermarks = Watermarks(watermark_items, on_forget=l1.discard)
+        self._inflight: dict[tuple[str, str | None], asyncio.Future[Thread | None]] = {}
+        self._epoch = 0  # bumped when the subscription is lost or regained
+        self._pending_fences: dict[str, int] = {}
+        self._listener: InvalidationListener | None = None
+        if l2 is not None:
+            self._listener = InvalidationListener(
+                l2,
+                self.instance_id,
+                on_message=self._invalidated,
+                on_lost=self._subscription_changed,
+                on_regained=self._subscription_changed,
+            )
+
+    # -- lifetime --------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._listener is not None:
+            await self._listener.start()
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
+        if self.l2 is not None:
+            await self.l2.aclose()
+
+    @property
+    def subscribed(self) -> bool:
+        return self._listener is not None and self._listener.subscribed
+
+    def l1_trusted(self) -> bool:
+        """L1 may be served only while we would hear of other instances' writes."""
+        return self.l2 is None or self.single_instance or self.subscribed
+
+    # -- reads -----------------------------------------------------------------
+
+    async def get(self, thread_id: str, owner: str | None) -> Thread | None:
+        now = self.store.clock()
+        if self.l1_trusted():
+            copy = self.l1.get(thread_id)
+            if copy is not None and await self._fresh_in_l1(copy, now):
+                self.stats.l1_hits += 1
+                log.debug("CACHE HIT l1 thread=%s version=%d", thread_id, copy.version)
+                self.watermarks.raise_to(thread_id, copy.version)
+                return copy if copy.owner == owner else None
+        self.stats.l1_misses += 1
+        key = (thread_id, owner)
+        inflight = self._inflight.get(key)
+        if inflight is not None:
+            self.stats.single_flight_joins += 1
+            return await asyncio.shield(inflight)
+        future: asyncio.Future[Thread | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            thread = await self._fetch(thread_id, owner)
+            future.set_result(thread)
+            return thread
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: joiners re-raise it, none may be waiting
+            raise
+        finally:
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+
+    async def _fresh_in_l1(self, copy: Thread, now: datetime) -> bool:
+        if copy.is_expired(now):
+            self.l1.discard(copy.id)
+            return False
+        if copy.version < self.watermarks.get(copy.id):
+            self.stats.stale_rejections += 1
+            return False
+        if self.strict and self.l2 is not None:
+            newest = await self._l2_call(self.l2.version(copy.id))
+            if newest is None:  # L2 unreachable: strict mode does not trust L1 blindly
+                return self.single_instance
+            if newest > copy.version:
+                self.watermarks.raise_to(copy.id, newest)
+                self.stats.stale_rejections += 1
+                return False
+        return True
+
+    async def _fetch(self, thread_id: str, owner: str | None) -> Thread | None:
+        """L2, then the store; install upwards. Runs once per in-flight key."""
+        epoch = self._epoch
+        now = self.store.clock()
+        mark = self.watermarks.get(thread_id)
+        if self.l2 is not None:
+            copy = await self._l2_get(thread_id)
+            if copy is not None and copy.version >= mark and not copy.is_expired(now):
+                self.stats.l2_hits += 1
+                log.debug("CACHE HIT l2 thread=%s version=%d", thread_id, copy.version)
+                self._install_l1(copy, epoch)
+                return copy if copy.owner == owner else None
+            self.stats.l2_misses += 1
+        self.stats.misses += 1
+        thread = await self._load(thread_id, owner)
+        log.debug("CACHE MISS thread=%s version=%s", thread_id, thread.version if thread else None)
+        if thread is None:
+            return None
+        self._install_l1(thread, epoch)
+        if self.l2 is not None:
+            await self._l2_call(self.l2.install(thread, now))
+        return thread
+
+    async def _load(self, thread_id: str, owner: str | None) -> Thread | None:
+        """From the store: only the missing turns when an older copy is at hand."""
+        base = self.l1.get(thread_id)
+        if base is not None and base.owner == owner:
+            self.stats.store_reads += 1
+            delta = await self._store(self.store.load_since(thread_id, base.version, owner=owner))
+            if delta is None:
+                self.l1.discard(thread_id)
+                return None
+            self.stats.delta_refreshes += 1
+            return extend_thread(base, delta.turns, delta.updated_at, delta.expires_at)
+        self.stats.store_reads += 1
+        return await self._store(self.store.load(thread_id, owner=owner))
+
+    async def _l2_get(self, thread_id: str) -> Thread | None:
+        assert self.l2 is not None
+        try:
+            return await self._l2_call(self.l2.get(thread_id), reraise_corrupt=True)
+        except CorruptPayload as exc:
+            self.stats.l2_corrupt += 1
+            log.warning("corrupt L2 value for thread %s dropped: %s", thread_id, exc)
+            await self._l2_call(self.l2.drop(thread_id))
+            return None
+
+    def _install_l1(self, thread: Thread, epoch: int) -> None:
+        self.watermarks.raise_to(thread.id, thread.version)
+        # A copy read before the subscription changed may have missed an invalidation.
+        if epoch == self._epoch:
+            self.l1.put(thread)
+
+    # -- writes ----------------------------------------------------------------
+
+    async def created(self, thread: Thread) -> None:
+        epoch = self._epoch
+        self._install_l1(thread, epoch)
+        if self.l2 is not None:
+            await self._l2_call(self.l2.install(thread, self.store.clock()))
+
+    async def appended(self, result: AppendResult, owner: str | None) -> Thread:
+        """Bring every tier up to the committed append; return the whole thread."""
+        thread_id, version = result.thread_id, result.version
+        self.watermarks.raise_to(thread_id, version)
+        self._inflight.pop((thread_id, owner), None)  # a load begun before the commit is stale
+        if self.l2 is not None:
+            status = await self._l2_call(
+                self.l2.append(
+                    thread_id,
+                    result.base_version,
+                    version,
+                    result.new_turns,
+                    result.updated_at,
+                    result.expires_at,
+                    self.store.clock(),
+                )
+            )
+            if status is None:
+                self._remember_fence(thread_id, version)
+            await self._publish(thread_id, version)
+        cached = self.l1.get(thread_id)
+        if cached is not None and (extended := result.applied_to(cached)) is not None:
+            self.l1.put(extended, base=cached)
+            return extended
+        thread = await self.get(thread_id, owner)
+        if thread is None:  # deleted right after the append
+            raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
+        return thread
+
+    async def deleted(self, thread_id: str) -> None:
+        self.watermarks.raise_to(thread_id, DELETED)
+        self.l1.discard(thread_id)
+        if self.l2 is not None:
+            if await self._l2_call(self.l2.fence(thread_id, DELETED)) is None:
+                self._remember_fence(thread_id, DELETED)
+            await self._publish(thread_id, DELETED)
+
+    async def _publish(self, thread_id: str, version: int) -> None:
+        assert self.l2 is not None
+        sent = await self._l2_call(self.l2.publish(thread_id, version, self.instance_id))
+        if sent is None:
+            self._remember_fence(thread_id, version)
+        else:
+            self.stats.invalidations_published += 1
+
+    def _remember_fence(self, thread_id: str, version: int) -> None:
+        """L2 (or the bus) missed this write: fence and announce it when Redis is back."""
+        if (
+            len(self._pending_fences) >= MAX_PENDING_FENCES
+            and thread_id not in self._pending_fences
+        ):
+            self.stats.pending_fence_overflow += 1
+            log.error("too many writes to replay to Redis; thread %s may be stale in L2", thread_id)
+            return
+        self._pending_fences[thread_id] = max(version, self._pending_fences.get(thread_id, 0))
+
+    # -- invalidations -----------------------------------------------------------
+
+    def _invalidated(self, thread_id: str, version: int) -> None:
+        self.stats.invalidations_received += 1
+        self.watermarks.raise_to(thread_id, version)
+        if version == DELETED:
+            self.l1.discard(thread_id)
+        # An older L1 copy stays as the base of a delta refresh; the watermark keeps
+        # it from being served.
+
+    def _subscription_changed(self) -> None:
+        self._epoch += 1
+        self.l1.clear()
+
+    # -- Redis calls behind the breaker ----------------------------------------------
+
+    async def _l2_call(self, call: Awaitable[T], *, reraise_corrupt: bool = False) -> T | None:
+        """Run an L2 call unless the circuit is open; a Redis failure yields None."""
+        if not self.breaker.allow():
+            self.stats.l2_skipped += 1
+            _close(call)
+            return None
+        if self.breaker.state is CircuitState.HALF_OPEN and not await self._recover():
+            _close(call)
+            return None
+        try:
+            result = await call
+        except CorruptPayload:
+            self.breaker.record_success()
+            if reraise_corrupt:
+                raise
+            return None
+        except L2Error as exc:
+            self.stats.l2_errors += 1
+            self.breaker.record_failure(exc)
+            return None
+        self.breaker.record_success()
+        return result
+
+    async def ping_l2(self) -> bool | None:
+        """True if L2 answers now, False if not, None without an L2 tier."""
+        if self.l2 is None:
+            return None
+        try:
+            await self.l2.ping()
+        except L2Error:
+            return False
+        return True
+
+    async def _recover(self) -> bool:
+        """The half-open probe: replay the writes L2 missed before trusting it again."""
+        assert self.l2 is not None
+        try:
+            await self.l2.ping()
+            while self._pending_fences:
+                thread_id, version = next(iter(self._pending_fences.items()))
+                await self.l2.fence(thread_id, version)
+                await self.l2.publish(thread_id, version, self.instance_id)
+                self.stats.invalidations_published += 1
+                if self._pending_fences.get(thread_id) == version:
+                    del self._pending_fences[thread_id]
+        except L2Error as exc:
+            self.stats.l2_errors += 1
+            self.breaker.record_failure(exc)
+            return False
+        self.breaker.record_success()
+        return True
+
+    async def _store(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except StoreError:
+            self.stats.store_errors += 1
+            raise
+
+
+def _close(call: Awaitable[object]) -> None:
+    """Close a coroutine that will not run, so Python does not warn it was never awaited."""
+    close: Callable[[], None] | None = getattr(call, "close", None)
+    if close is not None:
+        close()
