@@ -7,13 +7,20 @@ a failure with the command that starts it, never a skip.
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
+from convmem import Memory, Settings
 from convmem.limits import ThreadLimits
+from convmem.stores.base import Store
 from convmem.stores.postgres import PostgresStore
 from convmem.stores.sqlite import SqliteStore
 from tests.support.clock import FakeClock
@@ -27,12 +34,6 @@ from tests.support.services import (
     drop_database,
     pg_url,
 )
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
-    from pathlib import Path
-
-    from convmem.stores.base import Store
 
 LIMITS = ThreadLimits(ttl=timedelta(hours=3), max_turns=50)
 BACKENDS = ["sqlite", "postgres", "pgbouncer"]
@@ -103,6 +104,61 @@ def _make_backend(
         url = pg_url(database, port=proxy.port, prepared_statements="false")
     store = PostgresStore.from_url(url, limits=LIMITS, clock=clock)
     return Backend(name, store, url, clock, lambda: proxy.round_trips)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("CONVMEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        raise RuntimeError(
+            f"Redis is not answering at {url} ({exc}); start it with scripts/ensure-services.sh"
+        ) from exc
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix (and channel) of this test's own on the shared Redis."""
+    prefix = f"convmem-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+MemoryFactory = Callable[..., Awaitable[Memory]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def cache_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """A store for the cache tests: the embedded one and Postgres (wire-counted)."""
+    made = _make_backend(request.param, request, tmp_path, FakeClock())
+    async with made.store:
+        yield made
+
+
+@pytest.fixture
+async def memories(
+    cache_backend: Backend, redis_url: str, redis_prefix: str
+) -> AsyncIterator[MemoryFactory]:
+    """Build open Memory instances sharing the store and Redis: one per simulated process."""
+    made: list[Memory] = []
+
+    async def make(store: Any = None, **overrides: Any) -> Memory:
+        settings = Settings.load(
+            cache_url=redis_url, cache_prefix=redis_prefix, **{"max_turns": 50, **overrides}
+        )
+        memory = Memory(store or cache_backend.store, settings=settings)
+        await memory.open()
+        made.append(memory)
+        return memory
+
+    yield make
+    for memory in made:
+        await memory.aclose()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -60,7 +60,8 @@ class Memory:
         breaker_clock: the monotonic clock of the Redis circuit breaker.
 
     The constructor does no I/O; ``async with memory`` (or ``await memory.open()``)
-    connects and applies migrations.
+    connects and applies migrations. A ``Store`` passed in is opened if needed but
+    left open on close: its owner closes it.
     """
 
     def __init__(
@@ -82,6 +83,8 @@ class Memory:
         elif overrides:
             settings = Settings.load(**{**settings.model_dump(), **overrides})
         self.settings = settings
+        # A store passed in is the caller's to close; one built from a URL is ours.
+        self._owns_store = not isinstance(store, Store)
         self.store: Store = (
             store
             if isinstance(store, Store)
@@ -124,8 +127,10 @@ class Memory:
         await self._cache.start()
 
     async def aclose(self) -> None:
+        """Stop listening and close Redis; close the store if this Memory built it."""
         await self._cache.stop()
-        await self.store.aclose()
+        if self._owns_store:
+            await self.store.aclose()
 
     async def __aenter__(self) -> Self:
         await self.open()

@@ -149,7 +149,10 @@ class Store(ABC):
 
     @abstractmethod
     async def open(self, *, migrate: bool = True) -> None:
-        """Connect (pools, files) and, when ``migrate``, apply pending migrations."""
+        """Connect (pools, files) and, when ``migrate``, apply pending migrations.
+
+        Opening an open store does nothing.
+        """
 
     @abstractmethod
     async def aclose(self) -> None:

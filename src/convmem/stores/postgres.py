@@ -219,15 +219,16 @@ class PostgresStore(Store):
     # -- lifetime --------------------------------------------------------------
 
     async def open(self, *, migrate: bool = True) -> None:
-        if not self._opened:
-            try:
-                await self._pool.open(wait=True, timeout=self.connect_timeout)
-            except PoolTimeout as exc:
-                await self._pool.close()
-                raise StoreUnavailableError(
-                    f"cannot connect to PostgreSQL at {redact_url(self.conninfo)}: {exc}"
-                ) from exc
-            self._opened = True
+        if self._opened:
+            return
+        try:
+            await self._pool.open(wait=True, timeout=self.connect_timeout)
+        except PoolTimeout as exc:
+            await self._pool.close()
+            raise StoreUnavailableError(
+                f"cannot connect to PostgreSQL at {redact_url(self.conninfo)}: {exc}"
+            ) from exc
+        self._opened = True
         if migrate:
             await self.migrate()
 

@@ -1,0 +1,75 @@
+"""A real store with a pause in its read path, to force interleavings deterministically.
+
+``GatedStore`` delegates every call to the store it wraps; when its gate is
+armed, ``load`` and ``load_since`` read from the database and then wait for the
+test to open the gate before returning (a "slow reader").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from convmem.stores.base import Store
+
+if TYPE_CHECKING:
+    from convmem.models import Thread, ThreadPage, Turn
+    from convmem.stores.base import AppendResult, NewThread, ThreadDelta
+
+
+class GatedStore(Store):
+    def __init__(self, inner: Store) -> None:
+        super().__init__(limits=inner.limits, clock=inner.clock)
+        self.inner = inner
+        self.armed = False
+        self.loaded = asyncio.Event()  # set once a gated read has its rows
+        self.release = asyncio.Event()
+
+    async def _gate(self) -> None:
+        if self.armed:
+            self.loaded.set()
+            await self.release.wait()
+
+    async def open(self, *, migrate: bool = True) -> None:
+        await self.inner.open(migrate=migrate)
+
+    async def aclose(self) -> None:
+        pass  # the inner store belongs to the fixture
+
+    async def migrate(self) -> list[str]:
+        return await self.inner.migrate()
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
+        thread = await self.inner.load(thread_id, owner=owner)
+        await self._gate()
+        return thread
+
+    async def load_since(
+        self, thread_id: str, version: int, *, owner: str | None
+    ) -> ThreadDelta | None:
+        delta = await self.inner.load_since(thread_id, version, owner=owner)
+        await self._gate()
+        return delta
+
+    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
+        return await self.inner.create(thread, turns)
+
+    async def append(
+        self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
+    ) -> AppendResult:
+        return await self.inner.append(thread_id, turns, owner=owner)
+
+    async def list(
+        self, *, owner: str | None, limit: int = 50, cursor: str | None = None
+    ) -> ThreadPage:
+        return await self.inner.list(owner=owner, limit=limit, cursor=cursor)
+
+    async def delete(self, thread_id: str, *, owner: str | None) -> bool:
+        return await self.inner.delete(thread_id, owner=owner)
+
+    async def purge_expired(self) -> int:
+        return await self.inner.purge_expired()

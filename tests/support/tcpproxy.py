@@ -1,0 +1,97 @@
+"""A loopback TCP proxy on its own thread and event loop, for fault injection.
+
+``cut()`` drops every open connection and refuses new ones (the network between
+client and server is gone, while the server and its data live on); ``restore()``
+lets traffic through again. Subclasses may inspect the client's bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Coroutine
+from typing import Any, Self, TypeVar
+
+T = TypeVar("T")
+
+
+class TcpProxy:
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._cut = False
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def start(self) -> Self:
+        self._thread.start()
+        self._server = self._call(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def cut(self) -> None:
+        async def drop() -> None:
+            self._cut = True
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+        self._call(drop())
+
+    def restore(self) -> None:
+        async def allow() -> None:
+            self._cut = False
+
+        self._call(allow())
+
+    def stop(self) -> None:
+        async def close() -> None:
+            assert self._server is not None
+            self._server.close()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+
+        self._call(close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self._cut:
+            client_w.transport.abort()
+            return
+        try:
+            server_r, server_w = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_w.transport.abort()
+            return
+        self._writers |= {client_w, server_w}
+        upstream = asyncio.ensure_future(self._upstream(client_r, server_w))
+        downstream = asyncio.ensure_future(_pipe(server_r, client_w))
+        try:
+            await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            pass  # the proxy is stopping
+        finally:
+            for task in (upstream, downstream):
+                task.cancel()
+            for writer in (client_w, server_w):
+                self._writers.discard(writer)
+                writer.close()
+
+    async def _upstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _pipe(reader, writer)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
