@@ -75,9 +75,10 @@ class TieredCache:
                 l2,
                 self.instance_id,
                 on_message=self._invalidated,
-                on_lost=self._subscription_changed,
-                on_regained=self._subscription_changed,
+                on_lost=self._subscription_lost,
+                on_regained=self._subscription_regained,
             )
+        self._recovery: asyncio.Task[bool] | None = None
 
     # -- lifetime --------------------------------------------------------------
 
@@ -88,6 +89,8 @@ class TieredCache:
     async def stop(self) -> None:
         if self._listener is not None:
             await self._listener.stop()
+        if self._recovery is not None:
+            await asyncio.gather(self._recovery, return_exceptions=True)
         if self.l2 is not None:
             await self.l2.aclose()
 
@@ -274,7 +277,21 @@ class TieredCache:
         # An older L1 copy stays as the base of a delta refresh; the watermark keeps
         # it from being served.
 
-    def _subscription_changed(self) -> None:
+    def _subscription_lost(self) -> None:
+        self._forget_l1()
+
+    def _subscription_regained(self) -> None:
+        self._forget_l1()
+        # Redis answers again: replay the writes it missed now, not at the next L2 call.
+        if (self._pending_fences or self.breaker.state is not CircuitState.CLOSED) and (
+            self._recovery is None or self._recovery.done()
+        ):
+            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+
+    def _forget_l1(self) -> None:
+        """Copies read while we could not hear of other writers may be stale: drop them."""
+        if self.single_instance:
+            return  # no other writer to hear of: L1 stays valid
         self._epoch += 1
         self.l1.clear()
 
