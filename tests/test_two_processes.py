@@ -1,0 +1,58 @@
+"""Two Memory instances in two processes sharing Redis and Postgres stay coherent."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+from convmem import Memory, Settings, Turn
+from tests.support.services import pg_url
+from tests.support.workers import alternate
+
+CONTINUATIONS = 200
+
+
+async def test_alternating_continuations_from_two_processes(
+    clean_pg: str, redis_url: str, redis_prefix: str
+) -> None:
+    store_url = pg_url(clean_pg)
+    settings = Settings.load(store_url=store_url, max_turns=1000)
+    async with Memory(settings=settings) as memory:
+        threads = [
+            await memory.create_thread(turns=[Turn(role="user", content=f"thread {i}")])
+            for i in range(2)
+        ]
+    ids = [t.id for t in threads]
+
+    context = multiprocessing.get_context("spawn")
+    left_end, right_end = context.Pipe()
+    start = context.Barrier(2)
+    sides = [
+        context.Process(
+            target=alternate,
+            args=(store_url, redis_url, redis_prefix, ids, side, CONTINUATIONS, end, start),
+        )
+        for side, end in ((0, left_end), (1, right_end))
+    ]
+    for process in sides:
+        process.start()
+    deadline = time.monotonic() + 240
+    while any(p.is_alive() for p in sides) and time.monotonic() < deadline:
+        if any(p.exitcode not in (None, 0) for p in sides):
+            break  # one side failed: stop the other instead of letting it wait
+        time.sleep(0.05)
+    for process in sides:
+        if process.is_alive():
+            process.terminate()
+        process.join(10)
+    assert [p.exitcode for p in sides] == [0, 0]
+
+    async with Memory(settings=settings) as memory:
+        for i, thread_id in enumerate(ids):
+            final = await memory.get_thread(thread_id)
+            assert final is not None
+            steps = [s for s in range(CONTINUATIONS) if (s // 2) % 2 == i]
+            expected = [f"thread {i}"]
+            for step in steps:
+                expected += [f"{step}:user", f"{step}:assistant"]
+            assert [t.content for t in final.turns] == expected
