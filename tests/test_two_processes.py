@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import time
 
@@ -40,7 +41,7 @@ async def test_alternating_continuations_from_two_processes(
     while any(p.is_alive() for p in sides) and time.monotonic() < deadline:
         if any(p.exitcode not in (None, 0) for p in sides):
             break  # one side failed: stop the other instead of letting it wait
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     for process in sides:
         if process.is_alive():
             process.terminate()
