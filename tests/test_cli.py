@@ -41,6 +41,23 @@ def test_demo_on_the_embedded_default_shows_the_round_trip_budget(tmp_path: Path
     assert (tmp_path / "data" / "convmem.db").exists()  # the default: a file under ./data
 
 
+def test_demo_with_redis_shows_every_tier(
+    pg_database: str, redis_url: str, redis_prefix: str
+) -> None:
+    os.environ["CONVMEM_CACHE_PREFIX"] = redis_prefix
+    try:
+        result = convmem("demo", "--store", pg_url(pg_database), "--cache", redis_url)
+    finally:
+        del os.environ["CONVMEM_CACHE_PREFIX"]
+    assert result.returncode == 0, result.stderr
+    assert "(L1 + L2 Redis, offline echo model)" in result.stdout
+    assert (
+        "continued, cold cache: 1 read + 1 write; warm: 0 reads + 1 write; "
+        "new process with Redis warm: 0 reads + 1 write"
+    ) in result.stdout
+    assert "L2 cache (Redis)" in result.stdout
+
+
 def test_thread_commands_on_postgres(pg_database: str, tmp_path: Path) -> None:
     url = pg_url(pg_database)
     assert convmem("migrate", "--store", url).returncode == 0

@@ -37,9 +37,24 @@ StoreOption = Annotated[
 OwnerOption = Annotated[str | None, typer.Option("--owner", help="Only this owner's threads.")]
 
 
-def _memory(store: str | None) -> Memory:
-    settings = Settings.load(**({"store_url": store} if store else {}))
-    return Memory(settings=settings)
+def _memory(store: str | None, cache: str | None = None, *, cached: bool = True) -> Memory:
+    overrides: dict[str, str | None] = {}
+    if store:
+        overrides["store_url"] = store
+    if cache:
+        overrides["cache_url"] = cache
+    if not cached:
+        overrides["cache_url"] = None
+    return Memory(settings=Settings.load(**overrides))
+
+
+def _settings(**overrides: str | None) -> Settings:
+    """Settings from the environment and the given (non-empty) options, or a clean exit."""
+    try:
+        return Settings.load(**{k: v for k, v in overrides.items() if v})
+    except ConvMemError as exc:
+        errors.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
 
 
 def _run(store: str | None, work: Callable[[Memory], Awaitable[T]]) -> T:
@@ -72,7 +87,7 @@ def migrate(store: StoreOption = None) -> None:
         return await memory.migrate()
 
     applied = _run(store, work)  # opening the store already applied them
-    url = redact_url(store or Settings.load().store_url)
+    url = redact_url(_settings(store_url=store).store_url)
     console.print(f"schema of {url} is up to date" + (f"; applied {applied}" if applied else ""))
 
 
@@ -146,7 +161,11 @@ def purge(store: StoreOption = None) -> None:
 @app.command()
 def demo(
     store: StoreOption = None,
-    continuations: Annotated[int, typer.Option(min=2, max=45)] = 4,
+    cache: Annotated[
+        str | None,
+        typer.Option("--cache", help="Redis URL for the L2 tier; defaults to CONVMEM_CACHE_URL."),
+    ] = None,
+    continuations: Annotated[int, typer.Option(min=2, max=20)] = 4,
 ) -> None:
     """Run the seed's validation scenario: start a thread, continue it, count round trips.
 
@@ -154,8 +173,11 @@ def demo(
     builds the history, calls an offline echo model and saves both turns. A cold
     request runs in a fresh Memory (a new process); warm ones reuse it.
     """
-    url = store or Settings.load().store_url
-    console.print(f"[bold]convmem demo[/] on {redact_url(url)} (L1 only, offline echo model)")
+    settings = _settings(store_url=store, cache_url=cache)
+    tiers = "L1 + L2 Redis" if settings.cache_url else "L1 only"
+    console.print(
+        f"[bold]convmem demo[/] on {redact_url(settings.store_url)} ({tiers}, offline echo model)"
+    )
     table = Table("request", "cache", "thread came from", "store reads", "store writes", "turns")
 
     def show(row: DemoRequest) -> None:
@@ -169,18 +191,29 @@ def demo(
         )
 
     try:
-        rows = asyncio.run(run_demo(lambda: _memory(store), continuations, on_request=show))
+        rows = asyncio.run(
+            run_demo(
+                lambda cached: _memory(store, cache, cached=cached),
+                continuations,
+                with_l2=settings.cache_url is not None,
+                on_request=show,
+            )
+        )
     except ConvMemError as exc:
         errors.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(table)
-    cold = next(r for r in rows if r.kind == "cold")
-    warm = [r for r in rows if r.kind == "warm"]
-    console.print(
-        f"continued, cold cache: {cold.store_reads} read + {cold.store_writes} write; "
-        f"warm: {max(r.store_reads for r in warm)} reads + {max(r.store_writes for r in warm)} "
-        "write (the server convmem replaces made 7 store calls per request)"
-    )
+
+    def budget(kind: str) -> str:
+        picked = [r for r in rows if r.kind == kind]
+        reads = max(r.store_reads for r in picked)
+        writes = max(r.store_writes for r in picked)
+        return f"{reads} read{'s' * (reads != 1)} + {writes} write{'s' * (writes != 1)}"
+
+    summary = f"continued, cold cache: {budget('cold')}; warm: {budget('warm')}"
+    if any(r.kind == "cold L1, warm L2" for r in rows):
+        summary += f"; new process with Redis warm: {budget('cold L1, warm L2')}"
+    console.print(summary + " (the server convmem replaces made 7 store calls per request)")
 
 
 def main() -> None:

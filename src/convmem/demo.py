@@ -40,7 +40,13 @@ def echo_model(prompt: str, history_turns: int) -> str:
 async def _continue(memory: Memory, thread_id: str, number: int) -> tuple[Thread, str]:
     before = memory.stats
     thread = await memory.get_thread(thread_id)
-    source = "L1 cache" if memory.stats.l1_hits > before.l1_hits else "store"
+    after = memory.stats
+    if after.l1_hits > before.l1_hits:
+        source = "L1 cache"
+    elif after.l2_hits > before.l2_hits:
+        source = "L2 cache (Redis)"
+    else:
+        source = "store"
     for _ in range(RESUMES_PER_REQUEST - 1):
         thread = await memory.get_thread(thread_id)
     if thread is None:
@@ -65,25 +71,37 @@ async def _continue(memory: Memory, thread_id: str, number: int) -> tuple[Thread
 
 
 async def run_demo(
-    make_memory: Callable[[], Memory],
+    make_memory: Callable[[bool], Memory],
     continuations: int,
+    *,
+    with_l2: bool = False,
     on_request: Callable[[DemoRequest], None] = lambda row: None,
 ) -> list[DemoRequest]:
-    """Run the scenario; ``make_memory`` builds a fresh Memory (a new process)."""
+    """Run the scenario; ``make_memory(cached)`` builds a fresh Memory (a new process).
+
+    The thread is started by a process without the Redis tier, so the first
+    continuation finds no copy anywhere (cold). With ``with_l2``, the next request
+    runs in yet another process: its L1 is cold but Redis has the thread.
+    """
     rows: list[DemoRequest] = []
 
-    def record(memory: Memory, before_reads: int, before_writes: int, **fields: object) -> None:
+    async def request(memory: Memory, thread_id: str, number: int, kind: str) -> Thread:
         stats = memory.stats
+        thread, source = await _continue(memory, thread_id, number)
+        after = memory.stats
         row = DemoRequest(
-            store_reads=stats.store_reads - before_reads,
-            store_writes=stats.store_writes - before_writes,
-            **fields,  # type: ignore[arg-type]
+            number,
+            kind,
+            source,
+            after.store_reads - stats.store_reads,
+            after.store_writes - stats.store_writes,
+            thread.version,
         )
         rows.append(row)
         on_request(row)
+        return thread
 
-    async with make_memory() as first:
-        stats = first.stats
+    async with make_memory(False) as first:
         thread = await first.create_thread(
             tool_name="chat",
             turns=[
@@ -97,27 +115,20 @@ async def run_demo(
                 ),
             ],
         )
-        record(
-            first,
-            stats.store_reads,
-            stats.store_writes,
-            number=1,
-            kind="new",
-            source="created",
-            turns=thread.version,
-        )
+        row = DemoRequest(1, "new", "created", 0, first.stats.store_writes, thread.version)
+        rows.append(row)
+        on_request(row)
 
-    async with make_memory() as memory:  # a new process: nothing cached
-        for number in range(2, continuations + 2):
-            stats = memory.stats
-            thread, source = await _continue(memory, thread.id, number)
-            record(
-                memory,
-                stats.store_reads,
-                stats.store_writes,
-                number=number,
-                kind="cold" if number == 2 else "warm",
-                source=source,
-                turns=thread.version,
-            )
+    async def warm(memory: Memory, first: int) -> None:
+        for number in range(first, first + continuations - 1):
+            await request(memory, thread.id, number, "warm")
+
+    async with make_memory(True) as memory:  # a new process: nothing cached anywhere
+        await request(memory, thread.id, 2, "cold")
+        if not with_l2:
+            await warm(memory, 3)
+    if with_l2:
+        async with make_memory(True) as memory:  # another process: L1 cold, Redis warm
+            await request(memory, thread.id, 3, "cold L1, warm L2")
+            await warm(memory, 4)
     return rows
