@@ -8,6 +8,7 @@ a failure with the command that starts it, never a skip.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -147,11 +148,14 @@ async def memories(
     """Build open Memory instances sharing the store and Redis: one per simulated process."""
     made: list[Memory] = []
 
-    async def make(store: Any = None, **overrides: Any) -> Memory:
-        settings = Settings.load(
-            cache_url=redis_url, cache_prefix=redis_prefix, **{"max_turns": 50, **overrides}
+    async def make(
+        store: Any = None, *, breaker_clock: Callable[[], float] = time.monotonic, **overrides: Any
+    ) -> Memory:
+        defaults = {"cache_url": redis_url, "cache_prefix": redis_prefix, "max_turns": 50}
+        settings = Settings.load(**{**defaults, **overrides})
+        memory = Memory(
+            store or cache_backend.store, settings=settings, breaker_clock=breaker_clock
         )
-        memory = Memory(store or cache_backend.store, settings=settings)
         await memory.open()
         made.append(memory)
         return memory

@@ -24,6 +24,7 @@ from convmem.stores.postgres import PostgresStore
 from tests.conftest import LIMITS, Backend
 from tests.contract.test_store_contract import Trips
 from tests.support.clock import FakeTimer
+from tests.support.flows import exchange, request
 
 SETTINGS = Settings.load(max_content_bytes=1000, max_metadata_bytes=200)
 
@@ -31,22 +32,6 @@ SETTINGS = Settings.load(max_content_bytes=1000, max_metadata_bytes=200)
 def memory_on(backend: Backend, timer: FakeTimer | None = None) -> Memory:
     """A Memory with a cold L1 over the backend's (open) store: a new process."""
     return Memory(backend.store, settings=SETTINGS, l1_timer=timer or FakeTimer())
-
-
-def exchange(n: int) -> list[Turn]:
-    return [
-        Turn(role="user", content=f"question {n}", key=f"req-{n}:user"),
-        Turn(role="assistant", content=f"answer {n}", key=f"req-{n}:assistant"),
-    ]
-
-
-async def request(memory: Memory, thread_id: str, n: int) -> None:
-    """The seed's request: resume three times, build history, save both turns."""
-    threads = [await memory.get_thread(thread_id) for _ in range(3)]
-    thread = threads[-1]
-    assert thread is not None
-    memory.build_history(thread, ancestors=await memory.get_ancestors(thread))
-    await memory.add_turns(thread_id, exchange(n))
 
 
 async def test_request_budget_new_cold_and_warm(backend: Backend) -> None:

@@ -7,19 +7,19 @@ L2 must serve again once Redis is back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 
-from convmem import Memory, Settings, Turn
+from convmem import Memory, Turn
 from convmem.cache.redis import RedisCache
-from tests.conftest import Backend
+from tests.conftest import Backend, MemoryFactory
 from tests.contract.test_store_contract import Trips
 from tests.support.clock import FakeTimer
+from tests.support.flows import exchange, until
 from tests.support.services import RedisServer
 from tests.support.tcpproxy import TcpProxy
-from tests.test_tiered_cache import exchange, until
 
 Factory = Callable[..., Awaitable[Memory]]
 
@@ -32,19 +32,13 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-async def make_memory(cache_backend: Backend) -> AsyncIterator[Factory]:
-    made: list[Memory] = []
+def make_memory(memories: MemoryFactory) -> Factory:
+    """Instances on a Redis of the test's choosing, with a breaker clock it controls."""
 
     async def make(url: str, breaker: FakeTimer, **overrides: Any) -> Memory:
-        settings = Settings.load(cache_url=url, cache_prefix="faults:", **overrides)
-        memory = Memory(cache_backend.store, settings=settings, breaker_clock=breaker)
-        await memory.open()
-        made.append(memory)
-        return memory
+        return await memories(cache_url=url, breaker_clock=breaker, **overrides)
 
-    yield make
-    for memory in made:
-        await memory.aclose()
+    return make
 
 
 async def test_redis_killed_and_restarted_mid_run(
@@ -106,7 +100,7 @@ async def test_a_single_instance_keeps_its_l1_while_redis_is_down(
 
 
 async def test_writes_missed_during_a_partition_are_fenced_and_announced_after_it(
-    make_memory: Factory, redis_url: str, cache_backend: Backend
+    make_memory: Factory, redis_url: str, redis_prefix: str
 ) -> None:
     host, port = "127.0.0.1", int(redis_url.rsplit(":", 1)[1].split("/")[0])
     proxy = TcpProxy(host, port).start()
@@ -136,7 +130,7 @@ async def test_writes_missed_during_a_partition_are_fenced_and_announced_after_i
         seen = await other.get_thread(thread.id)
         assert seen is not None
         assert seen.version == 4
-        probe = RedisCache.from_url(redis_url, prefix="faults:")
+        probe = RedisCache.from_url(redis_url, prefix=redis_prefix)
         assert await probe.version(thread.id) >= 4
         await probe.aclose()
     finally:

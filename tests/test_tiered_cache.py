@@ -8,44 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
 
-from convmem import Memory, Turn
+from convmem import Turn
 from convmem.cache.protocol import DELETED
 from convmem.cache.redis import RedisCache
 from tests.conftest import LIMITS, Backend, MemoryFactory
 from tests.contract.test_store_contract import Trips
+from tests.support.flows import exchange, request, until
 from tests.support.gated import GatedStore
-
-
-def exchange(n: int) -> list[Turn]:
-    return [
-        Turn(role="user", content=f"question {n}", key=f"req-{n}:user"),
-        Turn(role="assistant", content=f"answer {n}", key=f"req-{n}:assistant"),
-    ]
-
-
-async def request(memory: Memory, thread_id: str, n: int) -> None:
-    """The seed's request: resume three times, build the history, save both turns."""
-    threads = [await memory.get_thread(thread_id) for _ in range(3)]
-    thread = threads[-1]
-    assert thread is not None
-    memory.build_history(thread, ancestors=await memory.get_ancestors(thread))
-    await memory.add_turns(thread_id, exchange(n))
-
-
-async def until(condition: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    """Wait for something that happens asynchronously (a pub/sub message)."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture

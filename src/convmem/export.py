@@ -10,6 +10,7 @@ from convmem.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from convmem.models import Thread, Turn
+from convmem.stores._rows import turn_params
 
 
 def thread_to_dict(thread: Thread) -> dict[str, Any]:
@@ -31,15 +32,7 @@ def thread_to_dict(thread: Thread) -> dict[str, Any]:
 def turn_to_dict(turn: Turn) -> dict[str, Any]:
     return {
         "seq": turn.seq,
-        "role": turn.role,
-        "content": turn.content,
-        "tool_name": turn.tool_name,
-        "model_provider": turn.model_provider,
-        "model_name": turn.model_name,
-        "files": list(turn.files),
-        "images": list(turn.images),
-        "metadata": dict(turn.metadata),
-        "key": turn.key,
+        **turn_params(turn),
         "created_at": turn.created_at.isoformat() if turn.created_at else None,
     }
 

@@ -22,7 +22,7 @@ import orjson
 from convmem.cache.protocol import CorruptPayload
 from convmem.errors import ConvMemError
 from convmem.models import Thread, Turn, freeze_mapping
-from convmem.stores._rows import from_micros, to_micros
+from convmem.stores._rows import from_micros, to_micros, turn_params
 
 FORMAT = 1
 
@@ -42,20 +42,8 @@ def encode_header(thread: Thread) -> bytes:
 
 
 def encode_turn(turn: Turn) -> bytes:
-    return orjson.dumps(
-        {
-            "role": turn.role,
-            "content": turn.content,
-            "tool_name": turn.tool_name,
-            "model_provider": turn.model_provider,
-            "model_name": turn.model_name,
-            "files": list(turn.files),
-            "images": list(turn.images),
-            "metadata": dict(turn.metadata),
-            "key": turn.key,
-            "created_at": to_micros(turn.created_at) if turn.created_at else None,
-        }
-    )
+    created = to_micros(turn.created_at) if turn.created_at else None
+    return orjson.dumps({**turn_params(turn), "created_at": created})
 
 
 def fence_of(fields: dict[bytes, bytes]) -> int:
