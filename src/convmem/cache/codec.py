@@ -15,14 +15,23 @@ Nothing is ever pickled; a value that fails to decode is ``CorruptPayload``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from convmem.cache.protocol import CorruptPayload
 from convmem.errors import ConvMemError
-from convmem.models import Thread, Turn, freeze_mapping
-from convmem.stores._rows import from_micros, to_micros, turn_params
+from convmem.stores._rows import (
+    TURN_COLUMNS,
+    from_micros,
+    thread_from_values,
+    to_micros,
+    turn_from_values,
+    turn_params,
+)
+
+if TYPE_CHECKING:
+    from convmem.models import Thread, Turn
 
 FORMAT = 1
 
@@ -73,17 +82,12 @@ def decode_thread(thread_id: str, fields: dict[bytes, bytes]) -> Thread | None:
         if len(fields) != version + 4 + (b"f" in fields):
             raise CorruptPayload("turn fields do not match the version")
         turns = tuple(_decode_turn(seq, fields[str(seq).encode()]) for seq in range(1, version + 1))
-        thread = Thread(
-            id=thread_id,
-            turns=turns,
-            tool_name=header["tool_name"],
-            parent_id=header["parent_id"],
-            owner=header["owner"],
-            metadata=freeze_mapping(header["metadata"], what="thread metadata"),
+        header.update(
             created_at=from_micros(header["created_at"]),
             updated_at=updated_at,
             expires_at=expires_at,
         )
+        thread = thread_from_values(header, turns)
     except CorruptPayload:
         raise
     except (KeyError, ValueError, TypeError, orjson.JSONDecodeError, ConvMemError) as exc:
@@ -94,16 +98,5 @@ def decode_thread(thread_id: str, fields: dict[bytes, bytes]) -> Thread | None:
 def _decode_turn(seq: int, raw: bytes) -> Turn:
     item = orjson.loads(raw)
     created = item["created_at"]
-    return Turn(
-        role=item["role"],
-        content=item["content"],
-        tool_name=item["tool_name"],
-        model_provider=item["model_provider"],
-        model_name=item["model_name"],
-        files=tuple(item["files"]),
-        images=tuple(item["images"]),
-        metadata=item["metadata"],
-        key=item["key"],
-        seq=seq,
-        created_at=None if created is None else from_micros(created),
-    )
+    item.update(seq=seq, created_at=None if created is None else from_micros(created))
+    return turn_from_values(item[column] for column in TURN_COLUMNS)
