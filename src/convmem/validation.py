@@ -18,7 +18,7 @@ from convmem.models import Turn
 if TYPE_CHECKING:
     from convmem.limits import InputLimits
 
-_TEXT_FIELDS = ("content", "tool_name", "model_provider", "model_name", "key")
+_OPTIONAL_TEXT_FIELDS = ("tool_name", "model_provider", "model_name", "key")
 
 
 def validate_thread_id(value: object) -> str:
@@ -66,13 +66,13 @@ def validate_turns(turns: Sequence[Turn], limits: InputLimits, *, allow_empty: b
                 f"turns[{index}] must be a convmem.Turn, got {type(turn).__name__}"
             )
         where = f"turns[{index}]"
-        for name in _TEXT_FIELDS:
+        size = _check_text(turn.content, f"{where}.content")
+        for name in _OPTIONAL_TEXT_FIELDS:
             text = getattr(turn, name)
             if text is not None:
                 _check_text(text, f"{where}.{name}")
         for path in (*turn.files, *turn.images):
             _check_text(path, f"{where}.files/images")
-        size = _utf8_size(turn.content, f"{where}.content")
         if size > limits.max_content_bytes:
             raise LimitExceededError(
                 f"{where}.content is {size} bytes; the limit is {limits.max_content_bytes} "
@@ -111,10 +111,11 @@ def _check_json_text(value: object, what: str) -> None:
             _check_json_text(item, what)
 
 
-def _check_text(text: str, what: str) -> None:
+def _check_text(text: str, what: str) -> int:
+    """Refuse text no store can keep; return its size in UTF-8 bytes."""
     if "\x00" in text:
         raise InvalidTurnError(f"{what} contains a NUL character (\\x00), which no store can keep")
-    _utf8_size(text, what)
+    return _utf8_size(text, what)
 
 
 def _utf8_size(text: str, what: str) -> int:
