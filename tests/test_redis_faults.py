@@ -147,3 +147,30 @@ async def test_redis_down_at_start_does_not_stop_memory(
     assert await memory.get_thread(thread.id) == thread
     assert await memory.ping_cache() is False
     assert memory.stats.circuit_state == "open"
+
+
+async def test_a_hung_redis_costs_one_timeout_then_nothing(
+    redis_server: RedisServer, make_memory: Factory, cache_backend: Backend
+) -> None:
+    breaker = FakeTimer()
+    writer = await make_memory(redis_server.url, breaker)
+    reader = await make_memory(redis_server.url, FakeTimer())
+    thread = await writer.create_thread(turns=exchange(0))
+    assert await reader.get_thread(thread.id) == thread
+    redis_server.pause()
+    try:
+        # The reader's heartbeat finds the silence: it stops trusting its L1.
+        await until(lambda: not reader.stats.subscribed, "the reader to notice", within=15)
+        for n in range(1, 6):
+            await writer.add_turns(thread.id, exchange(n))
+            seen = await reader.get_thread(thread.id)
+            assert seen is not None
+            assert seen.version == 2 + 2 * n  # from the store: nothing stale, nothing lost
+        assert writer.stats.l2_errors == 1  # one timed-out call opened the circuit ...
+        assert writer.stats.l2_skipped >= 5  # ... and every later call skipped Redis at once
+    finally:
+        redis_server.resume()
+    breaker.now += 60
+    await until(lambda: reader.stats.subscribed, "the reader to resubscribe", within=15)
+    assert await writer.get_thread(thread.id) is not None
+    assert writer.stats.circuit_state == "closed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -154,6 +155,15 @@ class RedisServer:
         )
         wait_for_port(self.port)
         return self
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs with its sockets open, as a stuck Redis does."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         if self.process is not None:

@@ -17,6 +17,7 @@ circuit breaker above it decides when to try again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -34,6 +35,9 @@ from convmem.cache.protocol import CorruptPayload, L2Error
 from convmem.stores._rows import to_micros
 
 log = logging.getLogger("convmem.cache")
+
+HEARTBEAT_SECONDS: Final = 1.0  # idle this long, the subscriber pings Redis
+SILENCE_LIMIT_SECONDS: Final = 3.0  # no message or pong this long: the subscription is lost
 
 if TYPE_CHECKING:
     from convmem.models import Thread, Turn
@@ -151,24 +155,34 @@ class RedisCache:
         """Subscribe on a client of its own (it blocks on reads, so no socket timeout).
 
         Yields None once the server confirmed the subscription, then one
-        ``(thread id, version, source)`` per message; raises ``L2Error`` when it breaks.
+        ``(thread id, version, source)`` per message; raises ``L2Error`` when it breaks
+        or when Redis stays silent (a hung server keeps its sockets open, so a
+        heartbeat PING is what tells us we would no longer hear of other writers).
         """
         client = aioredis.Redis.from_url(
             self._url,
             socket_connect_timeout=self._socket_timeout,
             socket_timeout=None,
-            health_check_interval=5,
             retry=Retry(NoBackoff(), 0),
         )
         pubsub = client.pubsub()
+        clock = asyncio.get_running_loop().time
         try:
             with _translated():
                 await pubsub.subscribe(self.channel)
+            heard = clock()
             while True:
                 with _translated():
-                    message = await pubsub.get_message(timeout=None)
+                    message = await pubsub.get_message(timeout=HEARTBEAT_SECONDS)
                 if message is None:
+                    if clock() - heard > SILENCE_LIMIT_SECONDS:
+                        raise L2Error(
+                            f"Redis did not answer on {self.channel} for {SILENCE_LIMIT_SECONDS}s"
+                        )
+                    with _translated():
+                        await pubsub.ping()
                     continue
+                heard = clock()
                 if message["type"] == "subscribe":
                     yield None
                 elif message["type"] == "message":
