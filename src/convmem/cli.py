@@ -48,7 +48,7 @@ def _memory(store: str | None, cache: str | None = None, *, cached: bool = True)
     return Memory(settings=Settings.load(**overrides))
 
 
-def _settings(**overrides: str | None) -> Settings:
+def _settings(**overrides: str | int | None) -> Settings:
     """Settings from the environment and the given (non-empty) options, or a clean exit."""
     try:
         return Settings.load(**{k: v for k, v in overrides.items() if v})
@@ -214,6 +214,58 @@ def demo(
     if any(r.kind == "cold L1, warm L2" for r in rows):
         summary += f"; new process with Redis warm: {budget('cold L1, warm L2')}"
     console.print(summary + " (the server convmem replaces made 7 store calls per request)")
+
+
+@app.command()
+def serve(
+    store: StoreOption = None,
+    cache: Annotated[str | None, typer.Option("--cache", help="Redis URL for the L2 tier.")] = None,
+    host: Annotated[str | None, typer.Option(help="Defaults to CONVMEM_HOST or 127.0.0.1.")] = None,
+    port: Annotated[int | None, typer.Option(help="Defaults to CONVMEM_PORT or 8079.")] = None,
+) -> None:
+    """Serve MCP over Streamable HTTP (/mcp), the WebSocket daemon (/ws), /health, /metrics."""
+    import uvicorn
+
+    from convmem.server.app import build_app, warn_if_exposed
+
+    overrides: dict[str, str | int | None] = {"store_url": store, "cache_url": cache, "host": host}
+    if port is not None:
+        overrides["port"] = port
+    settings = _settings(**overrides)
+    warning = warn_if_exposed(settings)
+    if warning:
+        errors.print(f"[bold red]{warning}[/]")
+    try:
+        application = build_app(settings)
+    except ConvMemError as exc:
+        errors.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"convmem on http://{settings.host}:{settings.port}: MCP at /mcp, WebSocket at /ws, "
+        "/health, /metrics"
+    )
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=settings.max_frame_bytes * 2,  # larger frames get our error frame, not a drop
+        log_level="warning",
+    )
+
+
+@app.command()
+def mcp(
+    store: StoreOption = None, cache: Annotated[str | None, typer.Option("--cache")] = None
+) -> None:
+    """Serve MCP on stdin/stdout, for clients that launch their server as a subprocess."""
+    from convmem.server.app import serve_stdio
+
+    settings = _settings(store_url=store, cache_url=cache)
+    try:
+        asyncio.run(serve_stdio(settings))
+    except ConvMemError as exc:
+        errors.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

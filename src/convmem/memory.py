@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 from convmem import history
 from convmem.cache.breaker import CircuitBreaker
 from convmem.cache.local import LocalCache
-from convmem.cache.tiered import TieredCache
+from convmem.cache.tiered import Source, TieredCache
 from convmem.errors import InvalidInputError, StoreError, ThreadNotFoundError
 from convmem.export import export_thread
 from convmem.models import freeze_mapping
@@ -204,6 +204,14 @@ class Memory:
         validate_thread_id(thread_id)
         validate_owner(owner)
         return await self._cache.get(thread_id, owner)
+
+    async def lookup_thread(
+        self, thread_id: str, *, owner: str | None = None
+    ) -> tuple[Thread | None, Source]:
+        """``get_thread`` that also says where the thread came from: ``l1``, ``l2`` or ``store``."""
+        validate_thread_id(thread_id)
+        validate_owner(owner)
+        return await self._cache.lookup(thread_id, owner)
 
     async def get_ancestors(
         self, thread: Thread, *, owner: str | None = None

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     max_turns: int = Field(50, gt=0, validation_alias=_env("max_turns", "MAX_CONVERSATION_TURNS"))
     max_content_bytes: int = Field(1_000_000, gt=0, validation_alias=_env("max_content_bytes"))
     max_metadata_bytes: int = Field(65_536, gt=0, validation_alias=_env("max_metadata_bytes"))
+    host: str = Field("127.0.0.1", validation_alias=_env("host", "EXAI_WS_HOST"))
+    port: int = Field(8079, ge=1, le=65535, validation_alias=_env("port", "EXAI_WS_PORT"))
+    token: str | None = Field(None, validation_alias=_env("token"))
+    client_tokens: str | None = Field(None, validation_alias=_env("client_tokens"))
+    history_tokens: int = Field(8000, gt=0, validation_alias=_env("history_tokens"))
+    max_frame_bytes: int = Field(4_000_000, gt=0, validation_alias=_env("max_frame_bytes"))
     pg_pool_min_size: int = Field(1, ge=0, validation_alias=_env("pg_pool_min_size"))
     pg_pool_max_size: int = Field(10, gt=0, validation_alias=_env("pg_pool_max_size"))
     pg_prepared_statements: bool | None = Field(

@@ -22,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from convmem.cache.breaker import CircuitBreaker, CircuitState
 from convmem.cache.bus import InvalidationListener
@@ -42,6 +42,8 @@ log = logging.getLogger("convmem.cache")
 T = TypeVar("T")
 
 MAX_PENDING_FENCES = 100_000
+
+Source = Literal["l1", "l2", "store"]  # where a read was served from
 
 
 class TieredCache:
@@ -66,7 +68,9 @@ class TieredCache:
         self.strict = strict
         self.instance_id = uuid.uuid4().hex
         self.watermarks = Watermarks(watermark_items, on_forget=l1.discard)
-        self._inflight: dict[tuple[str, str | None], asyncio.Future[Thread | None]] = {}
+        self._inflight: dict[
+            tuple[str, str | None], asyncio.Future[tuple[Thread | None, Source]]
+        ] = {}
         self._epoch = 0  # bumped when the subscription is lost or regained
         self._pending_fences: dict[str, int] = {}
         self._listener: InvalidationListener | None = None
@@ -105,6 +109,11 @@ class TieredCache:
     # -- reads -----------------------------------------------------------------
 
     async def get(self, thread_id: str, owner: str | None) -> Thread | None:
+        thread, _ = await self.lookup(thread_id, owner)
+        return thread
+
+    async def lookup(self, thread_id: str, owner: str | None) -> tuple[Thread | None, Source]:
+        """The thread and where it came from: ``l1``, ``l2`` or ``store``."""
         now = self.store.clock()
         if self.l1_trusted():
             copy = self.l1.get(thread_id)
@@ -112,19 +121,21 @@ class TieredCache:
                 self.stats.l1_hits += 1
                 log.debug("CACHE HIT l1 thread=%s version=%d", thread_id, copy.version)
                 self.watermarks.raise_to(thread_id, copy.version)
-                return copy if copy.owner == owner else None
+                return (copy if copy.owner == owner else None), "l1"
         self.stats.l1_misses += 1
         key = (thread_id, owner)
         inflight = self._inflight.get(key)
         if inflight is not None:
             self.stats.single_flight_joins += 1
             return await asyncio.shield(inflight)
-        future: asyncio.Future[Thread | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[Thread | None, Source]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._inflight[key] = future
         try:
-            thread = await self._fetch(thread_id, owner)
-            future.set_result(thread)
-            return thread
+            found = await self._fetch(thread_id, owner)
+            future.set_result(found)
+            return found
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: joiners re-raise it, none may be waiting
@@ -150,7 +161,7 @@ class TieredCache:
                 return False
         return True
 
-    async def _fetch(self, thread_id: str, owner: str | None) -> Thread | None:
+    async def _fetch(self, thread_id: str, owner: str | None) -> tuple[Thread | None, Source]:
         """L2, then the store; install upwards. Runs once per in-flight key."""
         epoch = self._epoch
         now = self.store.clock()
@@ -161,17 +172,17 @@ class TieredCache:
                 self.stats.l2_hits += 1
                 log.debug("CACHE HIT l2 thread=%s version=%d", thread_id, copy.version)
                 self._install_l1(copy, epoch)
-                return copy if copy.owner == owner else None
+                return (copy if copy.owner == owner else None), "l2"
             self.stats.l2_misses += 1
         self.stats.misses += 1
         thread = await self._load(thread_id, owner)
         log.debug("CACHE MISS thread=%s version=%s", thread_id, thread.version if thread else None)
         if thread is None:
-            return None
+            return None, "store"
         self._install_l1(thread, epoch)
         if self.l2 is not None:
             await self._l2_call(self.l2.install(thread, now))
-        return thread
+        return thread, "store"
 
     async def _load(self, thread_id: str, owner: str | None) -> Thread | None:
         """From the store: only the missing turns when an older copy is at hand."""

@@ -1,0 +1,63 @@
+"""OpenAI-compatible chat completions through the official ``openai`` SDK.
+
+The SDK brings timeouts and retries with exponential backoff; one client (one
+connection pool) lives as long as the provider.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import openai
+
+from convmem.providers.base import Completion, ProviderError
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
+
+
+class OpenAICompatibleProvider:
+    def __init__(
+        self,
+        *,
+        name: str,
+        api_key: str,
+        base_url: str | None,
+        default_model: str,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+    ) -> None:
+        self.name = name
+        self.default_model = default_model
+        self.base_url = base_url
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+        )
+
+    async def complete(
+        self,
+        *,
+        prompt: str,
+        history: str,
+        history_turns: int,
+        system_prompt: str | None,
+        model: str | None,
+    ) -> Completion:
+        messages: list[ChatCompletionMessageParam] = []
+        if system_prompt:
+            messages.append({"role": "system", "content": system_prompt})
+        if history:
+            messages.append({"role": "user", "content": history})
+        messages.append({"role": "user", "content": prompt})
+        chosen = model or self.default_model
+        try:
+            response = await self._client.chat.completions.create(model=chosen, messages=messages)
+        except openai.APIError as exc:
+            raise ProviderError(f"{self.name} ({chosen}) failed: {exc}") from exc
+        if not response.choices:
+            raise ProviderError(f"{self.name} ({chosen}) returned no choices")
+        text = response.choices[0].message.content or ""
+        return Completion(text=text, provider=self.name, model=response.model or chosen)
+
+    async def aclose(self) -> None:
+        await self._client.close()

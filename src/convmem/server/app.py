@@ -1,0 +1,141 @@
+"""``convmem serve``: one process serving Streamable HTTP MCP at ``/mcp``, the WebSocket
+daemon at ``/ws``, ``GET /health`` and ``GET /metrics``; and ``convmem mcp`` on stdio."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+
+from convmem.memory import Memory
+from convmem.providers import provider_from_env
+from convmem.server.auth import TokenTable, current_owner
+from convmem.server.mcp_app import build_mcp
+from convmem.server.metrics import CONTENT_TYPE, Metrics
+from convmem.server.service import ConversationService
+from convmem.server.ws import WebSocketDaemon
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from convmem.providers.base import Provider
+    from convmem.settings import Settings
+
+log = logging.getLogger("convmem.server")
+
+OPEN_PATHS = frozenset({"/health", "/metrics"})  # probes and scrapers; they reveal no threads
+
+
+class TokenAuth:
+    """Bearer-token auth for HTTP; the token's client becomes the owner of the request."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenTable) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        owner = self.tokens.owner_of(token if scheme.lower() == "bearer" else None)
+        if self.tokens.required and owner is None:
+            response = JSONResponse(
+                {"error": "unauthorized", "message": "send 'Authorization: Bearer <token>'"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        reset = current_owner.set(owner)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_owner.reset(reset)
+
+
+def build_app(
+    settings: Settings, *, memory: Memory | None = None, provider: Provider | None = None
+) -> Starlette:
+    """The whole HTTP face. Opens the Memory (and closes it) in the app's lifespan."""
+    memory = memory or Memory(settings=settings)
+    provider = provider or provider_from_env()
+    tokens = TokenTable.from_settings(settings.token, settings.client_tokens)
+    service = ConversationService(memory, provider, history_tokens=settings.history_tokens)
+    metrics = Metrics(memory)
+    mcp = build_mcp(service, metrics=metrics, transport="http")
+    mcp_http = mcp.streamable_http_app(streamable_http_path="/mcp", host=settings.host)
+    daemon = WebSocketDaemon(
+        build_mcp(service, metrics=metrics, transport="ws"),
+        tokens,
+        metrics,
+        max_frame_bytes=settings.max_frame_bytes,
+    )
+
+    async def health(request: Request) -> Response:
+        report = await service.health()
+        return JSONResponse(report.model_dump(), status_code=200 if report.ok else 503)
+
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with memory, mcp.session_manager.run():
+            log.info(
+                "convmem serving on %s:%d (provider %s)",
+                settings.host,
+                settings.port,
+                provider.name,
+            )
+            try:
+                yield
+            finally:
+                await provider.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", prometheus, methods=["GET"]),
+            WebSocketRoute("/ws", daemon.handle),
+            Mount("/", app=mcp_http),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(TokenAuth, tokens=tokens)
+    return app
+
+
+def warn_if_exposed(settings: Settings) -> str | None:
+    """A loud warning when the server listens beyond loopback without a token."""
+    if settings.token or settings.client_tokens:
+        return None
+    try:
+        loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = settings.host == "localhost"
+    if loopback:
+        return None
+    return (
+        f"WARNING: convmem listens on {settings.host}:{settings.port} WITHOUT A TOKEN: anyone who "
+        "can reach this address can read and write every conversation. Set CONVMEM_TOKEN."
+    )
+
+
+async def serve_stdio(settings: Settings, **overrides: Any) -> None:
+    """MCP over stdin/stdout for clients that launch their server as a subprocess."""
+    provider = provider_from_env()
+    async with Memory(settings=settings) as memory:
+        service = ConversationService(memory, provider, history_tokens=settings.history_tokens)
+        try:
+            await build_mcp(service, metrics=Metrics(memory), transport="stdio").run_stdio_async()
+        finally:
+            await provider.aclose()

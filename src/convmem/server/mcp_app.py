@@ -1,0 +1,109 @@
+"""The MCP face: tools and the ``thread://{id}`` resource on the official SDK's MCPServer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from convmem.server.auth import current_owner
+from convmem.server.service import (
+    ChatResult,
+    ConversationService,
+    Health,
+    ThreadPageView,
+    ToolFailure,
+)
+
+if TYPE_CHECKING:
+    from convmem.server.metrics import Metrics
+
+INSTRUCTIONS = (
+    "Conversation memory. Call `chat` with a prompt; pass the returned continuation_id "
+    "back to continue the same conversation with its history. Threads expire after a "
+    "few hours without turns and hold a limited number of turns."
+)
+
+ContinuationId = Annotated[
+    str, Field(description="The continuation_id a previous chat returned (a UUID)")
+]
+
+
+def build_mcp(service: ConversationService, *, metrics: Metrics, transport: str) -> MCPServer:
+    """The MCP server; ``transport`` labels its calls in the metrics."""
+    mcp = MCPServer(name="convmem", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING")
+
+    @contextlib.contextmanager
+    def _tool_errors(tool: str) -> Iterator[None]:
+        """Count the call; a ``ToolFailure`` becomes the SDK's ``ToolError`` (an error result)."""
+        with metrics.observe(tool, transport):
+            try:
+                yield
+            except ToolFailure as exc:
+                raise ToolError(str(exc)) from exc
+
+    @mcp.tool(description="Talk to the model; continue a conversation with its continuation_id.")
+    async def chat(
+        prompt: Annotated[str, Field(description="What to say to the model")],
+        continuation_id: Annotated[
+            str | None, Field(description="Omit to start a new conversation")
+        ] = None,
+        model: Annotated[
+            str | None, Field(description="Model name; the provider's default if omitted")
+        ] = None,
+        files: Annotated[
+            list[str] | None, Field(description="File paths this turn refers to")
+        ] = None,
+        system_prompt: str | None = None,
+    ) -> ChatResult:
+        with _tool_errors("chat"):
+            return await service.chat(
+                current_owner.get(), prompt, continuation_id, model, files, system_prompt
+            )
+
+    @mcp.tool(description="A conversation with all its turns.")
+    async def thread_get(continuation_id: ContinuationId) -> dict[str, Any]:
+        with _tool_errors("thread_get"):
+            return await service.thread_get(current_owner.get(), continuation_id)
+
+    @mcp.tool(description="Your live conversations, most recent first; pass next_cursor for more.")
+    async def thread_list(
+        limit: Annotated[int, Field(ge=1, le=100)] = 20, cursor: str | None = None
+    ) -> ThreadPageView:
+        with _tool_errors("thread_list"):
+            return await service.thread_list(current_owner.get(), limit, cursor)
+
+    @mcp.tool(description="A conversation as Markdown or JSON text.")
+    async def thread_export(
+        continuation_id: ContinuationId, format: Literal["markdown", "json"] = "markdown"
+    ) -> str:
+        with _tool_errors("thread_export"):
+            return await service.thread_export(current_owner.get(), continuation_id, format)
+
+    @mcp.tool(description="Delete a conversation and its turns.")
+    async def thread_delete(continuation_id: ContinuationId) -> dict[str, bool]:
+        with _tool_errors("thread_delete"):
+            return {"deleted": await service.thread_delete(current_owner.get(), continuation_id)}
+
+    @mcp.tool(
+        description="Cache and store counters: hits per layer, store round trips, Redis state."
+    )
+    async def memory_stats() -> dict[str, Any]:
+        with _tool_errors("memory_stats"):
+            return service.stats()
+
+    @mcp.tool(description="Whether the store and Redis answer.")
+    async def health() -> Health:
+        with _tool_errors("health"):
+            return await service.health()
+
+    @mcp.resource("thread://{thread_id}", mime_type="text/markdown", description="A conversation")
+    async def thread_resource(thread_id: str) -> str:
+        with _tool_errors("thread_resource"):
+            return await service.thread_export(current_owner.get(), thread_id, "markdown")
+
+    return mcp

@@ -1,0 +1,218 @@
+"""The conversation tools' logic, independent of any transport.
+
+Every method takes the caller's ``owner`` (the authenticated client) and raises
+``ToolFailure`` with a message meant for the model or person reading it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from convmem.errors import (
+    ConvMemError,
+    InvalidInputError,
+    StoreError,
+    ThreadExpiredError,
+    ThreadFullError,
+    ThreadNotFoundError,
+)
+from convmem.export import thread_to_dict, turn_to_dict
+from convmem.models import Turn
+from convmem.providers.base import ProviderError
+
+if TYPE_CHECKING:
+    from convmem.memory import Memory
+    from convmem.models import Thread
+    from convmem.providers.base import Provider
+
+MAX_PROMPT_CHARS = 200_000
+
+
+class ToolFailure(Exception):
+    """An anticipated failure of a tool call, with a message that says what to do."""
+
+
+class ChatResult(BaseModel):
+    content: str = Field(description="The model's reply")
+    continuation_id: str = Field(description="Pass this back to continue the conversation")
+    remaining_turns: int = Field(description="Turns left before the thread is full")
+    provider: str
+    model: str
+    thread_source: Literal["new", "l1", "l2", "store"] = Field(
+        description="Where the thread came from: new, the L1 or L2 cache, or the store"
+    )
+
+
+class ThreadSummaryView(BaseModel):
+    continuation_id: str
+    tool_name: str | None
+    turns: int
+    updated_at: str
+    expires_at: str
+
+
+class ThreadPageView(BaseModel):
+    threads: list[ThreadSummaryView]
+    next_cursor: str | None
+
+
+class Health(BaseModel):
+    ok: bool
+    store: str
+    redis: str
+
+
+class ConversationService:
+    def __init__(self, memory: Memory, provider: Provider, *, history_tokens: int = 8000) -> None:
+        self.memory = memory
+        self.provider = provider
+        self.history_tokens = history_tokens
+
+    async def chat(
+        self,
+        owner: str | None,
+        prompt: str,
+        continuation_id: str | None = None,
+        model: str | None = None,
+        files: list[str] | None = None,
+        system_prompt: str | None = None,
+    ) -> ChatResult:
+        """Resume (or start) a thread, call the model with its history, save both turns."""
+        if not prompt.strip():
+            raise ToolFailure("prompt is empty: say something to the model")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise ToolFailure(
+                f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}"
+            )
+        thread: Thread | None = None
+        source: Literal["new", "l1", "l2", "store"] = "new"
+        history, earlier = "", 0
+        with _as_tool_failure():
+            if continuation_id is not None:
+                thread, source = await self.memory.lookup_thread(continuation_id, owner=owner)
+                if thread is None:
+                    raise ToolFailure(_gone(continuation_id, self.memory))
+                ancestors = await self.memory.get_ancestors(thread, owner=owner)
+                history = self.memory.build_history(
+                    thread, max_tokens=self.history_tokens, ancestors=ancestors
+                )
+                earlier = thread.version + sum(a.version for a in ancestors)
+            completion = await self.provider.complete(
+                prompt=prompt,
+                history=history,
+                history_turns=earlier,
+                system_prompt=system_prompt,
+                model=model,
+            )
+            request = uuid.uuid4().hex  # keys make a retried save idempotent
+            turns = [
+                Turn(
+                    role="user",
+                    content=prompt,
+                    tool_name="chat",
+                    files=tuple(files or ()),
+                    key=f"{request}:user",
+                ),
+                Turn(
+                    role="assistant",
+                    content=completion.text,
+                    tool_name="chat",
+                    model_provider=completion.provider,
+                    model_name=completion.model,
+                    key=f"{request}:assistant",
+                ),
+            ]
+            if thread is None:
+                saved = await self.memory.create_thread(tool_name="chat", turns=turns, owner=owner)
+            else:
+                saved = await self.memory.add_turns(thread.id, turns, owner=owner)
+        return ChatResult(
+            content=completion.text,
+            continuation_id=saved.id,
+            remaining_turns=max(self.memory.settings.max_turns - saved.version, 0),
+            provider=completion.provider,
+            model=completion.model,
+            thread_source=source,
+        )
+
+    async def thread_get(self, owner: str | None, continuation_id: str) -> dict[str, Any]:
+        with _as_tool_failure():
+            thread = await self.memory.get_thread(continuation_id, owner=owner)
+        if thread is None:
+            raise ToolFailure(_gone(continuation_id, self.memory))
+        view = thread_to_dict(thread)
+        view["turns"] = [turn_to_dict(t) for t in thread.turns]
+        return view
+
+    async def thread_list(
+        self, owner: str | None, limit: int = 20, cursor: str | None = None
+    ) -> ThreadPageView:
+        with _as_tool_failure():
+            page = await self.memory.list_threads(owner=owner, limit=limit, cursor=cursor)
+        return ThreadPageView(
+            threads=[
+                ThreadSummaryView(
+                    continuation_id=t.id,
+                    tool_name=t.tool_name,
+                    turns=t.version,
+                    updated_at=t.updated_at.isoformat(),
+                    expires_at=t.expires_at.isoformat(),
+                )
+                for t in page.threads
+            ],
+            next_cursor=page.next_cursor,
+        )
+
+    async def thread_export(
+        self, owner: str | None, continuation_id: str, format: Literal["markdown", "json"]
+    ) -> str:
+        with _as_tool_failure():
+            return await self.memory.export_thread(continuation_id, owner=owner, format=format)
+
+    async def thread_delete(self, owner: str | None, continuation_id: str) -> bool:
+        with _as_tool_failure():
+            return await self.memory.delete_thread(continuation_id, owner=owner)
+
+    def stats(self) -> dict[str, Any]:
+        return self.memory.stats.as_dict()
+
+    async def health(self) -> Health:
+        store = "ok"
+        try:
+            await self.memory.ping()
+        except StoreError as exc:
+            store = f"error: {exc}"
+        redis = {None: "disabled", True: "ok", False: "down"}[await self.memory.ping_cache()]
+        return Health(ok=store == "ok", store=store, redis=redis)
+
+
+def _gone(continuation_id: str, memory: Memory) -> str:
+    hours = memory.settings.thread_ttl_hours
+    return (
+        f"continuation_id {continuation_id} is unknown or has expired (threads expire "
+        f"{hours:g} h after their last turn): call chat without continuation_id to start "
+        "a new conversation"
+    )
+
+
+@contextlib.contextmanager
+def _as_tool_failure() -> Iterator[None]:
+    """Turn convmem's errors into tool failures with messages that say what to do."""
+    try:
+        yield
+    except ThreadFullError as exc:
+        raise ToolFailure(
+            f"{exc} (at most {exc.max_turns} turns): start a new conversation by calling "
+            "chat without continuation_id"
+        ) from exc
+    except (ThreadExpiredError, ThreadNotFoundError) as exc:
+        raise ToolFailure(f"{exc}: call chat without continuation_id to start over") from exc
+    except (InvalidInputError, ProviderError) as exc:
+        raise ToolFailure(str(exc)) from exc
+    except ConvMemError as exc:
+        raise ToolFailure(f"the conversation store failed: {exc}; try again") from exc
