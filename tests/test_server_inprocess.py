@@ -1,0 +1,165 @@
+"""The MCP tools through the SDK's in-process Client, and the OpenAI-compatible provider
+against a local stand-in of the chat completions endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from convmem import Memory, Settings
+from convmem.providers import provider_from_env
+from convmem.providers.echo import EchoProvider
+from convmem.providers.openai_compat import OpenAICompatibleProvider
+from convmem.server.mcp_app import build_mcp
+from convmem.server.metrics import Metrics
+from convmem.server.service import ConversationService
+from tests.support.chat_standin import ChatCompletionsStandIn
+
+
+@pytest.fixture
+async def memory(tmp_path: Path) -> AsyncIterator[Memory]:
+    async with Memory(
+        settings=Settings.load(store_url=f"sqlite:///{tmp_path}/s.db", max_turns=6)
+    ) as m:
+        yield m
+
+
+@pytest.fixture
+def standin() -> Iterator[ChatCompletionsStandIn]:
+    server = ChatCompletionsStandIn().start()
+    yield server
+    server.stop()
+
+
+def client_for(memory: Memory, provider: object = None) -> Client:
+    service = ConversationService(memory, provider or EchoProvider())  # type: ignore[arg-type]
+    return Client(build_mcp(service, metrics=Metrics(memory), transport="test"))
+
+
+async def test_chat_starts_and_continues_a_thread(memory: Memory) -> None:
+    async with client_for(memory) as client:
+        first = await client.call_tool("chat", {"prompt": "hello"})
+        assert not first.is_error
+        result = first.structured_content
+        assert result is not None
+        assert result["thread_source"] == "new"
+        assert result["remaining_turns"] == 4
+        assert "given 0 earlier turns" in result["content"]
+        assert "offline echo provider" in result["content"]
+
+        again = await client.call_tool(
+            "chat", {"prompt": "more", "continuation_id": result["continuation_id"]}
+        )
+        continued = again.structured_content
+        assert continued is not None
+        assert continued["continuation_id"] == result["continuation_id"]
+        assert "given 2 earlier turns" in continued["content"]  # the history reached the model
+        assert continued["thread_source"] == "l1"
+        assert (continued["provider"], continued["model"]) == ("echo", "echo")
+
+
+async def test_an_unknown_or_malformed_continuation_says_how_to_start_over(memory: Memory) -> None:
+    async with client_for(memory) as client:
+        unknown = await client.call_tool(
+            "chat", {"prompt": "x", "continuation_id": "0f8c2a4e-6b1d-4c3a-9e2f-5a7b8c9d0e1f"}
+        )
+        assert unknown.is_error
+        assert "unknown or has expired" in unknown.content[0].text  # type: ignore[union-attr]
+        assert "without continuation_id" in unknown.content[0].text  # type: ignore[union-attr]
+        malformed = await client.call_tool("chat", {"prompt": "x", "continuation_id": "42"})
+        assert malformed.is_error
+        assert "UUID" in malformed.content[0].text  # type: ignore[union-attr]
+        wrong_type = await client.call_tool("chat", {"prompt": 42})
+        assert wrong_type.is_error
+        empty = await client.call_tool("chat", {"prompt": "  "})
+        assert empty.is_error
+
+
+async def test_a_full_thread_says_to_start_a_new_one(memory: Memory) -> None:
+    async with client_for(memory) as client:
+        result = (await client.call_tool("chat", {"prompt": "1"})).structured_content
+        assert result is not None
+        cid = result["continuation_id"]
+        for prompt in ("2", "3"):
+            assert not (
+                await client.call_tool("chat", {"prompt": prompt, "continuation_id": cid})
+            ).is_error
+        full = await client.call_tool("chat", {"prompt": "4", "continuation_id": cid})
+        assert full.is_error
+        assert "start a new conversation" in full.content[0].text  # type: ignore[union-attr]
+
+
+async def test_thread_tools_and_resource(memory: Memory) -> None:
+    async with client_for(memory) as client:
+        result = (
+            await client.call_tool("chat", {"prompt": "hi", "files": ["a.py"]})
+        ).structured_content
+        assert result is not None
+        cid = result["continuation_id"]
+        got = (await client.call_tool("thread_get", {"continuation_id": cid})).structured_content
+        assert got is not None
+        assert [t["role"] for t in got["turns"]] == ["user", "assistant"]
+        assert got["turns"][0]["files"] == ["a.py"]
+        listed = (await client.call_tool("thread_list", {})).structured_content
+        assert listed is not None
+        assert [t["continuation_id"] for t in listed["threads"]] == [cid]
+        exported = await client.call_tool(
+            "thread_export", {"continuation_id": cid, "format": "json"}
+        )
+        assert f'"id": "{cid}"' in exported.content[0].text  # type: ignore[union-attr]
+        resource = await client.read_resource(f"thread://{cid}")
+        assert f"# Thread {cid}" in resource.contents[0].text  # type: ignore[union-attr]
+        stats = (await client.call_tool("memory_stats", {})).structured_content
+        assert stats is not None
+        assert stats["store_writes"] >= 1
+        health = (await client.call_tool("health", {})).structured_content
+        assert health == {"ok": True, "store": "ok", "redis": "disabled"}
+        deleted = (
+            await client.call_tool("thread_delete", {"continuation_id": cid})
+        ).structured_content
+        assert deleted == {"deleted": True}
+        gone = await client.call_tool("thread_get", {"continuation_id": cid})
+        assert gone.is_error
+
+
+async def test_the_openai_compatible_provider_sends_the_history(
+    memory: Memory, standin: ChatCompletionsStandIn
+) -> None:
+    provider = OpenAICompatibleProvider(
+        name="custom", api_key="sk-test", base_url=standin.base_url, default_model="m1"
+    )
+    async with client_for(memory, provider) as client:
+        first = (
+            await client.call_tool("chat", {"prompt": "alpha", "system_prompt": "be brief"})
+        ).structured_content
+        assert first is not None
+        second = (
+            await client.call_tool(
+                "chat", {"prompt": "beta", "continuation_id": first["continuation_id"]}
+            )
+        ).structured_content
+        assert second is not None
+        assert second["content"] == "stand-in reply to: beta"
+        assert (second["provider"], second["model"]) == ("custom", "m1")
+    assert standin.requests[0]["authorization"] == "Bearer sk-test"
+    assert standin.requests[0]["body"]["messages"][0] == {"role": "system", "content": "be brief"}
+    history = standin.requests[1]["body"]["messages"][0]["content"]
+    assert "alpha" in history
+    assert "stand-in reply to: alpha" in history  # the earlier turns reached the model
+    await provider.aclose()
+
+
+def test_the_provider_is_chosen_by_which_key_is_set() -> None:
+    assert provider_from_env({}).name == "echo"
+    glm = provider_from_env({"GLM_API_KEY": "k"})
+    assert (glm.name, glm.default_model) == ("glm", "glm-4.6")
+    assert provider_from_env({"MOONSHOT_API_KEY": "k"}).name == "kimi"
+    assert provider_from_env({"OPENAI_API_KEY": "k", "CONVMEM_PROVIDER": "openai"}).name == "openai"
+    assert provider_from_env({"OPENAI_API_KEY": "k", "CONVMEM_PROVIDER": "echo"}).name == "echo"
+    from convmem import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="KIMI_API_KEY"):
+        provider_from_env({"CONVMEM_PROVIDER": "kimi"})

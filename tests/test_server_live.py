@@ -1,0 +1,362 @@
+"""``convmem serve`` as a real process on a free port, reached by real clients: the SDK's
+Streamable HTTP client, a WebSocket client speaking the daemon protocol, plain HTTP for
+/health and /metrics; and ``convmem mcp`` over stdio as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import orjson
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.support.chat_standin import ChatCompletionsStandIn
+from tests.support.services import free_port
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    standin: ChatCompletionsStandIn
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[ChatCompletionsStandIn]:
+    server = ChatCompletionsStandIn(slow_seconds=3.0).start()
+    yield server
+    server.stop()
+
+
+def server_env(tmp: Path, standin: ChatCompletionsStandIn) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CONVMEM_STORE_URL": f"sqlite:///{tmp}/live.db",
+        "CONVMEM_CLIENT_TOKENS": "alice=token-alice,bob=token-bob",
+        "CONVMEM_MODEL_API_KEY": "sk-standin",
+        "CONVMEM_MODEL_BASE_URL": standin.base_url,
+        "CONVMEM_MODEL": "standin-model",
+        "CONVMEM_MAX_FRAME_BYTES": "100000",
+    }
+
+
+@pytest.fixture(scope="module")
+def live(
+    tmp_path_factory: pytest.TempPathFactory, standin: ChatCompletionsStandIn
+) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp("live")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "convmem", "serve", "--port", str(port)],
+        env=server_env(tmp, standin),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx2.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx2.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            output = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"convmem serve did not start: {output}")
+        time.sleep(0.1)
+    yield LiveServer(url, process, standin)
+    process.terminate()
+    process.wait(10)
+    if process.stderr:
+        process.stderr.close()
+
+
+@contextlib.asynccontextmanager
+async def http_client(live: LiveServer, token: str | None) -> AsyncIterator[Client]:
+    """The SDK's client over Streamable HTTP, with this client's bearer token."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        httpx2.AsyncClient(headers=headers) as http,
+        Client(streamable_http_client(f"{live.url}/mcp", http_client=http)) as client,
+    ):
+        yield client
+
+
+async def chat(client: Client, prompt: str, continuation_id: str | None = None) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"prompt": prompt}
+    if continuation_id:
+        arguments["continuation_id"] = continuation_id
+    result = await client.call_tool("chat", arguments)
+    assert not result.is_error, result.content
+    structured: dict[str, Any] | None = result.structured_content
+    assert structured is not None
+    return structured
+
+
+# -- Streamable HTTP -----------------------------------------------------------------
+
+
+async def test_chat_and_continue_over_streamable_http(live: LiveServer) -> None:
+    async with http_client(live, "token-alice") as client:
+        first = await chat(client, "first question")
+        second = await chat(client, "second question", first["continuation_id"])
+    assert second["continuation_id"] == first["continuation_id"]
+    assert second["content"] == "stand-in reply to: second question"
+    assert second["provider"] == "custom"
+    assert second["model"] == "standin-model"
+    history = live.standin.requests[-1]["body"]["messages"][0]["content"]
+    assert "first question" in history  # the continuation's history reached the model
+
+
+async def test_one_client_cannot_read_another_clients_thread(live: LiveServer) -> None:
+    async with http_client(live, "token-alice") as alice:
+        mine = await chat(alice, "secret plans")
+    async with http_client(live, "token-bob") as bob:
+        peek = await bob.call_tool("thread_get", {"continuation_id": mine["continuation_id"]})
+        assert peek.is_error
+        hijack = await bob.call_tool(
+            "chat", {"prompt": "x", "continuation_id": mine["continuation_id"]}
+        )
+        assert hijack.is_error
+        listed = await bob.call_tool("thread_list", {})
+        assert listed.structured_content is not None
+        assert mine["continuation_id"] not in str(listed.structured_content)
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+async def test_a_missing_or_wrong_token_is_refused(live: LiveServer, token: str | None) -> None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(
+            f"{live.url}/mcp",
+            headers={**headers, "Accept": "application/json, text/event-stream"},
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        )
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+
+
+async def test_malformed_json_rpc_gets_an_error_and_the_server_keeps_serving(
+    live: LiveServer,
+) -> None:
+    async with httpx2.AsyncClient(headers={"Authorization": "Bearer token-alice"}) as http:
+        response = await http.post(
+            f"{live.url}/mcp",
+            headers={
+                "Accept": "application/json, text/event-stream",
+                "Content-Type": "application/json",
+            },
+            content=b"{not json",
+        )
+        assert 400 <= response.status_code < 500
+    async with http_client(live, "token-alice") as client:
+        assert (await chat(client, "still there?"))["content"]
+
+
+async def test_health_and_metrics(live: LiveServer) -> None:
+    async with httpx2.AsyncClient() as http:
+        health = await http.get(f"{live.url}/health")
+        metrics = (await http.get(f"{live.url}/metrics")).text
+    assert health.json() == {"ok": True, "store": "ok", "redis": "disabled"}
+    assert 'convmem_requests_total{outcome="ok",tool="chat",transport="http"}' in metrics
+    assert 'convmem_store_round_trips_total{kind="write"}' in metrics
+    assert 'convmem_cache_hits_total{layer="l1"}' in metrics
+    assert 'convmem_redis_circuit{state="closed"} 1.0' in metrics
+
+
+# -- the WebSocket daemon -----------------------------------------------------------------
+
+
+async def hello(live: LiveServer, token: str = "token-alice") -> ClientConnection:
+    ws = await connect(live.ws_url)
+    await ws.send(orjson.dumps({"op": "hello", "token": token, "session_id": "s-1"}).decode())
+    ack = orjson.loads(await ws.recv())
+    assert ack == {"op": "hello_ack", "ok": True, "session_id": "s-1"}
+    return ws
+
+
+async def frame(ws: ClientConnection, message: dict[str, Any] | str) -> dict[str, Any]:
+    await ws.send(message if isinstance(message, str) else orjson.dumps(message).decode())
+    reply: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+    return reply
+
+
+async def test_ws_a_bad_token_closes_with_4003(live: LiveServer) -> None:
+    async with connect(live.ws_url) as ws:
+        await ws.send(orjson.dumps({"op": "hello", "token": "nope"}).decode())
+        error = orjson.loads(await ws.recv())
+        assert error["op"] == "error"
+        assert error["code"] == "unauthorized"
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4003
+
+
+async def test_ws_list_call_continue_and_ping(live: LiveServer) -> None:
+    ws = await hello(live)
+    try:
+        tools = await frame(ws, {"op": "list_tools"})
+        assert tools["op"] == "list_tools_res"
+        assert {"chat", "thread_get", "health"} <= {t["name"] for t in tools["tools"]}
+        first = await frame(
+            ws,
+            {
+                "op": "call_tool",
+                "name": "chat",
+                "arguments": {"prompt": "ws one"},
+                "request_id": "r1",
+            },
+        )
+        assert first["op"] == "call_tool_res"
+        assert first["request_id"] == "r1"
+        assert first["outputs"][0]["type"] == "text"
+        cid = first["structured"]["continuation_id"]
+        second = await frame(
+            ws,
+            {
+                "op": "call_tool",
+                "name": "chat",
+                "arguments": {"prompt": "ws two", "continuation_id": cid},
+                "request_id": 2,
+            },
+        )
+        assert second["request_id"] == 2
+        assert second["structured"]["continuation_id"] == cid
+        assert "ws one" in live.standin.requests[-1]["body"]["messages"][0]["content"]
+        assert await frame(ws, {"op": "ping"}) == {"op": "pong", "request_id": None}
+    finally:
+        await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("{not json", "bad_json"),
+        ("[1, 2]", "bad_request"),
+        ({"op": "fly"}, "unknown_op"),
+        (
+            {"op": "call_tool", "name": "chat", "arguments": "prompt", "request_id": "a"},
+            "bad_request",
+        ),
+        ({"op": "call_tool", "name": "chat", "arguments": {}}, "bad_request"),
+        ("x" * 200_000, "too_large"),
+    ],
+)
+async def test_ws_bad_frames_get_an_error_frame_and_the_connection_lives(
+    live: LiveServer, message: dict[str, Any] | str, code: str
+) -> None:
+    ws = await hello(live)
+    try:
+        error = await frame(ws, message)
+        assert error["op"] == "error"
+        assert error["code"] == code
+        assert "request_id" in error
+        assert (await frame(ws, {"op": "ping", "request_id": 9}))["op"] == "pong"
+    finally:
+        await ws.close()
+
+
+async def test_ws_wrong_argument_types_are_an_error_result(live: LiveServer) -> None:
+    ws = await hello(live)
+    try:
+        reply = await frame(
+            ws, {"op": "call_tool", "name": "chat", "arguments": {"prompt": 5}, "request_id": "t"}
+        )
+        assert reply["request_id"] == "t"
+        assert reply["is_error"] is True
+        unknown = await frame(
+            ws, {"op": "call_tool", "name": "nope", "arguments": {}, "request_id": "u"}
+        )
+        assert unknown["is_error"] is True
+    finally:
+        await ws.close()
+
+
+async def test_ws_calls_run_concurrently_and_can_be_cancelled(live: LiveServer) -> None:
+    ws = await hello(live)
+    try:
+        slow = {
+            "op": "call_tool",
+            "name": "chat",
+            "arguments": {"prompt": "[slow] think"},
+            "request_id": "slow",
+        }
+        await ws.send(orjson.dumps(slow).decode())
+        fast = await frame(
+            ws, {"op": "call_tool", "name": "health", "arguments": {}, "request_id": "fast"}
+        )
+        assert fast["request_id"] == "fast"  # answered while the slow call still runs
+        ack = await frame(ws, {"op": "cancel", "request_id": "slow"})
+        assert ack == {"op": "cancel_ack", "request_id": "slow", "cancelled": True}
+        cancelled = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert cancelled == {
+            "op": "error",
+            "request_id": "slow",
+            "code": "cancelled",
+            "message": "the call was cancelled",
+        }
+    finally:
+        await ws.close()
+
+
+async def test_the_daemon_survives_a_client_that_leaves_mid_call(live: LiveServer) -> None:
+    ws = await hello(live)
+    slow = {
+        "op": "call_tool",
+        "name": "chat",
+        "arguments": {"prompt": "[slow] bye"},
+        "request_id": "x",
+    }
+    await ws.send(orjson.dumps(slow).decode())
+    await ws.close()
+    async with httpx2.AsyncClient() as http:
+        assert (await http.get(f"{live.url}/health")).status_code == 200
+    again = await hello(live)
+    try:
+        assert (await frame(again, {"op": "ping"}))["op"] == "pong"
+    finally:
+        await again.close()
+
+
+async def test_ws_hello_must_come_first(live: LiveServer) -> None:
+    async with connect(live.ws_url) as ws:
+        await ws.send(orjson.dumps({"op": "list_tools"}).decode())
+        error = orjson.loads(await ws.recv())
+        assert error["code"] == "bad_hello"
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4002
+
+
+# -- stdio -------------------------------------------------------------------------------
+
+
+async def test_stdio_chat_and_continue(tmp_path: Path, standin: ChatCompletionsStandIn) -> None:
+    env = server_env(tmp_path, standin)
+    env.pop("CONVMEM_CLIENT_TOKENS")
+    params = StdioServerParameters(command=sys.executable, args=["-m", "convmem", "mcp"], env=env)
+    async with Client(params) as client:
+        first = await chat(client, "over stdio")
+        second = await chat(client, "and again", first["continuation_id"])
+    assert second["continuation_id"] == first["continuation_id"]
+    assert "over stdio" in standin.requests[-1]["body"]["messages"][0]["content"]
