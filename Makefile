@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup deps demo test lint typecheck check clean
+.PHONY: setup deps run demo test lint typecheck check clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "convmem needs Python 3.11 or newer")'
@@ -17,6 +17,9 @@ setup: $(BIN)/.installed
 
 deps:
 	@scripts/install-system-deps.sh
+
+run: setup
+	$(BIN)/convmem serve
 
 demo: setup
 	$(BIN)/convmem demo

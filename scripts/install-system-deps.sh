@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs the system packages the test suite needs beyond Python: PgBouncer
-# (Debian's package), used by the contract suite's transaction-mode pooler set-up.
+# Installs the system packages the test suite needs beyond Python, from Debian:
+# PgBouncer (the contract suite's transaction-mode pooler) and docker-compose (its
+# parser validates docker-compose.yml; no Docker engine is needed for that).
 set -euo pipefail
 
-if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then
+missing=()
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" -eq 0 ]; then
@@ -11,11 +15,11 @@ if [ "$(id -u)" -eq 0 ]; then
 elif command -v sudo >/dev/null 2>&1; then
   SUDO="sudo"
 else
-  echo "pgbouncer is missing and this user cannot install it: run 'apt-get install pgbouncer' as root" >&2
+  echo "${missing[*]} missing and this user cannot install them: run 'apt-get install ${missing[*]}' as root" >&2
   exit 1
 fi
-echo "installing pgbouncer (Debian package) ..."
+echo "installing ${missing[*]} (Debian packages) ..."
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The package starts its own daemon on 6432; the tests start their own on a free port.
 $SUDO service pgbouncer stop >/dev/null 2>&1 || true
