@@ -110,6 +110,8 @@ async def test_thread_tools_and_resource(memory: Memory) -> None:
             "thread_export", {"continuation_id": cid, "format": "json"}
         )
         assert f'"id": "{cid}"' in exported.content[0].text  # type: ignore[union-attr]
+        listed_resources = await client.list_resources()
+        assert f"thread://{cid}" in [str(r.uri) for r in listed_resources.resources]
         resource = await client.read_resource(f"thread://{cid}")
         assert f"# Thread {cid}" in resource.contents[0].text  # type: ignore[union-attr]
         stats = (await client.call_tool("memory_stats", {})).structured_content

@@ -154,6 +154,21 @@ async def test_a_missing_or_wrong_token_is_refused(live: LiveServer, token: str 
     assert response.json()["error"] == "unauthorized"
 
 
+async def test_bad_tool_input_over_http_is_a_clear_error(live: LiveServer) -> None:
+    async with http_client(live, "token-alice") as client:
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"prompt": "x", "continuation_id": "not-a-uuid"}, "UUID"),
+            ({"prompt": "x" * 250_000}, "limit"),
+            ({}, "prompt"),
+            ({"prompt": ["a", "list"]}, "prompt"),
+        ]
+        for arguments, message in cases:
+            result = await client.call_tool("chat", arguments)
+            assert result.is_error
+            assert message in result.content[0].text  # type: ignore[union-attr]
+        assert (await chat(client, "and the server still serves"))["content"]
+
+
 async def test_malformed_json_rpc_gets_an_error_and_the_server_keeps_serving(
     live: LiveServer,
 ) -> None:
@@ -358,5 +373,8 @@ async def test_stdio_chat_and_continue(tmp_path: Path, standin: ChatCompletionsS
     async with Client(params) as client:
         first = await chat(client, "over stdio")
         second = await chat(client, "and again", first["continuation_id"])
+        bad = await client.call_tool("chat", {"prompt": "x", "continuation_id": "nope"})
+        assert bad.is_error
+        assert (await chat(client, "still serving"))["content"]
     assert second["continuation_id"] == first["continuation_id"]
-    assert "over stdio" in standin.requests[-1]["body"]["messages"][0]["content"]
+    assert "over stdio" in standin.requests[-2]["body"]["messages"][0]["content"]

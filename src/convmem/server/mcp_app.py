@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import Resource
 from pydantic import Field
 
 from convmem.server.auth import current_owner
@@ -22,6 +23,8 @@ from convmem.server.service import (
 if TYPE_CHECKING:
     from convmem.server.metrics import Metrics
 
+RECENT_THREADS = 20  # conversations listed as resources
+
 INSTRUCTIONS = (
     "Conversation memory. Call `chat` with a prompt; pass the returned continuation_id "
     "back to continue the same conversation with its history. Threads expire after a "
@@ -33,9 +36,36 @@ ContinuationId = Annotated[
 ]
 
 
+class _ConversationsMCP(MCPServer):
+    """MCPServer whose resource listing includes the caller's recent conversations."""
+
+    def __init__(self, service: ConversationService) -> None:
+        super().__init__(
+            name="convmem", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING"
+        )
+        self._service = service
+
+    async def list_resources(self) -> list[Resource]:
+        static = await super().list_resources()
+        try:
+            page = await self._service.thread_list(current_owner.get(), RECENT_THREADS)
+        except ToolFailure:
+            return static
+        recent = [
+            Resource(
+                uri=f"thread://{t.continuation_id}",
+                name=f"{t.tool_name or 'thread'} · {t.turns} turns · {t.updated_at[:16]}",
+                description="A conversation, as Markdown",
+                mime_type="text/markdown",
+            )
+            for t in page.threads
+        ]
+        return static + recent
+
+
 def build_mcp(service: ConversationService, *, metrics: Metrics, transport: str) -> MCPServer:
     """The MCP server; ``transport`` labels its calls in the metrics."""
-    mcp = MCPServer(name="convmem", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING")
+    mcp = _ConversationsMCP(service)
 
     @contextlib.contextmanager
     def _tool_errors(tool: str) -> Iterator[None]:
