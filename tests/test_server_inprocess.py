@@ -165,3 +165,5 @@ def test_the_provider_is_chosen_by_which_key_is_set() -> None:
 
     with pytest.raises(ConfigurationError, match="KIMI_API_KEY"):
         provider_from_env({"CONVMEM_PROVIDER": "kimi"})
+    with pytest.raises(ConfigurationError, match="must be numbers"):
+        provider_from_env({"OPENAI_API_KEY": "k", "CONVMEM_MODEL_TIMEOUT_SECONDS": "soon"})

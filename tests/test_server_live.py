@@ -54,6 +54,7 @@ def server_env(tmp: Path, standin: ChatCompletionsStandIn) -> dict[str, str]:
         "CONVMEM_MODEL_BASE_URL": standin.base_url,
         "CONVMEM_MODEL": "standin-model",
         "CONVMEM_MAX_FRAME_BYTES": "100000",
+        "CONVMEM_WS_HELLO_TIMEOUT_SECONDS": "1",
     }
 
 
@@ -350,6 +351,21 @@ async def test_the_daemon_survives_a_client_that_leaves_mid_call(live: LiveServe
         assert (await frame(again, {"op": "ping"}))["op"] == "pong"
     finally:
         await again.close()
+
+
+async def test_ws_a_silent_client_is_closed_after_the_hello_timeout(live: LiveServer) -> None:
+    async with connect(live.ws_url) as ws:
+        error = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert error == {
+            "op": "error",
+            "request_id": None,
+            "code": "hello_timeout",
+            "message": "no hello frame in time",
+        }
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4001
 
 
 async def test_ws_hello_must_come_first(live: LiveServer) -> None:

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     client_tokens: str | None = Field(None, validation_alias=_env("client_tokens"))
     history_tokens: int = Field(8000, gt=0, validation_alias=_env("history_tokens"))
     max_frame_bytes: int = Field(4_000_000, gt=0, validation_alias=_env("max_frame_bytes"))
+    ws_hello_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias=_env("ws_hello_timeout_seconds")
+    )
     pg_pool_min_size: int = Field(1, ge=0, validation_alias=_env("pg_pool_min_size"))
     pg_pool_max_size: int = Field(10, gt=0, validation_alias=_env("pg_pool_max_size"))
     pg_prepared_statements: bool | None = Field(

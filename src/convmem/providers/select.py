@@ -51,13 +51,20 @@ def provider_from_env(env: Mapping[str, str] | None = None) -> Provider:
             continue
         from convmem.providers.openai_compat import OpenAICompatibleProvider
 
+        try:
+            timeout = float(env.get("CONVMEM_MODEL_TIMEOUT_SECONDS", "120"))
+            retries = int(env.get("CONVMEM_MODEL_MAX_RETRIES", "3"))
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"CONVMEM_MODEL_TIMEOUT_SECONDS / CONVMEM_MODEL_MAX_RETRIES must be numbers: {exc}"
+            ) from exc
         return OpenAICompatibleProvider(
             name=preset.name,
             api_key=key,
             base_url=env.get("CONVMEM_MODEL_BASE_URL") or preset.base_url,
             default_model=env.get("CONVMEM_MODEL") or preset.default_model,
-            timeout=float(env.get("CONVMEM_MODEL_TIMEOUT_SECONDS", "120")),
-            max_retries=int(env.get("CONVMEM_MODEL_MAX_RETRIES", "3")),
+            timeout=timeout,
+            max_retries=retries,
         )
     if forced:
         names = ", ".join(v for p in PRESETS if p.name == forced for v in p.key_variables)

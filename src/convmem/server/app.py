@@ -7,7 +7,7 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
@@ -76,7 +76,7 @@ def build_app(
     daemon = WebSocketDaemon(
         build_mcp(service, metrics=metrics, transport="ws"),
         tokens,
-        metrics,
+        hello_timeout=settings.ws_hello_timeout_seconds,
         max_frame_bytes=settings.max_frame_bytes,
     )
 
@@ -130,7 +130,7 @@ def warn_if_exposed(settings: Settings) -> str | None:
     )
 
 
-async def serve_stdio(settings: Settings, **overrides: Any) -> None:
+async def serve_stdio(settings: Settings) -> None:
     """MCP over stdin/stdout for clients that launch their server as a subprocess."""
     provider = provider_from_env()
     async with Memory(settings=settings) as memory:

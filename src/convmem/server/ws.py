@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from mcp.server import MCPServer
 
     from convmem.server.auth import TokenTable
-    from convmem.server.metrics import Metrics
 
 log = logging.getLogger("convmem.server")
 
@@ -47,14 +46,12 @@ class WebSocketDaemon:
         self,
         mcp: MCPServer,
         tokens: TokenTable,
-        metrics: Metrics,
         *,
         hello_timeout: float = 10.0,
         max_frame_bytes: int = 4_000_000,
     ) -> None:
         self.mcp = mcp
         self.tokens = tokens
-        self.metrics = metrics
         self.hello_timeout = hello_timeout
         self.max_frame_bytes = max_frame_bytes
 
@@ -198,8 +195,7 @@ class _Connection:
         self, name: str, arguments: dict[str, Any], request_id: str | int, key: str
     ) -> None:
         try:
-            with self.daemon.metrics.observe(name, "ws"):
-                result = await self.daemon.mcp.call_tool(name, arguments)
+            result = await self.daemon.mcp.call_tool(name, arguments)  # the tool counts itself
             payload = result.model_dump(mode="json", by_alias=True, exclude_none=True)
             await self.send(
                 {
