@@ -106,9 +106,13 @@ def test_the_canonical_form_is_suggested_for_an_upper_case_id() -> None:
     ("fields", "error"),
     [
         ({"role": "bot", "content": "x"}, "role must be one of"),
+        ({"role": ["user"], "content": "x"}, "role must be one of"),
         ({"role": "user", "content": 5}, "content must be a string"),
         ({"role": "user", "content": "x", "files": "a.py"}, "not a single string"),
         ({"role": "user", "content": "x", "files": ["a.py", 3]}, "only strings"),
+        ({"role": "user", "content": "x", "images": ("a.png", None)}, "only strings"),
+        ({"role": "user", "content": "x", "seq": -1}, "non-negative"),
+        ({"role": "user", "content": "x", "model_name": 3}, "model_name must be a string"),
         ({"role": "user", "content": "x", "key": ""}, "non-empty"),
         ({"role": "user", "content": "x", "metadata": ["not", "a", "dict"]}, "mapping"),
     ],

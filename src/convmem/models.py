@@ -73,22 +73,34 @@ class Turn:
     created_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        if self.role not in ROLES:
+        # Every store read and cache decode builds turns: the checks are unrolled and
+        # the common shapes (tuples of str, empty metadata) take the short way.
+        if not isinstance(self.role, str) or self.role not in ROLES:
             raise InvalidTurnError(f"role must be one of {sorted(ROLES)}, got {self.role!r}")
         if not isinstance(self.content, str):
             raise InvalidTurnError(f"content must be a string, got {type(self.content).__name__}")
-        for name in ("tool_name", "model_provider", "model_name", "key"):
-            _optional_str(getattr(self, name), what=name)
+        _optional_str(self.tool_name, what="tool_name")
+        _optional_str(self.model_provider, what="model_provider")
+        _optional_str(self.model_name, what="model_name")
+        _optional_str(self.key, what="key")
         if self.key == "":
             raise InvalidTurnError("key must be a non-empty string or None")
         if not isinstance(self.seq, int) or self.seq < 0:
             raise InvalidTurnError(f"seq must be a non-negative integer, got {self.seq!r}")
-        object.__setattr__(self, "files", _string_tuple(self.files, what="files"))
-        object.__setattr__(self, "images", _string_tuple(self.images, what="images"))
-        if not isinstance(self.metadata, MappingProxyType):
+        if type(self.files) is not tuple or not _all_str(self.files):
+            object.__setattr__(self, "files", _string_tuple(self.files, what="files"))
+        if type(self.images) is not tuple or not _all_str(self.images):
+            object.__setattr__(self, "images", _string_tuple(self.images, what="images"))
+        metadata = self.metadata
+        if type(metadata) is not MappingProxyType:
+            frozen = _EMPTY if type(metadata) is dict and not metadata else None
             object.__setattr__(
-                self, "metadata", freeze_mapping(self.metadata, what="turn metadata")
+                self, "metadata", frozen or freeze_mapping(metadata, what="turn metadata")
             )
+
+
+def _all_str(items: tuple[object, ...]) -> bool:
+    return all(isinstance(item, str) for item in items)
 
 
 @dataclass(frozen=True, slots=True)
