@@ -7,10 +7,12 @@ a failure with the command that starts it, never a skip.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,20 +26,23 @@ from convmem.limits import ThreadLimits
 from convmem.stores.base import Store
 from convmem.stores.postgres import PostgresStore
 from convmem.stores.sqlite import SqliteStore
+from convmem.stores.supabase import SupabaseStore
 from tests.support.clock import FakeClock
 from tests.support.pgwire import CountingProxy
+from tests.support.postgrest_standin import PostgrestStandIn
 from tests.support.services import (
     PG_HOST,
     PG_PORT,
     PgBouncer,
     admin_connect,
     create_database,
+    create_supabase_roles,
     drop_database,
     pg_url,
 )
 
 LIMITS = ThreadLimits(ttl=timedelta(hours=3), max_turns=50)
-BACKENDS = ["sqlite", "postgres", "pgbouncer"]
+BACKENDS = ["sqlite", "postgres", "pgbouncer", "supabase"]
 
 
 @dataclass
@@ -79,6 +84,24 @@ def pgbouncer_proxy(pgbouncer: PgBouncer) -> Iterator[CountingProxy]:
     proxy.stop()
 
 
+@pytest.fixture(scope="session")
+def postgrest(pg_database: str) -> Iterator[PostgrestStandIn]:
+    """The PostgREST stand-in over the run's database, with Supabase's roles and functions."""
+    create_supabase_roles()
+
+    async def migrate() -> None:  # the functions, RLS and grants, as `convmem migrate` does
+        async with PostgresStore.from_url(pg_url(pg_database, migrations="supabase")):
+            pass
+
+    # Session fixtures may be set up from inside a test's event loop: migrate on a thread.
+    with ThreadPoolExecutor(1) as worker:
+        worker.submit(asyncio.run, migrate()).result()
+    standin = PostgrestStandIn(pg_url(pg_database)).start()
+    os.environ["SUPABASE_SERVICE_ROLE_KEY"] = standin.service_key  # child processes too
+    yield standin
+    standin.stop()
+
+
 @pytest.fixture
 def clean_pg(pg_database: str) -> str:
     """The run's database, migrated and emptied for this test."""
@@ -97,6 +120,12 @@ def _make_backend(
         sqlite = SqliteStore.from_url(url, limits=LIMITS, clock=clock)
         return Backend(name, sqlite, url, clock, lambda: sqlite.round_trips)
     database = request.getfixturevalue("clean_pg")
+    if name == "supabase":
+        standin: PostgrestStandIn = request.getfixturevalue("postgrest")
+        supabase = SupabaseStore.from_url(
+            standin.url, service_key=standin.service_key, limits=LIMITS, clock=clock
+        )
+        return Backend(name, supabase, standin.url, clock, lambda: standin.total)
     if name == "postgres":
         proxy: CountingProxy = request.getfixturevalue("pg_proxy")
         url = pg_url(database, port=proxy.port)

@@ -174,3 +174,15 @@ class RedisServer:
     def stop(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+SUPABASE_ROLES = ("anon", "authenticated", "service_role")
+
+
+def create_supabase_roles() -> None:
+    """The roles every Supabase project has (cluster-wide; created once, kept)."""
+    with admin_connect() as conn:
+        for role in SUPABASE_ROLES:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            if not exists:
+                conn.execute(f"CREATE ROLE {role} NOLOGIN")

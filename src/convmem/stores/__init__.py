@@ -19,6 +19,9 @@ _REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "sqlite": ("convmem.stores.sqlite", "SqliteStore", None),
     "postgresql": ("convmem.stores.postgres", "PostgresStore", "postgres"),
     "postgres": ("convmem.stores.postgres", "PostgresStore", "postgres"),
+    "supabase": ("convmem.stores.supabase", "SupabaseStore", "supabase"),
+    "supabase+https": ("convmem.stores.supabase", "SupabaseStore", "supabase"),
+    "supabase+http": ("convmem.stores.supabase", "SupabaseStore", "supabase"),
 }
 STORE_SCHEMES = frozenset(_REGISTRY)
 

@@ -116,3 +116,10 @@ def turn_params(turn: Turn) -> dict[str, Any]:
 def stored_turn(turn: Turn, seq: int, now: datetime) -> Turn:
     """The turn as a store keeps it, built without reading it back."""
     return replace(turn, seq=seq, created_at=now)
+
+
+def turn_from_json(item: Mapping[str, Any]) -> Turn:
+    """A Turn from the JSON object a SQL function returns (``to_jsonb`` of a turn row)."""
+    values = [item[c] for c in TURN_COLUMNS]
+    values[-1] = datetime.fromisoformat(values[-1]).astimezone(UTC)
+    return turn_from_values(values)

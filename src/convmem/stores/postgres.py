@@ -40,6 +40,7 @@ from convmem.stores._rows import (
     stored_turn,
     summary_from_values,
     thread_from_values,
+    turn_from_json,
     turn_from_values,
     turn_params,
 )
@@ -175,8 +176,15 @@ class PostgresStore(Store):
         max_size: int = 10,
         prepared_statements: bool = True,
         connect_timeout: float = 10.0,
+        migrations: str = "postgres",
     ) -> None:
         super().__init__(limits=limits, clock=clock)
+        if migrations not in ("postgres", "supabase"):
+            raise ConfigurationError(
+                f"migrations={migrations!r}: use 'postgres', or 'supabase' to add the REST "
+                "functions, row-level security and grants of a Supabase project"
+            )
+        self.migrations = migrations
         self.conninfo = conninfo
         self.prepared_statements = prepared_statements
         self.connect_timeout = connect_timeout
@@ -201,6 +209,8 @@ class PostgresStore(Store):
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         flag = query.pop("prepared_statements", None)
+        if "migrations" in query:
+            options.setdefault("migrations", query.pop("migrations"))
         if prepared_statements is None:
             if flag is not None:
                 if flag.lower() not in {"true", "false", "on", "off", "1", "0"}:
@@ -270,7 +280,7 @@ class PostgresStore(Store):
             )
             cursor = await conn.execute("SELECT version FROM convmem_schema_migrations")
             applied = {row[0] for row in await cursor.fetchall()}
-            for migration in pending(migrations_for("postgres"), applied):
+            for migration in pending(migrations_for(self.migrations), applied):
                 await conn.execute(
                     migration.sql.encode()
                 )  # no parameters: may hold many statements
@@ -401,7 +411,7 @@ class PostgresStore(Store):
                 raise
             version, fresh, cur_version, cur_expires_at, conflict_key, stored_json = rows[0]
             if version is not None:
-                stored = [_turn_from_json(item) for item in stored_json]
+                stored = [turn_from_json(item) for item in stored_json]
                 return AppendResult(
                     thread_id,
                     version,
@@ -464,9 +474,3 @@ def _header(row: Sequence[Any]) -> dict[str, Any]:
 def _turn(values: Sequence[Any]) -> Turn:
     *rest, created_at = values
     return turn_from_values((*rest, _utc(created_at)))
-
-
-def _turn_from_json(item: dict[str, Any]) -> Turn:
-    values = [item[c] for c in TURN_COLUMNS]
-    values[-1] = datetime.fromisoformat(values[-1])
-    return _turn(values)

@@ -20,13 +20,21 @@ class Migration:
     sql: str
 
 
+# A dialect's migrations include those of the dialects it builds on.
+_BUILDS_ON = {"supabase": ("postgres",)}
+
+
 def migrations_for(dialect: str) -> list[Migration]:
-    """Every migration of ``dialect`` (``sqlite`` or ``postgres``), ordered by version."""
+    """Every migration of ``dialect`` (``sqlite``, ``postgres`` or ``supabase``), by version.
+
+    ``supabase`` is ``postgres`` plus the REST functions, row-level security and grants.
+    """
     found = []
-    for entry in resources.files(__package__).joinpath(dialect).iterdir():
-        match = _NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), entry.name, entry.read_text("utf-8")))
+    for folder in (*_BUILDS_ON.get(dialect, ()), dialect):
+        for entry in resources.files(__package__).joinpath(folder).iterdir():
+            match = _NAME.match(entry.name)
+            if match:
+                found.append(Migration(int(match[1]), entry.name, entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)
     if len({m.version for m in found}) != len(found):
         raise RuntimeError(f"two {dialect} migrations share a version number")

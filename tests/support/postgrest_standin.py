@@ -1,0 +1,149 @@
+"""A local stand-in of Supabase's REST gateway (PostgREST), for the requests SupabaseStore makes.
+
+Supabase's hosted gateway cannot run here. This stand-in answers ``POST
+/rest/v1/rpc/<function>`` the way PostgREST does: it checks the ``apikey`` and
+bearer headers, runs the SQL function on the real PostgreSQL as ``service_role``
+(so row-level security and grants apply) in one transaction, and returns its JSON
+result, or PostgREST's error body (``code``, ``message``, ``details``, ``hint``).
+It counts requests, and can inject the transport faults of a real deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+SERVICE_KEY = "standin-service-role-key"
+
+
+class PostgrestStandIn:
+    def __init__(self, conninfo: str, *, service_key: str = SERVICE_KEY) -> None:
+        self.service_key = service_key
+        self.requests: Counter[str] = Counter()
+        # Faults for the next requests, in order: "drop_after_commit", "503", "timeout".
+        self.faults: list[str] = []
+        self.stall_seconds = 2.0
+        self._lock = threading.Lock()
+        self.pool = ConnectionPool(conninfo, min_size=1, max_size=20, open=True)
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, like the real gateway
+
+            def do_POST(self) -> None:
+                standin._handle(self)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"supabase+http://127.0.0.1:{self.port}"
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.requests.values())
+
+    def start(self) -> PostgrestStandIn:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.pool.close()
+
+    def _next_fault(self) -> str | None:
+        with self._lock:
+            return self.faults.pop(0) if self.faults else None
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("content-length", "0"))
+        body = handler.rfile.read(length)
+        prefix = "/rest/v1/rpc/"
+        if not handler.path.startswith(prefix):
+            _reply(
+                handler,
+                404,
+                {"code": "PGRST125", "message": "Invalid path", "details": None, "hint": None},
+            )
+            return
+        function = handler.path[len(prefix) :].split("?")[0]
+        with self._lock:
+            self.requests[function] += 1
+        if (
+            handler.headers.get("apikey") != self.service_key
+            or handler.headers.get("authorization") != f"Bearer {self.service_key}"
+        ):
+            _reply(
+                handler,
+                401,
+                {"code": "PGRST301", "message": "Invalid API key", "details": None, "hint": None},
+            )
+            return
+        fault = self._next_fault()
+        if fault == "503":
+            handler.send_response(503)
+            handler.send_header("content-type", "text/html")
+            handler.send_header("content-length", "19")
+            handler.end_headers()
+            handler.wfile.write(b"Service Unavailable")
+            return
+        status, payload = self._call(function, json.loads(body or b"{}"))
+        if fault == "drop_after_commit":
+            handler.close_connection = True  # the write committed; the answer never leaves
+            return
+        if fault == "timeout":
+            time.sleep(self.stall_seconds)  # the client gives up before this answer
+        _reply(handler, status, payload)
+
+    def _call(self, function: str, args: dict[str, Any]) -> tuple[int, Any]:
+        # Values go as untyped text, so PostgreSQL types them from the function's signature.
+        values = [
+            None if v is None else json.dumps(v) if isinstance(v, dict | list) else str(v)
+            for v in args.values()
+        ]
+        query = sql.SQL("SELECT {}({})").format(
+            sql.Identifier(function),
+            sql.SQL(", ").join(sql.SQL("{} => %s").format(sql.Identifier(k)) for k in args),
+        )
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                conn.execute("SET LOCAL ROLE service_role")
+                row = conn.execute(query, values).fetchone()
+        except psycopg.Error as exc:
+            diag = exc.diag
+            code = diag.sqlstate or "XX000"
+            status = {"23505": 409, "42883": 404, "42501": 403}.get(code, 400)
+            if code == "42883":
+                code = "PGRST202"
+            return status, {
+                "code": code,
+                "message": diag.message_primary or str(exc),
+                "details": diag.message_detail,
+                "hint": diag.message_hint,
+            }
+        return 200, None if row is None else row[0]
+
+
+def _reply(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
+    data = json.dumps(payload, default=str).encode()
+    handler.send_response(status)
+    handler.send_header("content-type", "application/json; charset=utf-8")
+    handler.send_header("content-length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
