@@ -27,7 +27,7 @@ from tests.support.services import admin_connect, pg_url
 async def supabase(postgrest: PostgrestStandIn, clean_pg: str) -> AsyncIterator[SupabaseStore]:
     postgrest.faults.clear()
     store = SupabaseStore.from_url(
-        postgrest.url, service_key=postgrest.service_key, limits=LIMITS, timeout=0.5, backoff=0.01
+        postgrest.url, service_key=postgrest.service_key, limits=LIMITS, timeout=1.0, backoff=0.01
     )
     async with store:
         yield store
