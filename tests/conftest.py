@@ -22,13 +22,13 @@ import pytest
 import redis
 
 from convmem import Memory, Settings
+from convmem.bench.net import PgWireProxy
 from convmem.limits import ThreadLimits
 from convmem.stores.base import Store
 from convmem.stores.postgres import PostgresStore
 from convmem.stores.sqlite import SqliteStore
 from convmem.stores.supabase import SupabaseStore
 from tests.support.clock import FakeClock
-from tests.support.pgwire import CountingProxy
 from tests.support.postgrest_standin import PostgrestStandIn
 from tests.support.services import (
     PG_HOST,
@@ -64,8 +64,8 @@ def pg_database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def pg_proxy() -> Iterator[CountingProxy]:
-    proxy = CountingProxy(PG_HOST, PG_PORT).start()
+def pg_proxy() -> Iterator[PgWireProxy]:
+    proxy = PgWireProxy(PG_HOST, PG_PORT).start()
     yield proxy
     proxy.stop()
 
@@ -78,8 +78,8 @@ def pgbouncer() -> Iterator[PgBouncer]:
 
 
 @pytest.fixture(scope="session")
-def pgbouncer_proxy(pgbouncer: PgBouncer) -> Iterator[CountingProxy]:
-    proxy = CountingProxy("127.0.0.1", pgbouncer.port).start()
+def pgbouncer_proxy(pgbouncer: PgBouncer) -> Iterator[PgWireProxy]:
+    proxy = PgWireProxy("127.0.0.1", pgbouncer.port).start()
     yield proxy
     proxy.stop()
 
@@ -127,7 +127,7 @@ def _make_backend(
         )
         return Backend(name, supabase, standin.url, clock, lambda: standin.total)
     if name == "postgres":
-        proxy: CountingProxy = request.getfixturevalue("pg_proxy")
+        proxy: PgWireProxy = request.getfixturevalue("pg_proxy")
         url = pg_url(database, port=proxy.port)
     else:
         proxy = request.getfixturevalue("pgbouncer_proxy")

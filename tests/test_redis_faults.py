@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from convmem import Memory, Turn
+from convmem.bench.net import TcpProxy
 from convmem.cache.redis import RedisCache
 from tests.conftest import Backend, MemoryFactory
 from tests.contract.test_store_contract import Trips
 from tests.support.clock import FakeTimer
 from tests.support.flows import exchange, until
 from tests.support.services import RedisServer
-from tests.support.tcpproxy import TcpProxy
 
 Factory = Callable[..., Awaitable[Memory]]
 

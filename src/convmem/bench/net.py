@@ -1,14 +1,20 @@
-"""A loopback TCP proxy on its own thread and event loop, for fault injection.
+"""Loopback TCP proxies for benchmarks and fault tests, each on its own thread and loop.
 
-``cut()`` drops every open connection and refuses new ones (the network between
-client and server is gone, while the server and its data live on); ``restore()``
-lets traffic through again. Subclasses may inspect the client's bytes.
+``TcpProxy`` forwards bytes; ``cut()`` drops every open connection and refuses new
+ones (the network between client and server is gone while the server and its data
+live on) and ``restore()`` lets traffic through again.
+
+``PgWireProxy`` also reads the PostgreSQL frontend protocol and counts the messages
+that end a round trip, ``Sync`` (extended protocol) and ``Query`` (simple protocol):
+libpq sends one per statement it waits on, so the count is what the network sees.
+With ``delay`` set it holds each round trip that long, as a distant database would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import threading
 from collections.abc import Coroutine
 from typing import Any, Self, TypeVar
@@ -94,4 +100,55 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
         while data := await reader.read(65536):
             writer.write(data)
+            await writer.drain()
+
+
+_SSL_REQUEST = 80877103
+_GSSENC_REQUEST = 80877104
+_CANCEL_REQUEST = 80877102
+
+
+class PgWireProxy(TcpProxy):
+    def __init__(self, target_host: str, target_port: int, *, delay: float = 0.0) -> None:
+        super().__init__(target_host, target_port)
+        self.delay = delay
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def round_trips(self) -> int:
+        with self._lock:
+            return self._count
+
+    async def _upstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await self._relay_frontend(reader, writer)
+
+    async def _relay_frontend(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        # Start-up: untyped messages until the StartupMessage (SSL/GSS requests come first).
+        while True:
+            header = await reader.readexactly(8)
+            length, code = struct.unpack("!ii", header)
+            body = await reader.readexactly(length - 8)
+            writer.write(header + body)
+            await writer.drain()
+            if code not in (_SSL_REQUEST, _GSSENC_REQUEST):
+                if code == _CANCEL_REQUEST:
+                    return
+                break
+        # Typed messages: one byte of type, four of length (which counts itself).
+        while True:
+            header = await reader.readexactly(5)
+            kind = header[:1]
+            (length,) = struct.unpack("!i", header[1:])
+            body = await reader.readexactly(length - 4)
+            ends_round_trip = kind in (b"S", b"Q")
+            if ends_round_trip:
+                with self._lock:
+                    self._count += 1
+            writer.write(header + body)
+            if ends_round_trip and self.delay:
+                await asyncio.sleep(self.delay)  # the whole round trip's latency, once
             await writer.drain()

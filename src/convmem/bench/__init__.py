@@ -1,0 +1,1 @@
+"""Benchmarks of convmem against the seed's flows and the raw drivers (``convmem bench``)."""
