@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup deps run demo test lint typecheck check clean
+.PHONY: setup deps run demo bench test lint typecheck check clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "convmem needs Python 3.11 or newer")'
@@ -23,6 +23,10 @@ run: setup
 
 demo: setup
 	$(BIN)/convmem demo
+
+bench: setup
+	@scripts/ensure-services.sh
+	$(BIN)/convmem bench --out bench
 
 lint: setup
 	$(BIN)/ruff check src tests

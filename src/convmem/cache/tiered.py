@@ -251,6 +251,12 @@ class TieredCache:
             raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
         return thread
 
+    async def evict(self, thread_id: str) -> None:
+        """Forget the cached copies of a thread (here and in L2); not a write: fences stay."""
+        self.l1.discard(thread_id)
+        if self.l2 is not None:
+            await self._l2_call(self.l2.drop(thread_id))
+
     async def deleted(self, thread_id: str) -> None:
         self.watermarks.raise_to(thread_id, DELETED)
         self.l1.discard(thread_id)

@@ -1,0 +1,308 @@
+"""``convmem bench``: every flow side by side in one run, on the same PostgreSQL and Redis.
+
+Latency is injected per round trip by a proxy in front of PostgreSQL, and round trips
+are counted at that proxy, on the wire. Figures are medians of many runs; the machine
+is noisy, so only ratios measured in the same run are compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import psycopg
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+
+from convmem.bench.flows import ConvMemFlow, Flow, SeedBefore, SeedFixAsBuilt, SeedQueries, exchange
+from convmem.bench.net import PgWireProxy
+from convmem.memory import Memory
+from convmem.models import Turn
+from convmem.settings import Settings
+from convmem.stores.base import NewThread
+
+
+@dataclass
+class FlowResult:
+    flow: str
+    latency_ms: float
+    p50_ms: float
+    p99_ms: float
+    round_trips: float  # per request, counted at the proxy
+    requests_per_second: float
+
+
+@dataclass
+class LayerResult:
+    operation: str
+    p50_us: float
+    floor: str | None = None
+    floor_p50_us: float | None = None
+
+
+@dataclass
+class Report:
+    machine: str
+    quick: bool
+    flows: list[FlowResult] = field(default_factory=list)
+    layers: list[LayerResult] = field(default_factory=list)
+    append_by_length: dict[int, float] = field(default_factory=dict)  # turns -> p50 µs
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+
+
+@dataclass(frozen=True)
+class Plan:
+    latencies_ms: tuple[float, ...]
+    requests: int
+    threads: int
+    layer_runs: int
+    lengths: tuple[int, ...]
+
+
+QUICK = Plan(latencies_ms=(0.0, 2.0), requests=8, threads=2, layer_runs=30, lengths=(10, 100))
+FULL = Plan(
+    latencies_ms=(0.0, 1.0, 10.0, 50.0),
+    requests=40,
+    threads=8,
+    layer_runs=400,
+    lengths=(10, 50, 1000),
+)
+
+
+async def run(
+    admin_dsn: str, redis_url: str, *, quick: bool, log: Callable[[str], None] = print
+) -> Report:
+    plan = QUICK if quick else FULL
+    database = f"convmem_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+    host, port = _host_port(admin_dsn)
+    proxy = PgWireProxy(host, port).start()
+    report = Report(machine=_machine(), quick=quick)
+    try:
+        await _run(report, plan, _with(admin_dsn, database, port=proxy.port), redis_url, proxy, log)
+    finally:
+        proxy.stop()
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    return report
+
+
+async def _run(
+    report: Report,
+    plan: Plan,
+    dsn: str,
+    redis_url: str,
+    proxy: PgWireProxy,
+    log: Callable[[str], None],
+) -> None:
+    prefix = f"convmem-bench-{uuid.uuid4().hex[:8]}:"
+    base = {"store_url": dsn, "max_turns": 100_000, "cache_prefix": prefix}
+    redis = aioredis.Redis.from_url(redis_url)
+    async with (
+        Memory(settings=Settings.load(**base, cache_url=None)) as plain,
+        Memory(settings=Settings.load(**base, cache_url=redis_url)) as cached,
+        AsyncConnectionPool(dsn, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool,
+    ):
+        store = plain.store
+        queries = SeedQueries(pool)
+        flows: list[Flow] = [
+            ConvMemFlow("convmem, warm (L1)", plain, cold=False),
+            ConvMemFlow("convmem, cold", plain, cold=True),
+            ConvMemFlow("convmem + Redis, warm", cached, cold=False),
+            SeedBefore(queries, store),
+            SeedFixAsBuilt(queries, store, redis, prefix + "seedfix:"),
+        ]
+        for latency in plan.latencies_ms:
+            proxy.delay = latency / 1000
+            for flow in flows:
+                result = await _measure_flow(flow, store, proxy, plan, latency)
+                report.flows.append(result)
+                log(
+                    f"{latency:>5.0f} ms  {flow.name:34} p50 {result.p50_ms:8.2f} ms  "
+                    f"{result.round_trips:.1f} round trips"
+                )
+        proxy.delay = 0.0
+        report.layers = await _measure_layers(cached, pool, redis, plan)
+        for layer in report.layers:
+            log(f"{layer.operation:40} p50 {layer.p50_us:9.1f} µs")
+        report.append_by_length = await _measure_append(plain, store, plan)
+        log(f"append p50 by thread length: {report.append_by_length}")
+    for key in [k async for k in redis.scan_iter(match=f"{prefix}*")]:
+        await redis.delete(key)
+    await redis.aclose()
+
+
+async def _new_thread(store: Any, turns: int) -> str:
+    thread_id = str(uuid.uuid4())
+    await store.create(NewThread(thread_id, "chat", None, None, {}), [])
+    batch = [t for n in range(turns // 2) for t in exchange(-n - 1)]
+    for start in range(0, len(batch), 500):
+        await store.append(thread_id, batch[start : start + 500], owner=None)
+    return thread_id
+
+
+async def _measure_flow(
+    flow: Flow, store: Any, proxy: PgWireProxy, plan: Plan, latency: float
+) -> FlowResult:
+    threads = [await _new_thread(store, 50) for _ in range(plan.threads)]
+    for i, thread_id in enumerate(threads):  # warm-up, unmeasured
+        await flow.request(thread_id, 10_000 + i)
+    times: list[float] = []
+    trips: list[int] = []
+    for n in range(plan.requests):
+        thread_id = threads[n % len(threads)]
+        await flow.prepare(thread_id)
+        before = proxy.round_trips
+        start = time.perf_counter()
+        await flow.request(thread_id, n)
+        times.append((time.perf_counter() - start) * 1000)
+        trips.append(proxy.round_trips - before)
+    return FlowResult(
+        flow=flow.name,
+        latency_ms=latency,
+        p50_ms=statistics.median(times),
+        p99_ms=_quantile(times, 0.99),
+        round_trips=statistics.mean(trips),
+        requests_per_second=1000 / statistics.mean(times),
+    )
+
+
+async def _p50_us(
+    call: Callable[[], Awaitable[object]],
+    runs: int,
+    before: Callable[[], Awaitable[object]] | None = None,
+) -> float:
+    samples = []
+    for _ in range(runs):
+        if before is not None:
+            await before()
+        start = time.perf_counter_ns()
+        await call()
+        samples.append((time.perf_counter_ns() - start) / 1000)
+    return statistics.median(samples)
+
+
+async def _measure_layers(
+    memory: Memory, pool: AsyncConnectionPool[Any], redis: aioredis.Redis, plan: Plan
+) -> list[LayerResult]:
+    thread_id = await _new_thread(memory.store, 50)
+    thread = await memory.get_thread(thread_id)
+    assert thread is not None
+    runs = plan.layer_runs
+    blob = orjson.dumps({"turns": [t.content for t in thread.turns]})
+    await redis.set(f"{memory.settings.cache_prefix}floor", blob)
+    table: dict[str, object] = {}
+
+    async def dict_get() -> object:
+        return table.get(thread_id)
+
+    async def redis_get() -> object:
+        return orjson.loads(await redis.get(f"{memory.settings.cache_prefix}floor") or b"{}")
+
+    async def raw_load() -> object:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT seq, role, content FROM convmem_turns WHERE thread_id = %s ORDER BY seq",
+                (thread_id,),
+            )
+            return await cursor.fetchall()
+
+    async def raw_append() -> object:
+        async with pool.connection() as conn:
+            return await conn.execute(
+                "WITH v AS (UPDATE convmem_threads SET version = version + 1 WHERE id = %s"
+                " RETURNING version) INSERT INTO convmem_turns (thread_id, seq, role, content,"
+                " created_at) SELECT %s, v.version, 'user', 'floor', now() FROM v",
+                (thread_id, thread_id),
+            )
+
+    async def forget_l1() -> None:
+        memory._cache.l1.discard(thread_id)
+
+    l1 = await _p50_us(lambda: memory.get_thread(thread_id), runs)
+    l2 = await _p50_us(lambda: memory.get_thread(thread_id), runs, forget_l1)
+    store_read = await _p50_us(
+        lambda: memory.get_thread(thread_id), runs, lambda: memory.evict(thread_id)
+    )
+    turn = [Turn(role="user", content="x" * 300)]
+    append = await _p50_us(lambda: memory.add_turns(thread_id, turn), min(runs, 200))
+    return [
+        LayerResult(
+            "get_thread, L1 hit (50 turns)", l1, "dict lookup", await _p50_us(dict_get, runs)
+        ),
+        LayerResult(
+            "get_thread, L2 hit (50 turns)",
+            l2,
+            "redis GET + orjson decode",
+            await _p50_us(redis_get, runs),
+        ),
+        LayerResult(
+            "get_thread, store read (50 turns)",
+            store_read,
+            "one psycopg SELECT",
+            await _p50_us(raw_load, runs),
+        ),
+        LayerResult(
+            "add_turns, 1 turn",
+            append,
+            "one psycopg INSERT",
+            await _p50_us(raw_append, min(runs, 200)),
+        ),
+    ]
+
+
+async def _measure_append(memory: Memory, store: Any, plan: Plan) -> dict[int, float]:
+    results: dict[int, float] = {}
+    for length in plan.lengths:
+        thread_id = await _new_thread(store, length)
+        await memory.get_thread(thread_id)  # warm
+        turn = [Turn(role="user", content="y" * 300)]
+
+        async def append(thread_id: str = thread_id, turn: list[Turn] = turn) -> object:
+            return await memory.add_turns(thread_id, turn)
+
+        results[length] = await _p50_us(append, min(plan.layer_runs, 100))
+    return results
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _host_port(dsn: str) -> tuple[str, int]:
+    parts = urlsplit(dsn)
+    return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
+def _with(dsn: str, database: str, *, port: int) -> str:
+    parts = urlsplit(dsn)
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = f"{netloc[0]}@" if len(netloc) == 2 else ""
+    return urlunsplit(
+        (parts.scheme, f"{userinfo}127.0.0.1:{port}", f"/{database}", parts.query, "")
+    )
+
+
+def _machine() -> str:
+    import os
+
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def main_sync(admin_dsn: str, redis_url: str, quick: bool) -> Report:
+    return asyncio.run(run(admin_dsn, redis_url, quick=quick))

@@ -1,0 +1,29 @@
+"""The benchmark's quick mode still runs end to end (it asserts no time)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_bench_quick_runs_and_writes_its_report(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "convmem", "bench", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads((out / "results.json").read_text())
+    flows = {f["flow"] for f in data["flows"]}
+    assert {"convmem, warm (L1)", "convmem, cold", "seed before the fix (7 calls)"} <= flows
+    before = next(f for f in data["flows"] if f["flow"].startswith("seed before"))
+    assert before["round_trips"] == 7.0  # counted on the wire by the proxy
+    report = (out / "BENCHMARKS.md").read_text()
+    assert "## Targets" in report
+    assert "| convmem, cold |" in report
