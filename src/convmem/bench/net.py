@@ -144,11 +144,12 @@ class PgWireProxy(TcpProxy):
             kind = header[:1]
             (length,) = struct.unpack("!i", header[1:])
             body = await reader.readexactly(length - 4)
-            ends_round_trip = kind in (b"S", b"Q")
-            if ends_round_trip:
+            if kind in (b"S", b"Q"):
                 with self._lock:
                     self._count += 1
+                if self.delay:
+                    # Held before it is sent: the server answers a round trip only after its
+                    # Sync (or Query) arrives, so this is the whole round trip's latency, once.
+                    await asyncio.sleep(self.delay)
             writer.write(header + body)
-            if ends_round_trip and self.delay:
-                await asyncio.sleep(self.delay)  # the whole round trip's latency, once
             await writer.drain()
