@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 from convmem.errors import InvalidTurnError
-
-if TYPE_CHECKING:
-    from datetime import datetime
 
 Role = Literal["user", "assistant", "system", "tool"]
 ROLES: Final[frozenset[str]] = frozenset(get_args(Role))
@@ -99,7 +97,57 @@ class Turn:
             )
 
 
-def _all_str(items: tuple[object, ...]) -> bool:
+def turn_from_storage(
+    seq: object,
+    role: object,
+    content: object,
+    tool_name: object,
+    model_provider: object,
+    model_name: object,
+    files: object,
+    images: object,
+    metadata: object,
+    key: object,
+    created_at: object,
+) -> Turn:
+    """A turn read back from a store or a cache: its fields were fully checked when written.
+
+    Stores and caches build thousands of turns per second, so this skips ``__init__``
+    and keeps only the shape checks that still catch a foreign or corrupt value.
+    """
+    if (
+        role not in ROLES
+        or type(content) is not str
+        or type(seq) is not int
+        or (tool_name is not None and type(tool_name) is not str)
+        or (model_provider is not None and type(model_provider) is not str)
+        or (model_name is not None and type(model_name) is not str)
+        or (key is not None and type(key) is not str)
+        or not isinstance(files, list | tuple)
+        or not isinstance(images, list | tuple)
+        or (files and not _all_str(files))
+        or (images and not _all_str(images))
+        or not isinstance(metadata, dict | MappingProxyType)
+        or not (created_at is None or isinstance(created_at, datetime))
+    ):
+        raise InvalidTurnError(f"a stored turn {seq!r} has an unexpected shape")
+    turn = object.__new__(Turn)
+    put = object.__setattr__  # the frozen dataclass's own way in, minus __init__'s checks
+    put(turn, "role", role)
+    put(turn, "content", content)
+    put(turn, "tool_name", tool_name)
+    put(turn, "model_provider", model_provider)
+    put(turn, "model_name", model_name)
+    put(turn, "files", tuple(files) if files else ())
+    put(turn, "images", tuple(images) if images else ())
+    put(turn, "metadata", MappingProxyType(dict(metadata)) if metadata else _EMPTY)
+    put(turn, "key", key)
+    put(turn, "seq", seq)
+    put(turn, "created_at", created_at)
+    return turn
+
+
+def _all_str(items: tuple[object, ...] | list[object]) -> bool:
     return all(isinstance(item, str) for item in items)
 
 

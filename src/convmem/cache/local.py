@@ -23,14 +23,12 @@ _THREAD_OVERHEAD = 400
 
 
 def turns_size(turns: Sequence[Turn]) -> int:
-    """An estimate of the memory held by ``turns``: their text plus per-object overhead."""
-    return sum(
-        _TURN_OVERHEAD
-        + len(t.content)
-        + sum(len(p) for p in t.files)
-        + sum(len(p) for p in t.images)
-        for t in turns
-    )
+    """An estimate of the memory held by ``turns``: their text plus per-object overhead.
+
+    File and image paths count in the overhead: they are short, and this runs on every
+    cache install, so it stays one pass over the contents.
+    """
+    return _TURN_OVERHEAD * len(turns) + sum(len(t.content) for t in turns)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from convmem.models import Thread, ThreadSummary, Turn, freeze_mapping
+from convmem.models import Thread, ThreadSummary, Turn, freeze_mapping, turn_from_storage
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -53,20 +53,7 @@ def from_micros(micros: int) -> datetime:
 
 def turn_from_values(values: Iterable[Any]) -> Turn:
     """A Turn from values in ``TURN_COLUMNS`` order, already decoded to Python types."""
-    (seq, role, content, tool_name, provider, model, files, images, metadata, key, created) = values
-    return Turn(
-        role=role,
-        content=content,
-        tool_name=tool_name,
-        model_provider=provider,
-        model_name=model,
-        files=tuple(files),
-        images=tuple(images),
-        metadata=metadata,
-        key=key,
-        seq=seq,
-        created_at=created,
-    )
+    return turn_from_storage(*values)
 
 
 def thread_from_values(header: Mapping[str, Any], turns: tuple[Turn, ...]) -> Thread:
