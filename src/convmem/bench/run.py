@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from convmem.bench.flows import ConvMemFlow, Flow, SeedBefore, SeedFixAsBuilt, SeedQueries, exchange
 from convmem.bench.net import PgWireProxy
+from convmem.export import turn_to_dict
 from convmem.memory import Memory
 from convmem.models import Turn
 from convmem.settings import Settings
@@ -196,24 +197,28 @@ async def _p50_us(
 async def _measure_layers(
     memory: Memory, pool: AsyncConnectionPool[Any], redis: aioredis.Redis, plan: Plan
 ) -> list[LayerResult]:
-    thread_id = await _new_thread(memory.store, 50)
+    """Reads on one 50-turn thread; appends on another, measured after every read."""
+    store, runs = memory.store, plan.layer_runs
+    thread_id = await _new_thread(store, 50)
+    writes_to = await _new_thread(store, 50)
     thread = await memory.get_thread(thread_id)
     assert thread is not None
-    runs = plan.layer_runs
-    blob = orjson.dumps({"turns": [t.content for t in thread.turns]})
-    await redis.set(f"{memory.settings.cache_prefix}floor", blob)
-    table: dict[str, object] = {}
+    floor_key = f"{memory.settings.cache_prefix}floor"
+    await redis.set(floor_key, orjson.dumps([turn_to_dict(t) for t in thread.turns]))
+    table: dict[str, object] = {thread_id: thread}
 
     async def dict_get() -> object:
         return table.get(thread_id)
 
     async def redis_get() -> object:
-        return orjson.loads(await redis.get(f"{memory.settings.cache_prefix}floor") or b"{}")
+        return orjson.loads(await redis.get(floor_key) or b"[]")
 
     async def raw_load() -> object:
         async with pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT seq, role, content FROM convmem_turns WHERE thread_id = %s ORDER BY seq",
+                "SELECT seq, role, content, tool_name, model_provider, model_name, files,"
+                " images, metadata, key, created_at FROM convmem_turns WHERE thread_id = %s"
+                " ORDER BY seq",
                 (thread_id,),
             )
             return await cursor.fetchall()
@@ -223,41 +228,56 @@ async def _measure_layers(
             return await conn.execute(
                 "WITH v AS (UPDATE convmem_threads SET version = version + 1 WHERE id = %s"
                 " RETURNING version) INSERT INTO convmem_turns (thread_id, seq, role, content,"
-                " created_at) SELECT %s, v.version, 'user', 'floor', now() FROM v",
-                (thread_id, thread_id),
+                " created_at) SELECT %s, v.version, 'user', %s, now() FROM v",
+                (writes_to, writes_to, "x" * 300),
             )
 
     async def forget_l1() -> None:
         memory._cache.l1.discard(thread_id)
 
-    l1 = await _p50_us(lambda: memory.get_thread(thread_id), runs)
-    l2 = await _p50_us(lambda: memory.get_thread(thread_id), runs, forget_l1)
-    store_read = await _p50_us(
-        lambda: memory.get_thread(thread_id), runs, lambda: memory.evict(thread_id)
-    )
-    turn = [Turn(role="user", content="x" * 300)]
-    append = await _p50_us(lambda: memory.add_turns(thread_id, turn), min(runs, 200))
-    return [
+    async def forget_all() -> None:
+        await memory.evict(thread_id)
+
+    def get() -> Awaitable[object]:
+        return memory.get_thread(thread_id)
+
+    reads = [
         LayerResult(
-            "get_thread, L1 hit (50 turns)", l1, "dict lookup", await _p50_us(dict_get, runs)
+            "get_thread, L1 hit (50 turns)",
+            await _p50_us(get, runs),
+            "dict lookup",
+            await _p50_us(dict_get, runs),
         ),
         LayerResult(
             "get_thread, L2 hit (50 turns)",
-            l2,
-            "redis GET + orjson decode",
+            await _p50_us(get, runs, forget_l1),
+            "redis GET + orjson decode of the thread",
             await _p50_us(redis_get, runs),
         ),
         LayerResult(
-            "get_thread, store read (50 turns)",
-            store_read,
-            "one psycopg SELECT",
-            await _p50_us(raw_load, runs),
+            "get_thread, store read + L2 install (50 turns)", await _p50_us(get, runs, forget_all)
         ),
         LayerResult(
-            "add_turns, 1 turn",
-            append,
+            "Store.load (50 turns)",
+            await _p50_us(lambda: store.load(thread_id, owner=None), runs),
+            "one psycopg SELECT of the turns",
+            await _p50_us(raw_load, runs),
+        ),
+    ]
+    turn = [Turn(role="user", content="x" * 300)]
+    appends = min(runs, 200)
+    await memory.get_thread(writes_to)
+    return [
+        *reads,
+        LayerResult(
+            "add_turns, 1 turn (store, L2 in place, publish)",
+            await _p50_us(lambda: memory.add_turns(writes_to, turn), appends),
+        ),
+        LayerResult(
+            "Store.append, 1 turn",
+            await _p50_us(lambda: store.append(writes_to, turn, owner=None), appends),
             "one psycopg INSERT",
-            await _p50_us(raw_append, min(runs, 200)),
+            await _p50_us(raw_append, appends),
         ),
     ]
 
