@@ -117,12 +117,14 @@ async def _run(
     ):
         store = plain.store
         queries = SeedQueries(pool)
+        peers = await _peers(dsn, store, redis_url, prefix)
         flows: list[Flow] = [
             ConvMemFlow("convmem, warm (L1)", plain, cold=False),
             ConvMemFlow("convmem, cold", plain, cold=True),
             ConvMemFlow("convmem + Redis, warm", cached, cold=False),
             SeedBefore(queries, store),
             SeedFixAsBuilt(queries, store, redis, prefix + "seedfix:"),
+            *peers.flows,
         ]
         for latency in plan.latencies_ms:
             proxy.delay = latency / 1000
@@ -139,24 +141,71 @@ async def _run(
             log(f"{layer.operation:40} p50 {layer.p50_us:9.1f} µs")
         report.append_by_length = await _measure_append(plain, store, plan)
         log(f"append p50 by thread length: {report.append_by_length}")
+        await peers.aclose()
     for key in [k async for k in redis.scan_iter(match=f"{prefix}*")]:
         await redis.delete(key)
     await redis.aclose()
 
 
+def _history_turns(turns: int) -> list[Turn]:
+    return [t for n in range(turns // 2) for t in exchange(-n - 1)]
+
+
 async def _new_thread(store: Any, turns: int) -> str:
     thread_id = str(uuid.uuid4())
     await store.create(NewThread(thread_id, "chat", None, None, {}), [])
-    batch = [t for n in range(turns // 2) for t in exchange(-n - 1)]
+    batch = _history_turns(turns)
     for start in range(0, len(batch), 500):
         await store.append(thread_id, batch[start : start + 500], owner=None)
     return thread_id
+
+
+@dataclass
+class _Peers:
+    flows: list[Flow]
+    closers: list[Callable[[], Awaitable[object]]]
+
+    async def aclose(self) -> None:
+        for close in self.closers:
+            await close()
+
+
+async def _peers(dsn: str, store: Any, redis_url: str, prefix: str) -> _Peers:
+    """The peers' own clients, on the same database (through the same proxy) and Redis."""
+    from langchain_postgres import PostgresChatMessageHistory
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+
+    from convmem.bench.peers import CashewsFlow, LangChainHistoryFlow, LangGraphFlow
+
+    # As LangGraph's docs set the saver up: autocommit, no prepared statements, dict rows.
+    graph_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=4,
+        open=False,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+    )
+    await graph_pool.open()
+    saver = AsyncPostgresSaver(graph_pool)
+    await saver.setup()
+    connection = await psycopg.AsyncConnection.connect(dsn)
+    await PostgresChatMessageHistory.acreate_tables(connection, LangChainHistoryFlow.table)
+    cashews = CashewsFlow(store, redis_url, prefix + "cashews:")
+    return _Peers(
+        flows=[LangGraphFlow(saver), LangChainHistoryFlow(connection), cashews],
+        closers=[graph_pool.close, connection.close, cashews.aclose],
+    )
 
 
 async def _measure_flow(
     flow: Flow, store: Any, proxy: PgWireProxy, plan: Plan, latency: float
 ) -> FlowResult:
     threads = [await _new_thread(store, 50) for _ in range(plan.threads)]
+    setup = getattr(flow, "setup", None)  # a peer keeps the same history its own way
+    for thread_id in threads:
+        if setup is not None:
+            await setup(thread_id, _history_turns(50))
     for i, thread_id in enumerate(threads):  # warm-up, unmeasured
         await flow.request(thread_id, 10_000 + i)
     times: list[float] = []
