@@ -42,6 +42,15 @@ class FlowResult:
 
 
 @dataclass
+class ConcurrencyResult:
+    flow: str
+    latency_ms: float
+    conversations: int
+    requests_per_second: float
+    round_trips: float  # per request
+
+
+@dataclass
 class LayerResult:
     operation: str
     p50_us: float
@@ -56,6 +65,7 @@ class Report:
     flows: list[FlowResult] = field(default_factory=list)
     layers: list[LayerResult] = field(default_factory=list)
     append_by_length: dict[int, float] = field(default_factory=dict)  # turns -> p50 µs
+    concurrency: list[ConcurrencyResult] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
@@ -68,9 +78,23 @@ class Plan:
     threads: int
     layer_runs: int
     lengths: tuple[int, ...]
+    conversations: int = 32  # concurrent conversations over a Zipf-popular set of threads
+    concurrent_requests: int = 256
+    concurrent_latencies_ms: tuple[float, ...] = (0.0, 10.0)
+    popular_threads: int = 64
 
 
-QUICK = Plan(latencies_ms=(0.0, 2.0), requests=8, threads=2, layer_runs=30, lengths=(10, 100))
+QUICK = Plan(
+    latencies_ms=(0.0, 2.0),
+    requests=8,
+    threads=2,
+    layer_runs=30,
+    lengths=(10, 100),
+    conversations=4,
+    concurrent_requests=16,
+    concurrent_latencies_ms=(0.0,),
+    popular_threads=8,
+)
 FULL = Plan(
     latencies_ms=(0.0, 1.0, 10.0, 50.0),
     requests=40,
@@ -113,7 +137,7 @@ async def _run(
     async with (
         Memory(settings=Settings.load(**base, cache_url=None)) as plain,
         Memory(settings=Settings.load(**base, cache_url=redis_url)) as cached,
-        AsyncConnectionPool(dsn, min_size=1, max_size=4, kwargs={"autocommit": True}) as pool,
+        AsyncConnectionPool(dsn, min_size=1, max_size=10, kwargs={"autocommit": True}) as pool,
     ):
         store = plain.store
         queries = SeedQueries(pool)
@@ -134,6 +158,17 @@ async def _run(
                 log(
                     f"{latency:>5.0f} ms  {flow.name:34} p50 {result.p50_ms:8.2f} ms  "
                     f"{result.round_trips:.1f} round trips"
+                )
+        for latency in plan.concurrent_latencies_ms:
+            proxy.delay = latency / 1000
+            for flow in flows:
+                if flow.name == "convmem, cold":
+                    continue  # a cold cache under 32 concurrent conversations is not a state
+                concurrent = await _measure_concurrency(flow, store, proxy, plan, latency)
+                report.concurrency.append(concurrent)
+                log(
+                    f"{latency:>5.0f} ms  {flow.name:34} "
+                    f"{concurrent.requests_per_second:8.0f} req/s at {plan.conversations} conversations"
                 )
         proxy.delay = 0.0
         report.layers = await _measure_layers(cached, pool, redis, plan)
@@ -182,7 +217,7 @@ async def _peers(dsn: str, store: Any, redis_url: str, prefix: str) -> _Peers:
     graph_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         dsn,
         min_size=1,
-        max_size=4,
+        max_size=10,  # the same pool size as convmem's
         open=False,
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
     )
@@ -225,6 +260,39 @@ async def _measure_flow(
         p99_ms=_quantile(times, 0.99),
         round_trips=statistics.mean(trips),
         requests_per_second=1000 / statistics.mean(times),
+    )
+
+
+async def _measure_concurrency(
+    flow: Flow, store: Any, proxy: PgWireProxy, plan: Plan, latency: float
+) -> ConcurrencyResult:
+    """``conversations`` workers continue threads picked by a Zipf law (s = 1.1)."""
+    import random
+
+    threads = [await _new_thread(store, 50) for _ in range(plan.popular_threads)]
+    setup = getattr(flow, "setup", None)
+    for i, thread_id in enumerate(threads):
+        if setup is not None:
+            await setup(thread_id, _history_turns(50))
+        await flow.request(thread_id, 20_000 + i)  # every thread served once: caches warm
+    weights = [1 / rank**1.1 for rank in range(1, len(threads) + 1)]
+    picks = random.Random(7).choices(threads, weights, k=plan.concurrent_requests)
+    queue = iter(enumerate(picks, 30_000))
+    before = proxy.round_trips
+
+    async def worker() -> None:
+        for n, thread_id in queue:
+            await flow.request(thread_id, n)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(plan.conversations)))
+    elapsed = time.perf_counter() - start
+    return ConcurrencyResult(
+        flow=flow.name,
+        latency_ms=latency,
+        conversations=plan.conversations,
+        requests_per_second=plan.concurrent_requests / elapsed,
+        round_trips=(proxy.round_trips - before) / plan.concurrent_requests,
     )
 
 
