@@ -70,6 +70,19 @@ class Report:
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
 
+    @classmethod
+    def from_json(cls, data: bytes) -> Report:
+        """A report read back from ``to_json`` (to re-render BENCHMARKS.md without a rerun)."""
+        raw = orjson.loads(data)
+        return cls(
+            machine=raw["machine"],
+            quick=raw["quick"],
+            flows=[FlowResult(**f) for f in raw["flows"]],
+            layers=[LayerResult(**layer) for layer in raw["layers"]],
+            append_by_length={int(k): v for k, v in raw["append_by_length"].items()},
+            concurrency=[ConcurrencyResult(**c) for c in raw.get("concurrency", [])],
+        )
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -168,7 +181,8 @@ async def _run(
                 report.concurrency.append(concurrent)
                 log(
                     f"{latency:>5.0f} ms  {flow.name:34} "
-                    f"{concurrent.requests_per_second:8.0f} req/s at {plan.conversations} conversations"
+                    f"{concurrent.requests_per_second:8.0f} req/s, "
+                    f"{plan.conversations} conversations"
                 )
         proxy.delay = 0.0
         report.layers = await _measure_layers(cached, pool, redis, plan)
