@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Self
 from convmem.errors import IdempotencyConflictError, InvalidInputError
 from convmem.limits import ThreadLimits
 from convmem.models import Thread, ThreadPage, Turn
-from convmem.stores._rows import from_micros, to_micros
+from convmem.stores._rows import from_micros, thread_from_values, to_micros
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -208,6 +208,32 @@ class Store(ABC):
     @abstractmethod
     async def purge_expired(self) -> int:
         """Delete every expired thread (1 round trip); return how many."""
+
+
+class SnapshotStore(Store):
+    """A store whose ``load`` and ``load_since`` are one read of a thread's header and the
+    turns after a version, taken in one snapshot; subclasses provide that read."""
+
+    @abstractmethod
+    async def _read(
+        self, thread_id: str, owner: str | None, since: int
+    ) -> tuple[dict[str, Any], tuple[Turn, ...]] | None:
+        """The decoded header and the turns with ``seq > since``, or None (one round trip)."""
+
+    async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
+        found = await self._read(thread_id, owner, 0)
+        return None if found is None else thread_from_values(*found)
+
+    async def load_since(
+        self, thread_id: str, version: int, *, owner: str | None
+    ) -> ThreadDelta | None:
+        found = await self._read(thread_id, owner, version)
+        if found is None:
+            return None
+        header, turns = found
+        return ThreadDelta(
+            thread_id, header["version"], turns, header["updated_at"], header["expires_at"]
+        )
 
 
 # -- pieces every store shares -------------------------------------------------

@@ -39,7 +39,6 @@ from convmem.stores._rows import (
     TURN_COLUMNS,
     stored_turn,
     summary_from_values,
-    thread_from_values,
     turn_from_json,
     turn_from_values,
     turn_params,
@@ -48,8 +47,7 @@ from convmem.stores.base import (
     AppendResult,
     Clock,
     NewThread,
-    Store,
-    ThreadDelta,
+    SnapshotStore,
     check_list_limit,
     decode_cursor,
     encode_cursor,
@@ -161,7 +159,7 @@ LEFT JOIN cur c ON true
 """
 
 
-class PostgresStore(Store):
+class PostgresStore(SnapshotStore):
     """The PostgreSQL store: ``postgresql://user@host:5432/db[?prepared_statements=false]``."""
 
     scheme = "postgresql"
@@ -311,21 +309,6 @@ class PostgresStore(Store):
             if row[len(THREAD_COLUMNS)] is not None
         )
         return header, turns
-
-    async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
-        found = await self._read(thread_id, owner, 0)
-        return None if found is None else thread_from_values(*found)
-
-    async def load_since(
-        self, thread_id: str, version: int, *, owner: str | None
-    ) -> ThreadDelta | None:
-        found = await self._read(thread_id, owner, version)
-        if found is None:
-            return None
-        header, turns = found
-        return ThreadDelta(
-            thread_id, header["version"], turns, header["updated_at"], header["expires_at"]
-        )
 
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None

@@ -32,7 +32,6 @@ from convmem.stores._rows import (
     from_micros,
     stored_turn,
     summary_from_values,
-    thread_from_values,
     to_micros,
     turn_from_values,
     turn_params,
@@ -41,8 +40,7 @@ from convmem.stores.base import (
     AppendResult,
     Clock,
     NewThread,
-    Store,
-    ThreadDelta,
+    SnapshotStore,
     check_list_limit,
     decode_cursor,
     encode_cursor,
@@ -73,7 +71,7 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-class SqliteStore(Store):
+class SqliteStore(SnapshotStore):
     """The embedded store: ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db``."""
 
     scheme = "sqlite"
@@ -197,7 +195,12 @@ class SqliteStore(Store):
 
     # -- reads -----------------------------------------------------------------
 
-    def _read(
+    async def _read(
+        self, thread_id: str, owner: str | None, since: int
+    ) -> tuple[dict[str, Any], tuple[Turn, ...]] | None:
+        return await self._run(lambda: self._read_on_worker(thread_id, owner, since))
+
+    def _read_on_worker(
         self, thread_id: str, owner: str | None, since: int
     ) -> tuple[dict[str, Any], tuple[Turn, ...]] | None:
         conn = self._db()
@@ -219,21 +222,6 @@ class SqliteStore(Store):
         finally:
             conn.execute("COMMIT")
         return _header(row), tuple(_turn(r) for r in rows)
-
-    async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
-        found = await self._run(lambda: self._read(thread_id, owner, 0))
-        return None if found is None else thread_from_values(*found)
-
-    async def load_since(
-        self, thread_id: str, version: int, *, owner: str | None
-    ) -> ThreadDelta | None:
-        found = await self._run(lambda: self._read(thread_id, owner, version))
-        if found is None:
-            return None
-        header, turns = found
-        return ThreadDelta(
-            thread_id, header["version"], turns, header["updated_at"], header["expires_at"]
-        )
 
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None

@@ -45,8 +45,7 @@ from convmem.stores.base import (
     AppendResult,
     Clock,
     NewThread,
-    Store,
-    ThreadDelta,
+    SnapshotStore,
     check_list_limit,
     decode_cursor,
     encode_cursor,
@@ -66,7 +65,7 @@ SCHEMA_VERSION: Final = 101  # the newest migration the functions come from
 _RETRYABLE_STATUS: Final = frozenset({"502", "503", "504", "520", "522", "524"})
 
 
-class SupabaseStore(Store):
+class SupabaseStore(SnapshotStore):
     """``supabase://`` (``SUPABASE_URL``) or ``supabase+https://<project>.supabase.co``."""
 
     scheme = "supabase"
@@ -207,21 +206,6 @@ class SupabaseStore(Store):
         if not found:
             return None
         return _header(found["thread"]), tuple(turn_from_json(t) for t in found["turns"])
-
-    async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
-        found = await self._read(thread_id, owner, 0)
-        return None if found is None else thread_from_values(*found)
-
-    async def load_since(
-        self, thread_id: str, version: int, *, owner: str | None
-    ) -> ThreadDelta | None:
-        found = await self._read(thread_id, owner, version)
-        if found is None:
-            return None
-        header, turns = found
-        return ThreadDelta(
-            thread_id, header["version"], turns, header["updated_at"], header["expires_at"]
-        )
 
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None
