@@ -39,6 +39,7 @@ class FlowResult:
     p99_ms: float
     round_trips: float  # per request, counted at the proxy
     requests_per_second: float
+    turns: int = 50  # turns in each thread before the run
 
 
 @dataclass
@@ -95,6 +96,8 @@ class Plan:
     concurrent_requests: int = 256
     concurrent_latencies_ms: tuple[float, ...] = (0.0, 10.0)
     popular_threads: int = 64
+    thread_lengths: tuple[int, ...] = (10, 1000)  # besides 50, at the length latency
+    length_latency_ms: float = 10.0
 
 
 QUICK = Plan(
@@ -107,6 +110,8 @@ QUICK = Plan(
     concurrent_requests=16,
     concurrent_latencies_ms=(0.0,),
     popular_threads=8,
+    thread_lengths=(10,),
+    length_latency_ms=0.0,
 )
 FULL = Plan(
     latencies_ms=(0.0, 1.0, 10.0, 50.0),
@@ -172,6 +177,14 @@ async def _run(
                     f"{latency:>5.0f} ms  {flow.name:34} p50 {result.p50_ms:8.2f} ms  "
                     f"{result.round_trips:.1f} round trips"
                 )
+        proxy.delay = plan.length_latency_ms / 1000
+        for length in plan.thread_lengths:
+            for flow in flows:
+                result = await _measure_flow(
+                    flow, store, proxy, plan, plan.length_latency_ms, turns=length
+                )
+                report.flows.append(result)
+                log(f"{length:>5} turns {flow.name:34} p50 {result.p50_ms:8.2f} ms")
         for latency in plan.concurrent_latencies_ms:
             proxy.delay = latency / 1000
             for flow in flows:
@@ -248,13 +261,13 @@ async def _peers(dsn: str, store: Any, redis_url: str, prefix: str) -> _Peers:
 
 
 async def _measure_flow(
-    flow: Flow, store: Any, proxy: PgWireProxy, plan: Plan, latency: float
+    flow: Flow, store: Any, proxy: PgWireProxy, plan: Plan, latency: float, turns: int = 50
 ) -> FlowResult:
-    threads = [await _new_thread(store, 50) for _ in range(plan.threads)]
+    threads = [await _new_thread(store, turns) for _ in range(plan.threads)]
     setup = getattr(flow, "setup", None)  # a peer keeps the same history its own way
     for thread_id in threads:
         if setup is not None:
-            await setup(thread_id, _history_turns(50))
+            await setup(thread_id, _history_turns(turns))
     for i, thread_id in enumerate(threads):  # warm-up, unmeasured
         await flow.request(thread_id, 10_000 + i)
     times: list[float] = []
@@ -274,6 +287,7 @@ async def _measure_flow(
         p99_ms=_quantile(times, 0.99),
         round_trips=statistics.mean(trips),
         requests_per_second=1000 / statistics.mean(times),
+        turns=turns,
     )
 
 
