@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,8 +22,13 @@ if TYPE_CHECKING:
 _OPTIONAL_TEXT_FIELDS = ("tool_name", "model_provider", "model_name", "key")
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def validate_thread_id(value: object) -> str:
     """Return ``value`` if it is a canonical UUID string; otherwise say what is wrong."""
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return value  # the common case, on every read: no UUID object built
     if not isinstance(value, str):
         raise InvalidThreadIdError(
             f"a thread id (continuation_id) must be a UUID string, got {type(value).__name__}"

@@ -21,7 +21,6 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from convmem.cache.breaker import CircuitBreaker, CircuitState
@@ -114,13 +113,15 @@ class TieredCache:
 
     async def lookup(self, thread_id: str, owner: str | None) -> tuple[Thread | None, Source]:
         """The thread and where it came from: ``l1``, ``l2`` or ``store``."""
-        now = self.store.clock()
         if self.l1_trusted():
             copy = self.l1.get(thread_id)
-            if copy is not None and await self._fresh_in_l1(copy, now):
+            if (
+                copy is not None
+                and self._fresh_in_l1(copy)
+                and (not self.strict or await self._confirmed_by_l2(copy))
+            ):
                 self.stats.l1_hits += 1
                 log.debug("CACHE HIT l1 thread=%s version=%d", thread_id, copy.version)
-                self.watermarks.raise_to(thread_id, copy.version)
                 return (copy if copy.owner == owner else None), "l1"
         self.stats.l1_misses += 1
         key = (thread_id, owner)
@@ -144,21 +145,30 @@ class TieredCache:
             if self._inflight.get(key) is future:
                 del self._inflight[key]
 
-    async def _fresh_in_l1(self, copy: Thread, now: datetime) -> bool:
-        if copy.is_expired(now):
+    def _fresh_in_l1(self, copy: Thread) -> bool:
+        """Not expired and not below the watermark; serving it raises the watermark."""
+        if copy.is_expired(self.store.clock()):
             self.l1.discard(copy.id)
             return False
-        if copy.version < self.watermarks.get(copy.id):
+        mark = self.watermarks.get(copy.id)
+        if copy.version < mark:
             self.stats.stale_rejections += 1
             return False
-        if self.strict and self.l2 is not None:
-            newest = await self._l2_call(self.l2.version(copy.id))
-            if newest is None:  # L2 unreachable: strict mode does not trust L1 blindly
-                return self.single_instance
-            if newest > copy.version:
-                self.watermarks.raise_to(copy.id, newest)
-                self.stats.stale_rejections += 1
-                return False
+        if copy.version > mark:
+            self.watermarks.raise_to(copy.id, copy.version)
+        return True
+
+    async def _confirmed_by_l2(self, copy: Thread) -> bool:
+        """Strict mode: L2 knows of no newer version (one Redis round trip)."""
+        if self.l2 is None:
+            return True
+        newest = await self._l2_call(self.l2.version(copy.id))
+        if newest is None:  # L2 unreachable: strict mode does not trust L1 blindly
+            return self.single_instance
+        if newest > copy.version:
+            self.watermarks.raise_to(copy.id, newest)
+            self.stats.stale_rejections += 1
+            return False
         return True
 
     async def _fetch(self, thread_id: str, owner: str | None) -> tuple[Thread | None, Source]:
