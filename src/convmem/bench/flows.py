@@ -15,7 +15,7 @@ from cachetools import TTLCache
 
 from convmem.history import build_history
 from convmem.models import Thread, Turn
-from convmem.stores._rows import thread_from_values, turn_from_values
+from convmem.stores._rows import THREAD_COLUMNS, thread_from_values, turn_from_values
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -89,18 +89,7 @@ class SeedQueries:
         async with self.pool.connection() as conn:
             row = await (await conn.execute(_HEADER_SQL, (thread_id,))).fetchone()
         assert row is not None
-        keys = (
-            "id",
-            "version",
-            "tool_name",
-            "parent_id",
-            "owner",
-            "metadata",
-            "created_at",
-            "updated_at",
-            "expires_at",
-        )
-        return dict(zip(keys, row, strict=True))
+        return dict(zip(THREAD_COLUMNS, row, strict=True))
 
     async def messages(self, thread_id: str) -> list[Turn]:
         async with self.pool.connection() as conn:

@@ -21,7 +21,7 @@ from convmem.errors import (
     ThreadFullError,
     ThreadNotFoundError,
 )
-from convmem.export import thread_to_dict, turn_to_dict
+from convmem.export import thread_to_dict
 from convmem.models import Turn
 from convmem.providers.base import ProviderError
 
@@ -145,9 +145,7 @@ class ConversationService:
             thread = await self.memory.get_thread(continuation_id, owner=owner)
         if thread is None:
             raise ToolFailure(_gone(continuation_id, self.memory))
-        view = thread_to_dict(thread)
-        view["turns"] = [turn_to_dict(t) for t in thread.turns]
-        return view
+        return thread_to_dict(thread)
 
     async def thread_list(
         self, owner: str | None, limit: int = 20, cursor: str | None = None

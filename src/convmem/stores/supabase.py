@@ -175,17 +175,13 @@ class SupabaseStore(SnapshotStore):
                     failure: str = f"HTTP {exc.code}"
                 else:
                     raise _translate(exc, thread_id, self.limits.max_turns) from None
-            except httpx.TimeoutException as exc:
-                failure = f"timed out ({type(exc).__name__})"
+            except httpx.TransportError as exc:  # timeouts included
+                kind = type(exc).__name__
+                timed_out = isinstance(exc, httpx.TimeoutException)
+                failure = f"timed out ({kind})" if timed_out else f"failed ({kind}: {exc})"
                 if attempt >= self.retries:
                     raise StoreUnavailableError(
                         f"Supabase {function} {failure} after {attempt + 1} attempts"
-                    ) from None
-            except httpx.TransportError as exc:
-                failure = f"{type(exc).__name__}: {exc}"
-                if attempt >= self.retries:
-                    raise StoreUnavailableError(
-                        f"Supabase {function} failed after {attempt + 1} attempts: {failure}"
                     ) from None
             log.warning(
                 "Supabase %s %s; retrying (%d/%d)", function, failure, attempt + 1, self.retries
