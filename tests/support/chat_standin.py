@@ -9,13 +9,14 @@ drop the connection mid-call.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.support.httpserver import BackgroundHTTPServer
 
-class ChatCompletionsStandIn:
+
+class ChatCompletionsStandIn(BackgroundHTTPServer):
     def __init__(self, slow_seconds: float = 5.0) -> None:
         self.requests: list[dict[str, Any]] = []
         self.slow_seconds = slow_seconds
@@ -62,19 +63,8 @@ class ChatCompletionsStandIn:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> ChatCompletionsStandIn:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -14,17 +14,19 @@ import json
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from tests.support.httpserver import BackgroundHTTPServer
+
 SERVICE_KEY = "standin-service-role-key"
 
 
-class PostgrestStandIn:
+class PostgrestStandIn(BackgroundHTTPServer):
     def __init__(self, conninfo: str, *, service_key: str = SERVICE_KEY) -> None:
         self.service_key = service_key
         self.requests: Counter[str] = Counter()
@@ -44,10 +46,7 @@ class PostgrestStandIn:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
@@ -58,13 +57,8 @@ class PostgrestStandIn:
         with self._lock:
             return sum(self.requests.values())
 
-    def start(self) -> PostgrestStandIn:
-        self.thread.start()
-        return self
-
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
         self.pool.close()
 
     def _next_fault(self) -> str | None:
