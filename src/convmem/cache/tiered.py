@@ -196,16 +196,15 @@ class TieredCache:
 
     async def _load(self, thread_id: str, owner: str | None) -> Thread | None:
         """From the store: only the missing turns when an older copy is at hand."""
+        self.stats.store_reads += 1
         base = self.l1.get(thread_id)
         if base is not None and base.owner == owner:
-            self.stats.store_reads += 1
             delta = await self._store(self.store.load_since(thread_id, base.version, owner=owner))
             if delta is None:
                 self.l1.discard(thread_id)
                 return None
             self.stats.delta_refreshes += 1
             return extend_thread(base, delta.turns, delta.updated_at, delta.expires_at)
-        self.stats.store_reads += 1
         return await self._store(self.store.load(thread_id, owner=owner))
 
     async def _l2_get(self, thread_id: str) -> Thread | None:
@@ -227,8 +226,7 @@ class TieredCache:
     # -- writes ----------------------------------------------------------------
 
     async def created(self, thread: Thread) -> None:
-        epoch = self._epoch
-        self._install_l1(thread, epoch)
+        self._install_l1(thread, self._epoch)
         if self.l2 is not None:
             await self._l2_call(self.l2.install(thread, self.store.clock()))
 
