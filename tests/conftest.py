@@ -23,17 +23,18 @@ import redis
 
 from convmem import Memory, Settings
 from convmem.bench.net import PgWireProxy
+from convmem.bench.pgbouncer import PgBouncer
+from convmem.bench.postgrest_standin import PostgrestStandIn
 from convmem.limits import ThreadLimits
 from convmem.stores.base import Store
 from convmem.stores.postgres import PostgresStore
 from convmem.stores.sqlite import SqliteStore
 from convmem.stores.supabase import SupabaseStore
 from tests.support.clock import FakeClock
-from tests.support.postgrest_standin import PostgrestStandIn
 from tests.support.services import (
     PG_HOST,
     PG_PORT,
-    PgBouncer,
+    PG_USER,
     admin_connect,
     create_database,
     create_supabase_roles,
@@ -72,7 +73,7 @@ def pg_proxy() -> Iterator[PgWireProxy]:
 
 @pytest.fixture(scope="session")
 def pgbouncer() -> Iterator[PgBouncer]:
-    bouncer = PgBouncer().start()
+    bouncer = PgBouncer(PG_HOST, PG_PORT, PG_USER).start()
     yield bouncer
     bouncer.stop()
 

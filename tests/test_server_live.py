@@ -23,8 +23,8 @@ from mcp.client.streamable_http import streamable_http_client
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from convmem.bench.pgbouncer import free_port
 from tests.support.chat_standin import ChatCompletionsStandIn
-from tests.support.services import free_port
 
 
 @dataclass

@@ -13,7 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.support.httpserver import BackgroundHTTPServer
+from convmem.bench.httpserver import BackgroundHTTPServer
 
 
 class ChatCompletionsStandIn(BackgroundHTTPServer):

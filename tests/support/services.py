@@ -1,19 +1,20 @@
 """The real services the tests use: a database per run on the machine's PostgreSQL,
-and a PgBouncer in transaction mode started on a free loopback port."""
+redis-servers of their own for fault tests, and Supabase's roles. PgBouncer is
+started by ``convmem.bench.pgbouncer`` (the benchmark runs one too)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import psycopg
+
+from convmem.bench.pgbouncer import free_port, wait_for_port
 
 PG_HOST = os.environ.get("CONVMEM_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("CONVMEM_TEST_PG_PORT", "5432"))
@@ -46,76 +47,6 @@ def create_database() -> str:
 def drop_database(name: str) -> None:
     with admin_connect() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-class PgBouncer:
-    """Debian's pgbouncer in transaction mode, in front of the machine's PostgreSQL."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-        if not Path(binary).exists():
-            raise RuntimeError(
-                "pgbouncer is not installed: run `make deps` (apt-get install pgbouncer)"
-            )
-        self.binary = binary
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="convmem-pgbouncer-"))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> PgBouncer:
-        config = self.dir / "pgbouncer.ini"
-        config.write_text(
-            "[databases]\n"
-            f"* = host={PG_HOST} port={PG_PORT} user={PG_USER}\n"
-            "[pgbouncer]\n"
-            "listen_addr = 127.0.0.1\n"
-            f"listen_port = {self.port}\n"
-            "unix_socket_dir =\n"
-            "auth_type = any\n"
-            "pool_mode = transaction\n"
-            "max_client_conn = 200\n"
-            "default_pool_size = 20\n"
-            f"logfile = {self.dir}/pgbouncer.log\n"
-        )
-        command = [self.binary, str(config)]
-        if os.geteuid() == 0:  # pgbouncer refuses to run as root
-            shutil.chown(self.dir, "postgres")
-            shutil.chown(config, "postgres")
-            command[1:1] = ["-u", "postgres"]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            wait_for_port(self.port)
-        except RuntimeError:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class RedisServer:

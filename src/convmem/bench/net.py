@@ -4,20 +4,33 @@
 ones (the network between client and server is gone while the server and its data
 live on) and ``restore()`` lets traffic through again.
 
-``PgWireProxy`` also reads the PostgreSQL frontend protocol and counts the messages
-that end a round trip, ``Sync`` (extended protocol) and ``Query`` (simple protocol):
-libpq sends one per statement it waits on, so the count is what the network sees.
-With ``delay`` set it holds each round trip that long, as a distant database would.
+Two proxies read the client's side of the conversation and count its round trips,
+so "round trips per request" is what the network sees, not what our code believes:
+
+- ``PgWireProxy`` reads the PostgreSQL frontend protocol and counts the messages that
+  end a round trip, ``Sync`` (extended protocol) and ``Query`` (simple protocol):
+  libpq sends one per statement it waits on;
+- ``HttpWireProxy`` counts HTTP/1.1 requests (PostgREST calls, for the Supabase store).
+
+With a delay set on their ``Meter``, they hold each round trip that long before it is
+sent on, as a distant database would. ``ServerProcess`` runs one in a process of its
+own, so the proxy never competes with the code being measured for the interpreter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import struct
 import threading
-from collections.abc import Coroutine
-from typing import Any, Self, TypeVar
+from collections.abc import Callable, Coroutine
+from functools import partial
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized
 
 T = TypeVar("T")
 
@@ -103,14 +116,21 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
 
 
-_SSL_REQUEST = 80877103
-_GSSENC_REQUEST = 80877104
-_CANCEL_REQUEST = 80877102
+class Meter(Protocol):
+    """What a counting proxy shares with whoever reads its figures."""
+
+    delay: float  # seconds each round trip is held
+
+    @property
+    def round_trips(self) -> int: ...
+
+    def tally(self) -> None: ...
 
 
-class PgWireProxy(TcpProxy):
-    def __init__(self, target_host: str, target_port: int, *, delay: float = 0.0) -> None:
-        super().__init__(target_host, target_port)
+class LocalMeter:
+    """A meter read from other threads of the proxy's own process."""
+
+    def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self._count = 0
         self._lock = threading.Lock()
@@ -120,13 +140,77 @@ class PgWireProxy(TcpProxy):
         with self._lock:
             return self._count
 
+    def tally(self) -> None:
+        with self._lock:
+            self._count += 1
+
+
+class SharedMeter:
+    """A meter in shared memory: the proxy's process counts, the benchmark reads and sets
+    the delay. Only the proxy's single event loop writes the count, so no lock."""
+
+    def __init__(self, delay: Synchronized[float], count: Synchronized[int]) -> None:
+        self._delay = delay
+        self._count = count
+
+    @property
+    def delay(self) -> float:
+        return float(self._delay.value)
+
+    @delay.setter
+    def delay(self, seconds: float) -> None:
+        self._delay.value = seconds
+
+    @property
+    def round_trips(self) -> int:
+        return int(self._count.value)
+
+    def tally(self) -> None:
+        self._count.value += 1
+
+
+class MeteredProxy(TcpProxy):
+    """A proxy that counts the round trips its clients make and can delay each one."""
+
+    def __init__(self, target_host: str, target_port: int, *, meter: Meter | None = None) -> None:
+        super().__init__(target_host, target_port)
+        self.meter: Meter = meter or LocalMeter()
+
+    @property
+    def delay(self) -> float:
+        return self.meter.delay
+
+    @delay.setter
+    def delay(self, seconds: float) -> None:
+        self.meter.delay = seconds
+
+    @property
+    def round_trips(self) -> int:
+        return self.meter.round_trips
+
+    async def _round_trip(self) -> None:
+        """Called as a round trip's last message arrives, before it is sent on."""
+        self.meter.tally()
+        if delay := self.meter.delay:
+            # The server answers only after this message arrives, so holding it here
+            # delays the whole round trip, once.
+            await asyncio.sleep(delay)
+
     async def _upstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            await self._relay_frontend(reader, writer)
+            await self._relay(reader, writer)
 
-    async def _relay_frontend(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+_SSL_REQUEST = 80877103
+_GSSENC_REQUEST = 80877104
+_CANCEL_REQUEST = 80877102
+
+
+class PgWireProxy(MeteredProxy):
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Start-up: untyped messages until the StartupMessage (SSL/GSS requests come first).
         while True:
             header = await reader.readexactly(8)
@@ -145,11 +229,94 @@ class PgWireProxy(TcpProxy):
             (length,) = struct.unpack("!i", header[1:])
             body = await reader.readexactly(length - 4)
             if kind in (b"S", b"Q"):
-                with self._lock:
-                    self._count += 1
-                if self.delay:
-                    # Held before it is sent: the server answers a round trip only after its
-                    # Sync (or Query) arrives, so this is the whole round trip's latency, once.
-                    await asyncio.sleep(self.delay)
+                await self._round_trip()
             writer.write(header + body)
             await writer.drain()
+
+
+class HttpWireProxy(MeteredProxy):
+    """Counts HTTP/1.1 requests on kept-alive connections; bodies must carry a
+    Content-Length (httpx sends one for every JSON body)."""
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"transfer-encoding":
+                    raise ConnectionError("chunked request bodies are not counted; refusing")
+            body = await reader.readexactly(length)
+            await self._round_trip()
+            writer.write(head + body)
+            await writer.drain()
+
+
+class _Server(Protocol):
+    port: int
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
+class ServerProcess:
+    """Runs ``factory()`` (a server with ``start``, ``port`` and ``stop``) in a spawned
+    process until ``stop``; ``factory`` and its arguments must pickle."""
+
+    def __init__(self, factory: Callable[[], _Server]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._control, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_serve_in_child, args=(factory, child_end), daemon=True
+        )
+        self.port = 0
+
+    def start(self) -> Self:
+        self._process.start()
+        if not self._control.poll(60):
+            self._process.kill()
+            raise RuntimeError("the server process did not start within 60 s")
+        started = self._control.recv()
+        if isinstance(started, str):
+            self._process.join(10)
+            raise RuntimeError(f"the server process failed to start: {started}")
+        self.port = int(started)
+        return self
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._control.send("stop")
+            self._process.join(10)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(10)
+        self._control.close()
+
+
+def _serve_in_child(factory: Callable[[], _Server], control: Connection) -> None:
+    try:
+        server = factory()
+        server.start()
+    except Exception as exc:  # reported to the parent, which raises it
+        control.send(f"{type(exc).__name__}: {exc}")
+        return
+    control.send(server.port)
+    with contextlib.suppress(EOFError, OSError):
+        control.recv()  # "stop", or the parent is gone
+    server.stop()
+
+
+def metered_proxy_process(
+    kind: type[MeteredProxy], target_host: str, target_port: int
+) -> tuple[ServerProcess, SharedMeter]:
+    """A counting proxy in its own process, and the meter to set its delay and read it."""
+    context = multiprocessing.get_context("spawn")
+    delay = context.Value("d", 0.0)
+    count = context.Value("q", 0)
+    meter = SharedMeter(delay, count)
+    return ServerProcess(partial(kind, target_host, target_port, meter=meter)), meter

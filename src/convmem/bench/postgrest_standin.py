@@ -1,6 +1,8 @@
 """A local stand-in of Supabase's REST gateway (PostgREST), for the requests SupabaseStore makes.
 
-Supabase's hosted gateway cannot run here. This stand-in answers ``POST
+Supabase's hosted gateway cannot run here (no network), so the tests and ``convmem
+bench`` run ``SupabaseStore`` against this stand-in instead; it is named as one wherever
+a figure comes from it. This stand-in answers ``POST
 /rest/v1/rpc/<function>`` the way PostgREST does: it checks the ``apikey`` and
 bearer headers, runs the SQL function on the real PostgreSQL as ``service_role``
 (so row-level security and grants apply) in one transaction, and returns its JSON
@@ -21,7 +23,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from tests.support.httpserver import BackgroundHTTPServer
+from convmem.bench.httpserver import BackgroundHTTPServer
 
 SERVICE_KEY = "standin-service-role-key"
 
