@@ -24,6 +24,19 @@ def test_bench_quick_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert {"convmem, warm (L1)", "convmem, cold", "seed before the fix (7 calls)"} <= flows
     before = next(f for f in data["flows"] if f["flow"].startswith("seed before"))
     assert before["round_trips"] == 7.0  # counted on the wire by the proxy
+    # Every store, every cache state; round trips counted at each store's proxy (HTTP
+    # requests for the Supabase stand-in, worker hops for SQLite).
+    stores = {(f["store"], f["flow"]): f for f in data["stores"]}
+    assert {store for store, _ in stores} == {"sqlite", "postgres", "pgbouncer", "supabase"}
+    for (store, flow), result in stores.items():
+        expected = 2.0 if flow.split(" · ")[0].endswith("cold") else 1.0
+        assert result["round_trips"] == expected, (store, flow, result)
+    memory = {m["flow"]: m for m in data["memory"]}
+    assert "convmem, warm (L1)" in memory
+    assert "LangGraph AsyncPostgresSaver" in memory
+    assert all(0 < m["baseline_mib"] <= m["peak_mib"] for m in memory.values())
     report = (out / "BENCHMARKS.md").read_text()
     assert "## Targets" in report
     assert "| convmem, cold |" in report
+    assert "| supabase | + Redis, L2 hit (new instance) |" in report
+    assert "## Peak memory per system" in report

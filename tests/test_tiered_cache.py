@@ -337,3 +337,22 @@ async def test_stats_report_every_layer(memories: MemoryFactory) -> None:
     assert stats["subscribed"] is True
     assert stats["l1_bytes"] > 0
     assert await memory.ping_cache() is True
+
+
+async def test_a_local_eviction_leaves_the_copy_in_l2_and_a_full_one_does_not(
+    memories: MemoryFactory, cache_backend: Backend
+) -> None:
+    memory = await memories()
+    thread = await memory.create_thread(tool_name="chat", turns=exchange(1))
+
+    await memory.evict(thread.id, local_only=True)  # as a new instance would start
+    trips = Trips(cache_backend)
+    assert await memory.get_thread(thread.id) == thread
+    assert trips.count == 0
+    assert memory.stats.l2_hits == 1
+
+    await memory.evict(thread.id)
+    trips = Trips(cache_backend)
+    assert await memory.get_thread(thread.id) == thread
+    assert trips.count == 1  # gone from both tiers: a store read
+    assert memory.stats.l2_hits == 1

@@ -266,14 +266,15 @@ class Memory:
             await self._cache.deleted(thread_id)
         return deleted
 
-    async def evict(self, thread_id: str) -> None:
+    async def evict(self, thread_id: str, *, local_only: bool = False) -> None:
         """Drop the cached copies of a thread, in this process and in Redis.
 
-        The next read loads it from the store. Use it to free memory or to measure a
-        cold read; it is never needed for correctness.
+        The next read loads it from the store, or with ``local_only`` from Redis (as a
+        new instance would). Use it to free memory or to measure a cold read; it is
+        never needed for correctness.
         """
         validate_thread_id(thread_id)
-        await self._cache.evict(thread_id)
+        await self._cache.evict(thread_id, local_only=local_only)
 
     async def export_thread(
         self,

@@ -8,7 +8,7 @@ database and Redis.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 from cachetools import TTLCache
@@ -50,15 +50,21 @@ class Flow(Protocol):
     async def request(self, thread_id: str, n: int) -> None: ...
 
 
+Forget = Literal["nothing", "all", "local"]
+
+
 class ConvMemFlow:
-    def __init__(self, name: str, memory: Memory, *, cold: bool) -> None:
+    """convmem; before each request it forgets nothing (warm), every cached copy
+    (cold), or only this process's copy (a new instance, with Redis warm)."""
+
+    def __init__(self, name: str, memory: Memory, *, forget: Forget) -> None:
         self.name = name
         self.memory = memory
-        self.cold = cold
+        self.forget = forget
 
     async def prepare(self, thread_id: str) -> None:
-        if self.cold:
-            await self.memory.evict(thread_id)
+        if self.forget != "nothing":
+            await self.memory.evict(thread_id, local_only=self.forget == "local")
 
     async def request(self, thread_id: str, n: int) -> None:
         thread = None

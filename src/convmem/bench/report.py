@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from convmem.bench.run import FlowResult, Report
+    from convmem.bench.results import FlowResult, Report
 
 REPRODUCE = "make bench   # or: .venv/bin/convmem bench --out bench"
 
@@ -35,6 +35,8 @@ def targets(report: Report) -> list[tuple[str, str, bool | None]]:
                 cold.round_trips <= 2.15 and warm.round_trips <= 1.15,
             )
         )
+    for store in dict.fromkeys(f.store for f in report.stores):
+        rows.append(_store_round_trips(report, store))
     far = max(f.latency_ms for f in report.flows)
     warm_far = _flow(report, "convmem, warm", far)
     before = _flow(report, "seed before", far)
@@ -106,16 +108,32 @@ def targets(report: Report) -> list[tuple[str, str, bool | None]]:
     return rows
 
 
+def _store_round_trips(report: Report, store: str) -> tuple[str, str, bool]:
+    """Round trips per continued request on one store, every cache state and latency."""
+    cold = [f.round_trips for f in report.stores if f.store == store and "cold" in f.flow]
+    warm = [f.round_trips for f in report.stores if f.store == store and "cold" not in f.flow]
+    return (
+        f"round trips on {store}: cold 2 (1+1), warm and L2-warm 1 (0+1), at every latency",
+        f"cold {min(cold):.1f}–{max(cold):.1f}, warm {min(warm):.1f}–{max(warm):.1f}",
+        max(cold) <= 2.15 and max(warm) <= 1.15,
+    )
+
+
 def markdown(report: Report, plots: list[str]) -> str:
     lines = [
         "# convmem benchmarks",
         "",
-        f"Machine: {report.machine}. PostgreSQL and Redis on loopback; latency is added per",
-        "round trip by a proxy in front of PostgreSQL (`convmem.bench.net.PgWireProxy`), which",
-        "also counts the round trips on the wire. Every figure below comes from one run, side",
-        "by side; medians of repeated requests. The model call takes zero time. The proxy",
-        "runs as a thread of the benchmark's own process, so with no injected latency it",
-        "competes with the flows for the interpreter: 0 ms figures understate throughput.",
+        f"Machine: {report.machine}. PostgreSQL 15, Redis 7 and PgBouncer on loopback.",
+        "Latency is added per round trip by proxies in front of PostgreSQL, PgBouncer and",
+        "the Supabase stand-in (`convmem.bench.net`), which also count the round trips on",
+        "the wire: PostgreSQL protocol Sync/Query messages, HTTP requests. Each proxy runs",
+        "in a process of its own, so it never competes with the measured code for the",
+        "interpreter. Every figure below comes from one run, side by side; medians of",
+        "repeated requests. The model call takes zero time.",
+        "",
+        "The Supabase rows run `SupabaseStore` against a local stand-in of Supabase's",
+        "REST gateway (`convmem.bench.postgrest_standin`: PostgREST's RPC endpoint over the",
+        "same PostgreSQL), because the hosted gateway cannot be reached from here.",
         "",
         f"Reproduce: `{REPRODUCE}`",
         "",
@@ -169,6 +187,8 @@ def markdown(report: Report, plots: list[str]) -> str:
                 f"| {c.flow} | {c.latency_ms:g} ms | {c.requests_per_second:.0f} | "
                 f"{c.round_trips:.1f} |"
             )
+    lines += _stores_section(report)
+    lines += _memory_section(report)
     lines += [
         "",
         "## Each layer against the floor the drivers allow (no injected latency)",
@@ -197,16 +217,63 @@ def markdown(report: Report, plots: list[str]) -> str:
         lines.append(f"| {target} | {measured} | {'yes' if met else 'no'} |")
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    lines += [
-        "",
-        "## Not measured yet",
-        "",
-        "The issue asks for more than this run does; these are still to come: the SQLite,",
-        "PgBouncer and Supabase stand-in stores in the request flow, and peak memory.",
-        "Targets marked `no` are open work.",
-        "",
-    ]
+    lines.append("")
     return "\n".join(lines)
+
+
+def _stores_section(report: Report) -> list[str]:
+    if not report.stores:
+        return []
+    latencies = sorted({f.latency_ms for f in report.stores})
+    lines = [
+        "",
+        "## convmem on every store, in every cache state (threads of 50 turns, p50)",
+        "",
+        "Cold: nothing cached (the thread is evicted before each request). Warm: L1 holds",
+        "the thread. L2 hit: this process holds nothing, Redis does (a new instance, or",
+        "one that restarted). SQLite is a local file: no network, so no latency to add;",
+        "its round trips are the store's hops to its worker thread.",
+        "",
+        "| store | cache | "
+        + " | ".join(f"{latency:g} ms" for latency in latencies)
+        + " | store round trips / request |",
+        "|---|---|" + "---|" * (len(latencies) + 1),
+    ]
+    for name in dict.fromkeys(f.flow for f in report.stores):
+        found = [f for f in report.stores if f.flow == name]
+        by_latency = {f.latency_ms: f for f in found}
+        cells = [
+            f"{by_latency[lat].p50_ms:.2f} ms" if lat in by_latency else "-" for lat in latencies
+        ]
+        trips = sorted({f"{f.round_trips:.1f}" for f in found})
+        state, _, store = name.rpartition(" · ")
+        lines.append(f"| {store} | {state} | " + " | ".join(cells) + f" | {', '.join(trips)} |")
+    return lines
+
+
+def _memory_section(report: Report) -> list[str]:
+    if not report.memory:
+        return []
+    first = report.memory[0]
+    lines = [
+        "",
+        f"## Peak memory per system ({first.requests} requests over {first.threads} threads"
+        " of 50 turns)",
+        "",
+        "Each system in a fresh process of its own, serving every thread once and then the",
+        "Zipf workload with 32 conversations at once. Baseline: resident after imports and",
+        "connections, before the first request. Peak: the kernel's high-water mark while",
+        "serving (reset after the baseline). After: resident when done, what caches keep.",
+        "",
+        "| system | baseline | peak | peak − baseline | after − baseline |",
+        "|---|---|---|---|---|",
+    ]
+    for m in report.memory:
+        lines.append(
+            f"| {m.flow} | {m.baseline_mib:.1f} MiB | {m.peak_mib:.1f} MiB | "
+            f"{m.peak_mib - m.baseline_mib:.1f} MiB | {m.after_mib - m.baseline_mib:.1f} MiB |"
+        )
+    return lines
 
 
 def plots(report: Report, folder: Path) -> list[str]:
@@ -217,6 +284,17 @@ def plots(report: Report, folder: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def save(figure: Any, axis: Any, name: str, title: str) -> None:
+        axis.set_title(title)
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(folder / name, dpi=110)
+        plt.close(figure)
+        written.append(f"bench/plots/{name}")
+
     names = list(dict.fromkeys(f.flow for f in report.flows))
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for name in names:
@@ -226,24 +304,43 @@ def plots(report: Report, folder: Path) -> list[str]:
         axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
     axis.set_xlabel("latency per store round trip (ms)")
     axis.set_ylabel("request overhead, p50 (ms)")
-    axis.set_title("The seed's request: overhead vs store latency")
-    axis.legend()
-    axis.grid(alpha=0.3)
-    overhead = folder / "overhead_vs_latency.png"
-    figure.tight_layout()
-    figure.savefig(overhead, dpi=110)
-    plt.close(figure)
+    save(figure, axis, "overhead_vs_latency.png", "The seed's request: overhead vs store latency")
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    length_latency = next((f.latency_ms for f in report.flows if f.turns != 50), None)
+    for name in names:
+        points = sorted(
+            (f.turns, f.p50_ms)
+            for f in report.flows
+            if f.flow == name and f.latency_ms == length_latency
+        )
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    axis.set_xscale("log")
+    axis.set_xlabel("turns in the thread")
+    axis.set_ylabel("request overhead, p50 (ms)")
+    save(
+        figure,
+        axis,
+        "overhead_vs_length.png",
+        f"The seed's request: overhead vs thread length ({length_latency:g} ms per round trip)",
+    )
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name in dict.fromkeys(f.flow for f in report.stores):
+        points = sorted((f.latency_ms, f.p50_ms) for f in report.stores if f.flow == name)
+        if len(points) > 1 and ("warm (L1)" in name or name.startswith("cold")):
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    axis.set_xlabel("latency per store round trip (ms)")
+    axis.set_ylabel("request overhead, p50 (ms)")
+    save(figure, axis, "stores_vs_latency.png", "convmem per store: cold and warm")
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     lengths = sorted(report.append_by_length)
-    axis.plot(lengths, [report.append_by_length[n] / 1000 for n in lengths], marker="o")
+    axis.plot(
+        lengths, [report.append_by_length[n] / 1000 for n in lengths], marker="o", label="add_turns"
+    )
     axis.set_xscale("log")
     axis.set_xlabel("turns already in the thread")
     axis.set_ylabel("add_turns p50 (ms)")
-    axis.set_title("Append cost vs thread length")
-    axis.grid(alpha=0.3)
-    append = folder / "append_vs_length.png"
-    figure.tight_layout()
-    figure.savefig(append, dpi=110)
-    plt.close(figure)
-    return [f"bench/plots/{overhead.name}", f"bench/plots/{append.name}"]
+    save(figure, axis, "append_vs_length.png", "Append cost vs thread length")
+    return written

@@ -259,10 +259,10 @@ class TieredCache:
             raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
         return thread
 
-    async def evict(self, thread_id: str) -> None:
+    async def evict(self, thread_id: str, *, local_only: bool = False) -> None:
         """Forget the cached copies of a thread (here and in L2); not a write: fences stay."""
         self.l1.discard(thread_id)
-        if self.l2 is not None:
+        if self.l2 is not None and not local_only:
             await self._l2_call(self.l2.drop(thread_id))
 
     async def deleted(self, thread_id: str) -> None:

@@ -1,0 +1,280 @@
+"""How each figure is measured: request latency, throughput, each layer against its floor."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from convmem.bench.flows import exchange
+from convmem.bench.results import ConcurrencyResult, FlowResult, LayerResult
+from convmem.cache.codec import encode_turn
+from convmem.models import Turn
+from convmem.stores.base import NewThread
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from psycopg_pool import AsyncConnectionPool
+
+    from convmem.bench.systems import System
+    from convmem.memory import Memory
+    from convmem.stores.base import Store
+
+
+@dataclass(frozen=True)
+class Plan:
+    latencies_ms: tuple[float, ...]
+    requests: int
+    threads: int
+    layer_runs: int
+    lengths: tuple[int, ...]
+    conversations: int = 32  # concurrent conversations over a Zipf-popular set of threads
+    concurrent_requests: int = 256
+    concurrent_latencies_ms: tuple[float, ...] = (0.0, 10.0)
+    popular_threads: int = 64
+    thread_lengths: tuple[int, ...] = (10, 1000)  # besides 50, at the length latency
+    length_latency_ms: float = 10.0
+    memory_requests: int = 512
+
+
+QUICK = Plan(
+    latencies_ms=(0.0, 2.0),
+    requests=8,
+    threads=2,
+    layer_runs=30,
+    lengths=(10, 100),
+    conversations=4,
+    concurrent_requests=16,
+    concurrent_latencies_ms=(0.0,),
+    popular_threads=8,
+    thread_lengths=(10,),
+    length_latency_ms=0.0,
+    memory_requests=16,
+)
+FULL = Plan(
+    latencies_ms=(0.0, 1.0, 10.0, 50.0),
+    requests=40,
+    threads=8,
+    layer_runs=400,
+    lengths=(10, 50, 1000),
+)
+
+
+WARM_UP_REQUESTS = 8
+
+
+def history_turns(turns: int) -> list[Turn]:
+    return [t for n in range(turns // 2) for t in exchange(-n - 1)]
+
+
+async def new_thread(store: Store, turns: int) -> str:
+    thread_id = str(uuid.uuid4())
+    await store.create(NewThread(thread_id, "chat", None, None, {}), [])
+    batch = history_turns(turns)
+    for start in range(0, len(batch), 500):
+        await store.append(thread_id, batch[start : start + 500], owner=None)
+    return thread_id
+
+
+async def new_threads(system: System, count: int, turns: int) -> list[str]:
+    """Threads of ``turns`` turns, kept by the system its own way where it has one."""
+    threads = [await new_thread(system.store, turns) for _ in range(count)]
+    setup = getattr(system.flow, "setup", None)  # a peer keeps the same history its own way
+    if setup is not None:
+        for thread_id in threads:
+            await setup(thread_id, history_turns(turns))
+    return threads
+
+
+async def request_latency(
+    system: System, plan: Plan, latency: float, turns: int = 50
+) -> FlowResult:
+    """One request at a time; p50/p99 and the store round trips each made."""
+    flow = system.flow
+    threads = await new_threads(system, plan.threads, turns)
+    # Warm-up, unmeasured, until the steady state: psycopg prepares a statement at its
+    # sixth use on a connection, which costs one extra round trip, once.
+    for i in range(max(WARM_UP_REQUESTS, len(threads))):
+        thread_id = threads[i % len(threads)]
+        await flow.prepare(thread_id)
+        await flow.request(thread_id, 10_000 + i)
+    times: list[float] = []
+    trips: list[int] = []
+    for n in range(plan.requests):
+        thread_id = threads[n % len(threads)]
+        await flow.prepare(thread_id)
+        before = system.round_trips()
+        start = time.perf_counter()
+        await flow.request(thread_id, n)
+        times.append((time.perf_counter() - start) * 1000)
+        trips.append(system.round_trips() - before)
+    return FlowResult(
+        flow=flow.name,
+        latency_ms=latency,
+        p50_ms=statistics.median(times),
+        p99_ms=quantile(times, 0.99),
+        round_trips=statistics.mean(trips),
+        requests_per_second=1000 / statistics.mean(times),
+        turns=turns,
+    )
+
+
+def zipf_picks(threads: list[str], requests: int) -> list[str]:
+    """Which thread each request continues: a Zipf law (s = 1.1), the same every run."""
+    weights = [1 / rank**1.1 for rank in range(1, len(threads) + 1)]
+    return random.Random(7).choices(threads, weights, k=requests)
+
+
+async def throughput(system: System, plan: Plan, latency: float) -> ConcurrencyResult:
+    """``conversations`` workers continue threads picked by a Zipf law."""
+    flow = system.flow
+    threads = await new_threads(system, plan.popular_threads, 50)
+    for i, thread_id in enumerate(threads):
+        await flow.request(thread_id, 20_000 + i)  # every thread served once: caches warm
+    queue = iter(enumerate(zipf_picks(threads, plan.concurrent_requests), 30_000))
+    before = system.round_trips()
+
+    async def worker() -> None:
+        for n, thread_id in queue:
+            await flow.request(thread_id, n)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(plan.conversations)))
+    elapsed = time.perf_counter() - start
+    return ConcurrencyResult(
+        flow=flow.name,
+        latency_ms=latency,
+        conversations=plan.conversations,
+        requests_per_second=plan.concurrent_requests / elapsed,
+        round_trips=(system.round_trips() - before) / plan.concurrent_requests,
+    )
+
+
+async def p50_us(
+    call: Callable[[], Awaitable[object]],
+    runs: int,
+    before: Callable[[], Awaitable[object]] | None = None,
+) -> float:
+    samples = []
+    for _ in range(runs):
+        if before is not None:
+            await before()
+        start = time.perf_counter_ns()
+        await call()
+        samples.append((time.perf_counter_ns() - start) / 1000)
+    return statistics.median(samples)
+
+
+async def layers(
+    memory: Memory, pool: AsyncConnectionPool[Any], redis: aioredis.Redis, runs: int
+) -> list[LayerResult]:
+    """Reads on one 50-turn thread, appends on another, each against the raw drivers."""
+    store = memory.store
+    thread_id = await new_thread(store, 50)
+    writes_to = await new_thread(store, 50)
+    thread = await memory.get_thread(thread_id)
+    assert thread is not None
+    # The floor reads the very bytes convmem keeps for these turns, as one value.
+    floor_key = f"{memory.settings.cache_prefix}floor"
+    await redis.set(floor_key, b"[" + b",".join(encode_turn(t) for t in thread.turns) + b"]")
+    table: dict[str, object] = {thread_id: thread}
+
+    async def dict_get() -> object:
+        return table.get(thread_id)
+
+    async def redis_get() -> object:
+        return orjson.loads(await redis.get(floor_key) or b"[]")
+
+    async def raw_load() -> object:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT seq, role, content, tool_name, model_provider, model_name, files,"
+                " images, metadata, key, created_at FROM convmem_turns WHERE thread_id = %s"
+                " ORDER BY seq",
+                (thread_id,),
+            )
+            return await cursor.fetchall()
+
+    async def raw_append() -> object:
+        async with pool.connection() as conn:
+            return await conn.execute(
+                "WITH v AS (UPDATE convmem_threads SET version = version + 1 WHERE id = %s"
+                " RETURNING version) INSERT INTO convmem_turns (thread_id, seq, role, content,"
+                " created_at) SELECT %s, v.version, 'user', %s, now() FROM v",
+                (writes_to, writes_to, "x" * 300),
+            )
+
+    async def forget_local() -> None:
+        await memory.evict(thread_id, local_only=True)
+
+    async def forget_all() -> None:
+        await memory.evict(thread_id)
+
+    def get() -> Awaitable[object]:
+        return memory.get_thread(thread_id)
+
+    reads = [
+        LayerResult(
+            "get_thread, L1 hit (50 turns)",
+            await p50_us(get, runs),
+            "dict lookup",
+            await p50_us(dict_get, runs),
+        ),
+        LayerResult(
+            "get_thread, L2 hit (50 turns)",
+            await p50_us(get, runs, forget_local),
+            "redis GET + orjson decode of the same turns kept as one value",
+            await p50_us(redis_get, runs),
+        ),
+        LayerResult(
+            "get_thread, store read + L2 install (50 turns)", await p50_us(get, runs, forget_all)
+        ),
+        LayerResult(
+            "Store.load (50 turns)",
+            await p50_us(lambda: store.load(thread_id, owner=None), runs),
+            "one psycopg SELECT of the turns",
+            await p50_us(raw_load, runs),
+        ),
+    ]
+    turn = [Turn(role="user", content="x" * 300)]
+    appends = min(runs, 200)
+    await memory.get_thread(writes_to)
+    return [
+        *reads,
+        LayerResult(
+            "add_turns, 1 turn (store, L2 in place, publish)",
+            await p50_us(lambda: memory.add_turns(writes_to, turn), appends),
+        ),
+        LayerResult(
+            "Store.append, 1 turn",
+            await p50_us(lambda: store.append(writes_to, turn, owner=None), appends),
+            "one psycopg INSERT",
+            await p50_us(raw_append, appends),
+        ),
+    ]
+
+
+async def append_by_length(memory: Memory, lengths: tuple[int, ...], runs: int) -> dict[int, float]:
+    results: dict[int, float] = {}
+    for length in lengths:
+        thread_id = await new_thread(memory.store, length)
+        await memory.get_thread(thread_id)  # warm
+        turn = [Turn(role="user", content="y" * 300)]
+
+        async def append(thread_id: str = thread_id, turn: list[Turn] = turn) -> object:
+            return await memory.add_turns(thread_id, turn)
+
+        results[length] = await p50_us(append, min(runs, 100))
+    return results
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

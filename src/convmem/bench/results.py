@@ -1,0 +1,79 @@
+"""What a benchmark run measured: one ``Report``, written as JSON and rendered as Markdown."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import orjson
+
+
+@dataclass
+class FlowResult:
+    flow: str
+    latency_ms: float
+    p50_ms: float
+    p99_ms: float
+    round_trips: float  # per request, counted at the proxy
+    requests_per_second: float
+    turns: int = 50  # turns in each thread before the run
+    store: str = "postgres"
+
+
+@dataclass
+class ConcurrencyResult:
+    flow: str
+    latency_ms: float
+    conversations: int
+    requests_per_second: float
+    round_trips: float  # per request
+    store: str = "postgres"
+
+
+@dataclass
+class LayerResult:
+    operation: str
+    p50_us: float
+    floor: str | None = None
+    floor_p50_us: float | None = None
+
+
+@dataclass
+class MemoryResult:
+    """Resident memory of a process serving one system's workload, and nothing else."""
+
+    flow: str
+    threads: int
+    requests: int
+    baseline_mib: float  # after imports and connections, before the first request
+    peak_mib: float  # the high-water mark while serving the workload
+    after_mib: float  # when the workload is done (what its caches keep)
+
+
+@dataclass
+class Report:
+    machine: str
+    quick: bool
+    flows: list[FlowResult] = field(default_factory=list)
+    layers: list[LayerResult] = field(default_factory=list)
+    append_by_length: dict[int, float] = field(default_factory=dict)  # turns -> p50 µs
+    concurrency: list[ConcurrencyResult] = field(default_factory=list)
+    stores: list[FlowResult] = field(default_factory=list)  # convmem per store and cache state
+    memory: list[MemoryResult] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Report:
+        """A report read back from ``to_json`` (to re-render BENCHMARKS.md without a rerun)."""
+        raw = orjson.loads(data)
+        return cls(
+            machine=raw["machine"],
+            quick=raw["quick"],
+            flows=[FlowResult(**f) for f in raw["flows"]],
+            layers=[LayerResult(**layer) for layer in raw["layers"]],
+            append_by_length={int(k): v for k, v in raw["append_by_length"].items()},
+            concurrency=[ConcurrencyResult(**c) for c in raw.get("concurrency", [])],
+            stores=[FlowResult(**f) for f in raw.get("stores", [])],
+            memory=[MemoryResult(**m) for m in raw.get("memory", [])],
+        )
