@@ -24,7 +24,7 @@ run: setup
 demo: setup
 	$(BIN)/convmem demo
 
-bench: setup
+bench: setup deps
 	@scripts/ensure-services.sh
 	$(BIN)/convmem bench --out bench
 

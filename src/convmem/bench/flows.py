@@ -28,12 +28,15 @@ RESUMES = 3  # how often one request asks for the thread
 
 
 def exchange(n: int) -> list[Turn]:
-    body = "lorem ipsum dolor sit amet " * 12  # ~300 bytes, a realistic turn
+    """The user and assistant turns of request ``n``: a few hundred bytes to a few KB,
+    every third question naming files, as a coding assistant's turns do."""
+    body = "lorem ipsum dolor sit amet " * 12  # ~300 bytes
+    files = ("src/app/main.py", "src/app/models.py", "README.md") if n % 3 == 0 else ()
     return [
-        Turn(role="user", content=f"question {n}: {body}", key=f"bench-{n}:u"),
+        Turn(role="user", content=f"question {n}: {body}", files=files, key=f"bench-{n}:u"),
         Turn(
             role="assistant",
-            content=f"answer {n}: {body * 3}",
+            content=f"answer {n}: {body * (2 + n % 4 * 3)}",  # 0.6 to 3.3 KB
             key=f"bench-{n}:a",
             model_provider="bench",
             model_name="none",

@@ -105,11 +105,21 @@ def decode_thread(thread_id: str, fields: dict[bytes, bytes]) -> Thread | None:
     return None if version < fence else thread
 
 
+_FIELD_NAMES: list[bytes] = []  # b"1", b"2", ...: built once, not on every read
+
+
+def _turn_fields(version: int) -> list[bytes]:
+    if len(_FIELD_NAMES) < version:
+        _FIELD_NAMES.extend(b"%d" % seq for seq in range(len(_FIELD_NAMES) + 1, version + 1))
+    return _FIELD_NAMES[:version]
+
+
 def _decode_turns(fields: dict[bytes, bytes], version: int) -> tuple[Turn, ...]:
     # One JSON document for all the turns: one parser call instead of one per turn.
-    raw = b"[" + b",".join(fields[b"%d" % seq] for seq in range(1, version + 1)) + b"]"
-    turns = []
-    last_micros, last_created = None, None
+    raw = b"[" + b",".join([fields[name] for name in _turn_fields(version)]) + b"]"
+    turns: list[Turn] = []
+    append = turns.append
+    last_micros, created = None, None
     for seq, (
         role,
         content,
@@ -124,20 +134,10 @@ def _decode_turns(fields: dict[bytes, bytes], version: int) -> tuple[Turn, ...]:
     ) in enumerate(orjson.loads(raw), 1):
         if micros != last_micros:  # the turns of one append share their time: convert once
             last_micros = micros
-            last_created = None if micros is None else from_micros(micros)
-        turns.append(
+            created = None if micros is None else from_micros(micros)
+        append(
             turn_from_storage(
-                seq,
-                role,
-                content,
-                tool,
-                provider,
-                model,
-                files,
-                images,
-                metadata,
-                key,
-                last_created,
+                seq, role, content, tool, provider, model, files, images, metadata, key, created
             )
         )
     return tuple(turns)

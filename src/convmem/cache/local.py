@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from cachetools import TTLCache
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
     from convmem.models import Thread, Turn
 
+_content = attrgetter("content")
 _TURN_OVERHEAD = 160  # bytes of object headers per turn, measured roughly with sys.getsizeof
 _THREAD_OVERHEAD = 400
 
@@ -28,7 +30,7 @@ def turns_size(turns: Sequence[Turn]) -> int:
     File and image paths count in the overhead: they are short, and this runs on every
     cache install, so it stays one pass over the contents.
     """
-    return _TURN_OVERHEAD * len(turns) + sum(len(t.content) for t in turns)
+    return _TURN_OVERHEAD * len(turns) + sum(map(len, map(_content, turns)))
 
 
 @dataclass(frozen=True, slots=True)
