@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import multiprocessing
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +21,18 @@ from convmem.bench.results import MemoryResult
 _STATUS = Path("/proc/self/status")
 
 
-def measure(
-    name: str,
-    dsn: str,
-    redis_url: str,
-    prefix: str,
-    threads: list[str],
-    picks: list[str],
-    conversations: int,
-) -> MemoryResult:
-    """Serve ``picks`` (thread ids, in order) with system ``name`` in a new process."""
+@dataclass(frozen=True)
+class Workload:
+    threads: list[str]  # each served once first
+    picks: list[str]  # then these, in order, by ``conversations`` workers at once
+    conversations: int
+
+
+def measure(name: str, dsn: str, redis_url: str, prefix: str, work: Workload) -> MemoryResult:
+    """Serve ``work`` with the seed scenario's system ``name`` in a new process."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
-        raw = pool.apply(_probe_sync, (name, dsn, redis_url, prefix, threads, picks, conversations))
+        raw = pool.apply(_probe_sync, (name, dsn, redis_url, prefix, work))
     return MemoryResult(**raw)
 
 
@@ -41,15 +40,7 @@ def _probe_sync(*args: Any) -> dict[str, Any]:
     return asdict(asyncio.run(_probe(*args)))
 
 
-async def _probe(
-    name: str,
-    dsn: str,
-    redis_url: str,
-    prefix: str,
-    threads: list[str],
-    picks: list[str],
-    conversations: int,
-) -> MemoryResult:
+async def _probe(name: str, dsn: str, redis_url: str, prefix: str, work: Workload) -> MemoryResult:
     from convmem.bench.rig import Endpoint
     from convmem.bench.systems import open_seed_scenario
     from convmem.stores.postgres import PostgresStore
@@ -64,27 +55,27 @@ async def _probe(
         if hook is not None:
             from convmem.bench.measure import history_turns
 
-            for thread_id in threads:
+            for thread_id in work.threads:
                 await hook(thread_id, history_turns(50))
         gc.collect()
         baseline = _status("VmRSS")
         _reset_peak()
-        for n, thread_id in enumerate(threads):  # every thread served once
+        for n, thread_id in enumerate(work.threads):  # every thread served once
             await flow.request(thread_id, 40_000 + n)
-        queue = iter(enumerate(picks, 50_000))
+        queue = iter(enumerate(work.picks, 50_000))
 
         async def worker() -> None:
             for n, thread_id in queue:
                 await flow.request(thread_id, n)
 
-        await asyncio.gather(*(worker() for _ in range(conversations)))
+        await asyncio.gather(*(worker() for _ in range(work.conversations)))
         peak = _status("VmHWM")
         gc.collect()
         after = _status("VmRSS")
     return MemoryResult(
         flow=name,
-        threads=len(threads),
-        requests=len(picks),
+        threads=len(work.threads),
+        requests=len(work.picks),
         baseline_mib=baseline,
         peak_mib=max(peak, baseline),
         after_mib=after,

@@ -102,7 +102,7 @@ class Rig:
                     admin.execute(f"CREATE ROLE {role} NOLOGIN")
         # The schema with Supabase's functions, grants and row-level security; the
         # Postgres store's tables are the same.
-        async with PostgresStore.from_url(self.direct_dsn + "?migrations=supabase"):
+        async with PostgresStore.from_url(_with_query(self.direct_dsn, "migrations=supabase")):
             pass
         host, port = _host_port(self.admin_dsn)
         user = urlsplit(self.admin_dsn).username or "postgres"
@@ -125,15 +125,18 @@ class Rig:
         proxy, meter = metered_proxy_process(PgWireProxy, host, port)
         self._process(proxy)
         dsn = _with(self.admin_dsn, self.database, host="127.0.0.1", port=proxy.port)
-        if name == "pgbouncer":
-            dsn += "&" if "?" in dsn else "?"
-            dsn += "prepared_statements=false"  # transaction pooling: no session state
+        if name == "pgbouncer":  # transaction pooling: no session state
+            dsn = _with_query(dsn, "prepared_statements=false")
         return Endpoint(name, dsn, meter)
 
     def _process(self, server: ServerProcess) -> ServerProcess:
         server.start()
         self._stack.callback(server.stop)
         return server
+
+
+def _with_query(dsn: str, parameter: str) -> str:
+    return f"{dsn}{'&' if urlsplit(dsn).query else '?'}{parameter}"
 
 
 def _host_port(dsn: str) -> tuple[str, int]:

@@ -164,18 +164,12 @@ async def _memory(
 ) -> None:
     threads = [await measure.new_thread(setup, 50) for _ in range(plan.popular_threads)]
     picks = measure.zipf_picks(threads, plan.memory_requests)
+    work = memory_use.Workload(threads, picks, plan.conversations)
     for name in SEED_SCENARIO:
         if name in NOT_STEADY:
             continue
         result = await asyncio.to_thread(
-            memory_use.measure,
-            name,
-            rig.direct_dsn,
-            redis_url,
-            f"{prefix}memory:",
-            threads,
-            picks,
-            plan.conversations,
+            memory_use.measure, name, rig.direct_dsn, redis_url, f"{prefix}memory:", work
         )
         report.memory.append(result)
         log(

@@ -143,7 +143,7 @@ class _SeedParts:
         self.redis_url = redis_url
         self.prefix = prefix
         self._memories: dict[bool, Memory] = {}
-        self._pool: AsyncConnectionPool[Any] | None = None
+        self._seed_queries: SeedQueries | None = None
 
     async def memory(self, *, redis: bool) -> Memory:
         if redis not in self._memories:
@@ -154,6 +154,12 @@ class _SeedParts:
     async def store(self) -> Store:
         """The store the seed's flows and cashews write through (convmem's own)."""
         return (await self.memory(redis=False)).store
+
+    async def seed_queries(self) -> SeedQueries:
+        """The seed's queries, on one pool both of its flows share (as the seed did)."""
+        if self._seed_queries is None:
+            self._seed_queries = SeedQueries(await self.pool())
+        return self._seed_queries
 
     async def pool(self, **kwargs: Any) -> AsyncConnectionPool[Any]:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -182,9 +188,9 @@ class _SeedParts:
         if name == "convmem + Redis, warm":
             return ConvMemFlow(name, await self.memory(redis=True), forget="nothing")
         if name == SeedBefore.name:
-            return SeedBefore(SeedQueries(await self.pool()), await self.store())
+            return SeedBefore(await self.seed_queries(), await self.store())
         if name == SeedFixAsBuilt.name:
-            queries, store = SeedQueries(await self.pool()), await self.store()
+            queries, store = await self.seed_queries(), await self.store()
             return SeedFixAsBuilt(queries, store, await self.redis(), self.prefix + "seedfix:")
         if name == peers.LangGraphFlow.name:
             from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver

@@ -105,13 +105,17 @@ def decode_thread(thread_id: str, fields: dict[bytes, bytes]) -> Thread | None:
     return None if version < fence else thread
 
 
-_FIELD_NAMES: list[bytes] = []  # b"1", b"2", ...: built once, not on every read
+_field_names: tuple[bytes, ...] = ()  # b"1", b"2", ...: built once, not on every read
 
 
-def _turn_fields(version: int) -> list[bytes]:
-    if len(_FIELD_NAMES) < version:
-        _FIELD_NAMES.extend(b"%d" % seq for seq in range(len(_FIELD_NAMES) + 1, version + 1))
-    return _FIELD_NAMES[:version]
+def _turn_fields(version: int) -> tuple[bytes, ...]:
+    global _field_names
+    names = _field_names
+    if len(names) < version:
+        # A whole new tuple, swapped in at once: threads racing here build the same one.
+        names = tuple(b"%d" % seq for seq in range(1, max(version, 2 * len(names)) + 1))
+        _field_names = names
+    return names[:version]
 
 
 def _decode_turns(fields: dict[bytes, bytes], version: int) -> tuple[Turn, ...]:
