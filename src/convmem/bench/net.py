@@ -147,7 +147,8 @@ class LocalMeter:
 
 class SharedMeter:
     """A meter in shared memory: the proxy's process counts, the benchmark reads and sets
-    the delay. Only the proxy's single event loop writes the count, so no lock."""
+    the delay. Only the proxy's one event loop writes the count, so ``+= 1`` (a read and
+    a write of the value) needs no lock around it."""
 
     def __init__(self, delay: Synchronized[float], count: Synchronized[int]) -> None:
         self._delay = delay
