@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from convmem.bench.flows import exchange
+from convmem.bench.flows import Flow, exchange
 from convmem.bench.results import ConcurrencyResult, FlowResult, LayerResult
 from convmem.cache.codec import encode_turn
 from convmem.export import turn_to_dict
@@ -87,11 +87,16 @@ async def new_thread(store: Store, turns: int) -> str:
 async def new_threads(system: System, count: int, turns: int) -> list[str]:
     """Threads of ``turns`` turns, kept by the system its own way where it has one."""
     threads = [await new_thread(system.store, turns) for _ in range(count)]
-    setup = getattr(system.flow, "setup", None)  # a peer keeps the same history its own way
+    await keep_own_copies(system.flow, threads, turns)
+    return threads
+
+
+async def keep_own_copies(flow: Flow, threads: list[str], turns: int) -> None:
+    """A peer keeps the same history its own way (LangGraph as a checkpoint, say)."""
+    setup = getattr(flow, "setup", None)
     if setup is not None:
         for thread_id in threads:
             await setup(thread_id, history_turns(turns))
-    return threads
 
 
 async def request_latency(

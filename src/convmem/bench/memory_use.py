@@ -41,6 +41,7 @@ def _probe_sync(*args: Any) -> dict[str, Any]:
 
 
 async def _probe(name: str, dsn: str, redis_url: str, prefix: str, work: Workload) -> MemoryResult:
+    from convmem.bench.measure import keep_own_copies
     from convmem.bench.rig import Endpoint
     from convmem.bench.systems import open_seed_scenario
     from convmem.stores.postgres import PostgresStore
@@ -51,12 +52,7 @@ async def _probe(name: str, dsn: str, redis_url: str, prefix: str, work: Workloa
         open_seed_scenario(endpoint, redis_url, prefix, setup, (name,)) as (system,),
     ):
         flow = system.flow
-        hook = getattr(flow, "setup", None)
-        if hook is not None:
-            from convmem.bench.measure import history_turns
-
-            for thread_id in work.threads:
-                await hook(thread_id, history_turns(50))
+        await keep_own_copies(flow, work.threads, 50)
         gc.collect()
         baseline = _status("VmRSS")
         _reset_peak()
