@@ -18,6 +18,7 @@ import psycopg
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
+from convmem.bench import peers
 from convmem.bench.flows import ConvMemFlow, Flow, Forget, SeedBefore, SeedFixAsBuilt, SeedQueries
 from convmem.memory import Memory
 from convmem.settings import Settings
@@ -107,9 +108,9 @@ SEED_SCENARIO = (
     "convmem + Redis, warm",
     SeedBefore.name,
     SeedFixAsBuilt.name,
-    "LangGraph AsyncPostgresSaver",
-    "langchain-postgres chat history",
-    "cashews (Redis) around the store",
+    peers.LangGraphFlow.name,
+    peers.LangChainHistoryFlow.name,
+    peers.CashewsFlow.name,
 )
 
 
@@ -179,8 +180,6 @@ class _SeedParts:
         return client
 
     async def flow(self, name: str) -> Flow:
-        from convmem.bench import peers
-
         if name == "convmem, warm (L1)":
             return ConvMemFlow(name, await self.memory(redis=False), forget="nothing")
         if name == "convmem, cold":
