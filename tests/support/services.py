@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 
+from convmem.bench import postgrest_standin as standin
 from convmem.bench.pgbouncer import free_port, wait_for_port
 
 PG_HOST = os.environ.get("CONVMEM_TEST_PG_HOST", "127.0.0.1")
@@ -107,13 +108,7 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-SUPABASE_ROLES = ("anon", "authenticated", "service_role")
-
-
 def create_supabase_roles() -> None:
-    """The roles every Supabase project has (cluster-wide; created once, kept)."""
+    """The roles every Supabase project has, on the machine's PostgreSQL."""
     with admin_connect() as conn:
-        for role in SUPABASE_ROLES:
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-            if not exists:
-                conn.execute(f"CREATE ROLE {role} NOLOGIN")
+        standin.create_supabase_roles(conn)

@@ -26,6 +26,14 @@ from psycopg_pool import ConnectionPool
 from convmem.bench.httpserver import BackgroundHTTPServer
 
 SERVICE_KEY = "standin-service-role-key"
+SUPABASE_ROLES = ("anon", "authenticated", "service_role")
+
+
+def create_supabase_roles(admin: psycopg.Connection[Any]) -> None:
+    """The roles every Supabase project has (cluster-wide: created once, kept)."""
+    for role in SUPABASE_ROLES:
+        if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+            admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
 
 
 class PostgrestStandIn(BackgroundHTTPServer):

@@ -28,15 +28,17 @@ import psycopg
 
 from convmem.bench.net import HttpWireProxy, PgWireProxy, ServerProcess, metered_proxy_process
 from convmem.bench.pgbouncer import PgBouncer
-from convmem.bench.postgrest_standin import SERVICE_KEY, PostgrestStandIn
+from convmem.bench.postgrest_standin import (
+    SERVICE_KEY,
+    PostgrestStandIn,
+    create_supabase_roles,
+)
 from convmem.stores import store_from_url
 from convmem.stores.postgres import PostgresStore
 
 if TYPE_CHECKING:
     from convmem.bench.net import SharedMeter
     from convmem.stores.base import Store
-
-SUPABASE_ROLES = ("anon", "authenticated", "service_role")
 
 
 @dataclass
@@ -96,10 +98,7 @@ class Rig:
     async def _open(self) -> None:
         with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{self.database}"')
-            for role in SUPABASE_ROLES:  # what every Supabase project has (cluster-wide)
-                found = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-                if not found.fetchone():
-                    admin.execute(f"CREATE ROLE {role} NOLOGIN")
+            create_supabase_roles(admin)
         # The schema with Supabase's functions, grants and row-level security; the
         # Postgres store's tables are the same.
         async with PostgresStore.from_url(_with_query(self.direct_dsn, "migrations=supabase")):
