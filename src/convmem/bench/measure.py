@@ -142,17 +142,11 @@ async def throughput(system: System, plan: Plan, latency: float) -> ConcurrencyR
     """``conversations`` workers continue threads picked by a Zipf law."""
     flow = system.flow
     threads = await new_threads(system, plan.popular_threads, 50)
-    for i, thread_id in enumerate(threads):
-        await flow.request(thread_id, 20_000 + i)  # every thread served once: caches warm
-    queue = iter(enumerate(zipf_picks(threads, plan.concurrent_requests), 30_000))
+    await serve_each(flow, threads, first=20_000)  # caches warm
+    picks = zipf_picks(threads, plan.concurrent_requests)
     before = system.round_trips()
-
-    async def worker() -> None:
-        for n, thread_id in queue:
-            await flow.request(thread_id, n)
-
     start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(plan.conversations)))
+    await serve_concurrently(flow, picks, plan.conversations, first=30_000)
     elapsed = time.perf_counter() - start
     return ConcurrencyResult(
         flow=flow.name,
@@ -161,6 +155,25 @@ async def throughput(system: System, plan: Plan, latency: float) -> ConcurrencyR
         requests_per_second=plan.concurrent_requests / elapsed,
         round_trips=(system.round_trips() - before) / plan.concurrent_requests,
     )
+
+
+async def serve_each(flow: Flow, threads: list[str], *, first: int) -> None:
+    """One request on every thread, in turn (request numbers from ``first``)."""
+    for n, thread_id in enumerate(threads, first):
+        await flow.request(thread_id, n)
+
+
+async def serve_concurrently(
+    flow: Flow, picks: list[str], conversations: int, *, first: int
+) -> None:
+    """One request per pick, in order, by ``conversations`` workers at once."""
+    queue = iter(enumerate(picks, first))
+
+    async def worker() -> None:
+        for n, thread_id in queue:
+            await flow.request(thread_id, n)
+
+    await asyncio.gather(*(worker() for _ in range(conversations)))
 
 
 async def p50_us(

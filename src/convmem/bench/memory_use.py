@@ -41,7 +41,7 @@ def _probe_sync(*args: Any) -> dict[str, Any]:
 
 
 async def _probe(name: str, dsn: str, redis_url: str, prefix: str, work: Workload) -> MemoryResult:
-    from convmem.bench.measure import keep_own_copies
+    from convmem.bench.measure import keep_own_copies, serve_concurrently, serve_each
     from convmem.bench.rig import Endpoint
     from convmem.bench.systems import open_seed_scenario
     from convmem.stores.postgres import PostgresStore
@@ -56,15 +56,8 @@ async def _probe(name: str, dsn: str, redis_url: str, prefix: str, work: Workloa
         gc.collect()
         baseline = _status("VmRSS")
         _reset_peak()
-        for n, thread_id in enumerate(work.threads):  # every thread served once
-            await flow.request(thread_id, 40_000 + n)
-        queue = iter(enumerate(work.picks, 50_000))
-
-        async def worker() -> None:
-            for n, thread_id in queue:
-                await flow.request(thread_id, n)
-
-        await asyncio.gather(*(worker() for _ in range(work.conversations)))
+        await serve_each(flow, work.threads, first=40_000)
+        await serve_concurrently(flow, work.picks, work.conversations, first=50_000)
         peak = _status("VmHWM")
         gc.collect()
         after = _status("VmRSS")

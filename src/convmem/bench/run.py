@@ -14,10 +14,9 @@ import os
 import platform
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
-from psycopg_pool import AsyncConnectionPool
 
 from convmem.bench import measure, memory_use
 from convmem.bench.measure import FULL, QUICK, Plan
@@ -28,6 +27,7 @@ from convmem.bench.systems import (
     System,
     open_convmem_by_store,
     open_memory,
+    open_pool,
     open_seed_scenario,
     open_setup_store,
 )
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from convmem.stores.base import Store
 
 STORES = ("sqlite", "postgres", "pgbouncer", "supabase")
-NOT_STEADY = ("convmem, cold",)  # a cold cache under many conversations is not a state
+# Not a state many conversations at once can be in (System.steady, for systems not yet open).
+NOT_STEADY = ("convmem, cold",)
 
 
 async def run(
@@ -87,7 +88,7 @@ async def _seed_scenario(
     for latency in plan.concurrent_latencies_ms:
         rig.set_latency(latency)
         for system in systems:
-            if system.name in NOT_STEADY:
+            if not system.steady:
                 continue
             concurrent = await measure.throughput(system, plan, latency)
             report.concurrency.append(concurrent)
@@ -121,7 +122,7 @@ async def _by_store(
     for latency in plan.concurrent_latencies_ms if len(latencies) > 1 else (0.0,):
         rig.set_latency(latency)
         for system in systems:
-            if "cold" in system.name or "new instance" in system.name:
+            if not system.steady:
                 continue
             concurrent = await measure.throughput(system, plan, latency)
             concurrent.store = store
@@ -139,11 +140,7 @@ async def _layers(
         stack.push_async_callback(redis.aclose)
         cached = await open_memory(stack, endpoint, redis_url, prefix)
         plain = await open_memory(stack, endpoint, None, prefix)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            endpoint.url, min_size=1, max_size=10, kwargs={"autocommit": True}, open=False
-        )
-        await pool.open()
-        stack.push_async_callback(pool.close)
+        pool = await open_pool(stack, endpoint.url)
         report.layers = await measure.layers(cached, pool, redis, plan.layer_runs)
         for layer in report.layers:
             log(f"{layer.operation:48} p50 {layer.p50_us:9.1f} µs")

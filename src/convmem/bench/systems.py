@@ -41,6 +41,12 @@ class System:
     def name(self) -> str:
         return self.flow.name
 
+    @property
+    def steady(self) -> bool:
+        """False for a flow that forgets its caches before each request (a cold cache,
+        a new instance): not a state many conversations at once can be in."""
+        return getattr(self.flow, "forget", "nothing") == "nothing"
+
 
 @dataclass(frozen=True)
 class CacheState:
@@ -73,6 +79,18 @@ async def open_memory(
     settings = convmem_settings(endpoint.url, redis_url, prefix)
     store = await stack.enter_async_context(endpoint.open_store(limits=settings.thread_limits))
     return await stack.enter_async_context(Memory(store, settings=settings))
+
+
+async def open_pool(
+    stack: contextlib.AsyncExitStack, url: str, **kwargs: Any
+) -> AsyncConnectionPool[Any]:
+    """A psycopg pool the size of convmem's, autocommit, closed with ``stack``."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url, min_size=1, max_size=POOL_SIZE, kwargs={"autocommit": True, **kwargs}, open=False
+    )
+    await pool.open()
+    stack.push_async_callback(pool.close)
+    return pool
 
 
 @contextlib.asynccontextmanager
@@ -163,16 +181,7 @@ class _SeedParts:
         return self._seed_queries
 
     async def pool(self, **kwargs: Any) -> AsyncConnectionPool[Any]:
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            self.endpoint.url,
-            min_size=1,
-            max_size=POOL_SIZE,
-            kwargs={"autocommit": True, **kwargs},
-            open=False,
-        )
-        await pool.open()
-        self.stack.push_async_callback(pool.close)
-        return pool
+        return await open_pool(self.stack, self.endpoint.url, **kwargs)
 
     async def redis(self) -> aioredis.Redis:
         client = aioredis.Redis.from_url(self.redis_url)
