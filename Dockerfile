@@ -7,7 +7,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN python -m venv /opt/convmem \
- && /opt/convmem/bin/pip install ".[postgres,redis,supabase]"
+ && /opt/convmem/bin/pip install ".[all]"
 
 FROM python:3.12-slim
 RUN groupadd --system convmem && useradd --system --gid convmem --home /var/lib/convmem convmem \

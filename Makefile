@@ -1,19 +1,29 @@
-# The two commands of the README: `make demo` and `make test`. Each sets everything up first.
+# The two commands of the README: `make run` and `make test`. Each sets everything up first.
+# `make run` installs what serving needs (every store and Redis driver); `make test`,
+# `make bench` and the linters install the development extra on top.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup deps run demo bench test lint typecheck check clean
+.PHONY: setup setup-dev deps run demo bench test lint typecheck check clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "convmem needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+
+$(BIN)/.installed-all: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[all]"
 	@touch $@
 
-setup: $(BIN)/.installed
+$(BIN)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@ $(BIN)/.installed-all
+
+setup: $(BIN)/.installed-all
+
+setup-dev: $(BIN)/.installed-dev
 
 deps:
 	@scripts/install-system-deps.sh
@@ -24,18 +34,19 @@ run: setup
 demo: setup
 	$(BIN)/convmem demo
 
-bench: setup deps
+# The benchmark is a project of the repository (bench/convmem_bench), not of the wheel.
+bench: setup-dev deps
 	@scripts/ensure-services.sh
-	$(BIN)/convmem bench --out bench
+	PYTHONPATH=bench $(BIN)/python -m convmem_bench --out bench
 
-lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+lint: setup-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
-typecheck: setup
+typecheck: setup-dev
 	$(BIN)/mypy
 
-test: setup deps lint typecheck
+test: setup-dev deps lint typecheck
 	@scripts/ensure-services.sh
 	$(BIN)/pytest
 

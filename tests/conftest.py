@@ -22,14 +22,14 @@ import pytest
 import redis
 
 from convmem import Memory, Settings
-from convmem.bench.net import PgWireProxy
-from convmem.bench.pgbouncer import PgBouncer
-from convmem.bench.postgrest_standin import PostgrestStandIn
 from convmem.limits import ThreadLimits
 from convmem.stores.base import Store
 from convmem.stores.postgres import PostgresStore
 from convmem.stores.sqlite import SqliteStore
 from convmem.stores.supabase import SupabaseStore
+from convmem_bench.net import PgWireProxy
+from convmem_bench.pgbouncer import PgBouncer
+from convmem_bench.postgrest_standin import PostgrestStandIn
 from tests.support.clock import FakeClock
 from tests.support.services import (
     PG_HOST,

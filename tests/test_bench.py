@@ -8,15 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
 
 def test_bench_quick_runs_and_writes_its_report(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "convmem", "bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "convmem_bench", "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(BENCH_DIR)},
     )
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "results.json").read_text())

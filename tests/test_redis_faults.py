@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from convmem import Memory, Turn
-from convmem.bench.net import TcpProxy
 from convmem.cache.redis import RedisCache
+from convmem_bench.net import TcpProxy
 from tests.conftest import Backend, MemoryFactory
 from tests.contract.test_store_contract import Trips
 from tests.support.clock import FakeTimer
@@ -140,7 +140,7 @@ async def test_writes_missed_during_a_partition_are_fenced_and_announced_after_i
 async def test_redis_down_at_start_does_not_stop_memory(
     make_memory: Factory, cache_backend: Backend
 ) -> None:
-    from convmem.bench.pgbouncer import free_port
+    from convmem_bench.pgbouncer import free_port
 
     memory = await make_memory(f"redis://127.0.0.1:{free_port()}/0", FakeTimer())
     thread = await memory.create_thread(turns=[Turn(role="user", content="hello")])

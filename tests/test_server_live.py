@@ -23,7 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from convmem.bench.pgbouncer import free_port
+from convmem_bench.pgbouncer import free_port
 from tests.support.chat_standin import ChatCompletionsStandIn
 
 

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from convmem import ConfigurationError, StoreUnavailableError, Turn
-from convmem.bench.postgrest_standin import PostgrestStandIn
 from convmem.stores.base import NewThread
 from convmem.stores.supabase import SupabaseStore
+from convmem_bench.postgrest_standin import PostgrestStandIn
 from tests.conftest import LIMITS
 from tests.support.services import admin_connect, pg_url
 

@@ -268,32 +268,5 @@ def mcp(
         raise typer.Exit(1) from None
 
 
-@app.command()
-def bench(
-    quick: Annotated[
-        bool, typer.Option(help="A short run that proves the bench still runs.")
-    ] = False,
-    admin_dsn: Annotated[
-        str, typer.Option(help="PostgreSQL to create the bench database on.")
-    ] = "postgresql://postgres@127.0.0.1:5432/postgres",
-    redis_url: Annotated[str, typer.Option("--redis")] = "redis://127.0.0.1:6379/0",
-    out: Annotated[
-        Path | None, typer.Option(help="Write results.json, plots and BENCHMARKS.md here.")
-    ] = None,
-) -> None:
-    """Measure convmem against the seed's flows and the raw drivers, side by side."""
-    from convmem.bench.report import markdown, plots
-    from convmem.bench.run import main_sync
-
-    report = main_sync(admin_dsn, redis_url, quick)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_bytes(report.to_json())
-        images = [] if quick else plots(report, out / "plots")
-        document = out.parent / "BENCHMARKS.md" if out.name == "bench" else out / "BENCHMARKS.md"
-        document.write_text(markdown(report, images), encoding="utf-8")
-        console.print(f"wrote {document}")
-
-
 def main() -> None:
     app()

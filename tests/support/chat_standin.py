@@ -13,7 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from convmem.bench.httpserver import BackgroundHTTPServer
+from convmem_bench.httpserver import BackgroundHTTPServer
 
 
 class ChatCompletionsStandIn(BackgroundHTTPServer):

@@ -1,6 +1,6 @@
 """The real services the tests use: a database per run on the machine's PostgreSQL,
 redis-servers of their own for fault tests, and Supabase's roles. PgBouncer is
-started by ``convmem.bench.pgbouncer`` (the benchmark runs one too)."""
+started by ``convmem_bench.pgbouncer`` (the benchmark runs one too)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import psycopg
 
-from convmem.bench import postgrest_standin as standin
-from convmem.bench.pgbouncer import free_port, wait_for_port
+from convmem_bench import postgrest_standin as standin
+from convmem_bench.pgbouncer import free_port, wait_for_port
 
 PG_HOST = os.environ.get("CONVMEM_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("CONVMEM_TEST_PG_PORT", "5432"))

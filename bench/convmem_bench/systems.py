@@ -18,15 +18,15 @@ import psycopg
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
-from convmem.bench import peers
-from convmem.bench.flows import ConvMemFlow, Flow, Forget, SeedBefore, SeedFixAsBuilt, SeedQueries
 from convmem.memory import Memory
 from convmem.settings import Settings
 from convmem.stores import store_from_url
+from convmem_bench import peers
+from convmem_bench.flows import ConvMemFlow, Flow, Forget, SeedBefore, SeedFixAsBuilt, SeedQueries
 
 if TYPE_CHECKING:
-    from convmem.bench.rig import Endpoint, Rig
     from convmem.stores.base import Store
+    from convmem_bench.rig import Endpoint, Rig
 
 POOL_SIZE = 10  # every system's pool: the same as convmem's default
 

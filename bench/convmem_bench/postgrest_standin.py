@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from convmem.bench.httpserver import BackgroundHTTPServer
+from convmem_bench.httpserver import BackgroundHTTPServer
 
 SERVICE_KEY = "standin-service-role-key"
 SUPABASE_ROLES = ("anon", "authenticated", "service_role")

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from convmem.bench.results import MemoryResult
+from convmem_bench.results import MemoryResult
 
 _STATUS = Path("/proc/self/status")
 
@@ -41,10 +41,10 @@ def _probe_sync(*args: Any) -> dict[str, Any]:
 
 
 async def _probe(name: str, dsn: str, redis_url: str, prefix: str, work: Workload) -> MemoryResult:
-    from convmem.bench.measure import keep_own_copies, serve_concurrently, serve_each
-    from convmem.bench.rig import Endpoint
-    from convmem.bench.systems import open_seed_scenario
     from convmem.stores.postgres import PostgresStore
+    from convmem_bench.measure import keep_own_copies, serve_concurrently, serve_each
+    from convmem_bench.rig import Endpoint
+    from convmem_bench.systems import open_seed_scenario
 
     endpoint = Endpoint("postgres", dsn, None)
     async with (

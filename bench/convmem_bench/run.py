@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
-from convmem.bench import measure, memory_use
-from convmem.bench.measure import FULL, QUICK, Plan
-from convmem.bench.results import Report
-from convmem.bench.rig import Rig
-from convmem.bench.systems import (
+from convmem_bench import measure, memory_use
+from convmem_bench.measure import FULL, QUICK, Plan
+from convmem_bench.results import Report
+from convmem_bench.rig import Rig
+from convmem_bench.systems import (
     SEED_SCENARIO,
     System,
     open_convmem_by_store,

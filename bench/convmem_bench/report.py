@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from convmem.bench.results import FlowResult, Report
+    from convmem_bench.results import FlowResult, Report
 
 REPRODUCE = "make bench   # or: .venv/bin/convmem bench --out bench"
 PEERS = ("LangGraph", "langchain-postgres", "cashews")  # how their flows' names begin
@@ -165,14 +165,14 @@ def markdown(report: Report, plots: list[str]) -> str:
         "",
         f"Machine: {report.machine}. PostgreSQL 15, Redis 7 and PgBouncer on loopback.",
         "Latency is added per round trip by proxies in front of PostgreSQL, PgBouncer and",
-        "the Supabase stand-in (`convmem.bench.net`), which also count the round trips on",
+        "the Supabase stand-in (`convmem_bench.net`), which also count the round trips on",
         "the wire: PostgreSQL protocol Sync/Query messages, HTTP requests. Each proxy runs",
         "in a process of its own, so it never competes with the measured code for the",
         "interpreter. Every figure below comes from one run, side by side; medians of",
         "repeated requests. The model call takes zero time.",
         "",
         "The Supabase rows run `SupabaseStore` against a local stand-in of Supabase's",
-        "REST gateway (`convmem.bench.postgrest_standin`: PostgREST's RPC endpoint over the",
+        "REST gateway (`convmem_bench.postgrest_standin`: PostgREST's RPC endpoint over the",
         "same PostgreSQL), because the hosted gateway cannot be reached from here.",
         "",
         f"Reproduce: `{REPRODUCE}`",

@@ -13,20 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from convmem.bench.flows import Flow, exchange
-from convmem.bench.results import ConcurrencyResult, FlowResult, LayerResult
 from convmem.cache.codec import encode_turn
 from convmem.export import turn_to_dict
 from convmem.models import Turn
 from convmem.stores.base import NewThread
+from convmem_bench.flows import Flow, exchange
+from convmem_bench.results import ConcurrencyResult, FlowResult, LayerResult
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from psycopg_pool import AsyncConnectionPool
 
-    from convmem.bench.systems import System
     from convmem.memory import Memory
     from convmem.stores.base import Store
+    from convmem_bench.systems import System
 
 
 @dataclass(frozen=True)

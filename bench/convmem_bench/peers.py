@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from convmem.bench.flows import RESUMES, exchange
 from convmem.export import thread_to_dict
+from convmem_bench.flows import RESUMES, exchange
 
 if TYPE_CHECKING:
     import psycopg

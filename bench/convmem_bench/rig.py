@@ -26,19 +26,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from convmem.bench.net import HttpWireProxy, PgWireProxy, ServerProcess, metered_proxy_process
-from convmem.bench.pgbouncer import PgBouncer
-from convmem.bench.postgrest_standin import (
+from convmem.stores import store_from_url
+from convmem.stores.postgres import PostgresStore
+from convmem_bench.net import HttpWireProxy, PgWireProxy, ServerProcess, metered_proxy_process
+from convmem_bench.pgbouncer import PgBouncer
+from convmem_bench.postgrest_standin import (
     SERVICE_KEY,
     PostgrestStandIn,
     create_supabase_roles,
 )
-from convmem.stores import store_from_url
-from convmem.stores.postgres import PostgresStore
 
 if TYPE_CHECKING:
-    from convmem.bench.net import SharedMeter
     from convmem.stores.base import Store
+    from convmem_bench.net import SharedMeter
 
 
 @dataclass

@@ -1,1 +1,0 @@
-"""Benchmarks of convmem against the seed's flows and the raw drivers (``convmem bench``)."""
