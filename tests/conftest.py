@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from convmem import Memory, Settings
+from convmem.cache.protocol import L2Tier
 from convmem.limits import ThreadLimits
 from convmem.stores.base import Store
 from convmem.stores.postgres import PostgresStore
@@ -179,13 +180,20 @@ async def memories(
     made: list[Memory] = []
 
     async def make(
-        store: Any = None, *, breaker_clock: Callable[[], float] = time.monotonic, **overrides: Any
+        store: Any = None,
+        *,
+        breaker_clock: Callable[[], float] = time.monotonic,
+        cache: L2Tier | None = None,
+        **overrides: Any,
     ) -> Memory:
-        defaults = {"cache_url": redis_url, "cache_prefix": redis_prefix, "max_turns": 50}
-        settings = Settings.load(**{**defaults, **overrides})
-        memory = Memory(
-            store or cache_backend.store, settings=settings, breaker_clock=breaker_clock
-        )
+        """An instance from settings; or, given ``cache``, one on that L2 tier as passed."""
+        store = store or cache_backend.store
+        if cache is not None:
+            memory = Memory(store, cache=cache, timer=breaker_clock, **overrides)
+        else:
+            defaults = {"cache_url": redis_url, "cache_prefix": redis_prefix, "max_turns": 50}
+            settings = Settings.of(store_url="sqlite:///unused", **{**defaults, **overrides})
+            memory = Memory.from_settings(settings, store=store, timer=breaker_clock)
         await memory.open()
         made.append(memory)
         return memory

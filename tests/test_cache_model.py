@@ -42,13 +42,13 @@ class CacheModel(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.dir = tempfile.mkdtemp(prefix="convmem-model-")
         self.prefix = f"convmem-model-{uuid.uuid4().hex[:10]}:"
-        config = Settings.load(
+        config = Settings.of(
             store_url=f"sqlite:///{self.dir}/model.db",
             cache_url=REDIS_URL,
             cache_prefix=self.prefix,
             max_turns=1000,
         )
-        self.memories = [Memory(settings=config) for _ in INSTANCES]
+        self.memories = [Memory.from_settings(config) for _ in INSTANCES]
         self.redis = redis.Redis.from_url(REDIS_URL)
         self.committed: dict[str, list[str]] = {}
         self.seen: list[dict[str, int]] = [{} for _ in INSTANCES]

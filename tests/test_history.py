@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from convmem.errors import InvalidInputError
 from convmem.history import build_history, estimate_tokens
 from convmem.models import Thread, Turn
 
@@ -118,5 +119,5 @@ def test_an_empty_thread_has_no_history() -> None:
 
 
 def test_the_budget_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="max_tokens"):
+    with pytest.raises(InvalidInputError, match="max_tokens"):
         build_history(make([Turn(role="user", content="x")]), max_tokens=0)

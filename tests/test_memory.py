@@ -9,29 +9,31 @@ import pytest
 
 from convmem import (
     ConfigurationError,
+    InvalidMetadataError,
+    InvalidOwnerError,
     InvalidThreadIdError,
     InvalidTurnError,
     LimitExceededError,
     Memory,
-    Settings,
     StoreUnavailableError,
     ThreadExpiredError,
     ThreadFullError,
     ThreadNotFoundError,
     Turn,
 )
+from convmem.limits import InputLimits
 from convmem.stores.postgres import PostgresStore
 from tests.conftest import LIMITS, Backend
 from tests.contract.test_store_contract import Trips
 from tests.support.clock import FakeTimer
 from tests.support.flows import exchange, request
 
-SETTINGS = Settings.load(max_content_bytes=1000, max_metadata_bytes=200)
+INPUT_LIMITS = InputLimits(max_content_bytes=1000, max_metadata_bytes=200)
 
 
 def memory_on(backend: Backend, timer: FakeTimer | None = None) -> Memory:
     """A Memory with a cold L1 over the backend's (open) store: a new process."""
-    return Memory(backend.store, settings=SETTINGS, l1_timer=timer or FakeTimer())
+    return Memory(backend.store, input_limits=INPUT_LIMITS, timer=timer or FakeTimer())
 
 
 async def test_request_budget_new_cold_and_warm(backend: Backend) -> None:
@@ -114,12 +116,18 @@ def test_the_canonical_form_is_suggested_for_an_upper_case_id() -> None:
         ({"role": "user", "content": "x", "seq": -1}, "non-negative"),
         ({"role": "user", "content": "x", "model_name": 3}, "model_name must be a string"),
         ({"role": "user", "content": "x", "key": ""}, "non-empty"),
-        ({"role": "user", "content": "x", "metadata": ["not", "a", "dict"]}, "mapping"),
     ],
 )
 def test_a_malformed_turn_cannot_be_built(fields: dict[str, object], error: str) -> None:
     with pytest.raises(InvalidTurnError, match=error):
         Turn(**fields)  # type: ignore[arg-type]
+
+
+def test_metadata_that_is_not_a_json_object_is_a_metadata_error() -> None:
+    with pytest.raises(InvalidMetadataError, match="mapping"):
+        Turn(role="user", content="x", metadata=["not", "a", "dict"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidMetadataError, match="keys must be strings"):
+        Turn(role="user", content="x", metadata={1: "one"})  # type: ignore[dict-item]
 
 
 @pytest.mark.parametrize(
@@ -130,9 +138,9 @@ def test_a_malformed_turn_cannot_be_built(fields: dict[str, object], error: str)
         ([Turn(role="user", content="x", metadata={"k": "v" * 300})], LimitExceededError, "limit"),
         ([Turn(role="user", content="nul \x00 inside")], InvalidTurnError, "NUL"),
         ([Turn(role="user", content="x", files=("a\x00b",))], InvalidTurnError, "NUL"),
-        ([Turn(role="user", content="x", metadata={"k": "\x00"})], InvalidTurnError, "NUL"),
+        ([Turn(role="user", content="x", metadata={"k": "\x00"})], InvalidMetadataError, "NUL"),
         ([Turn(role="user", content="lone \ud800 surrogate")], InvalidTurnError, "surrogate"),
-        ([Turn(role="user", content="x", metadata={"k": object()})], InvalidTurnError, "JSON"),
+        ([Turn(role="user", content="x", metadata={"k": object()})], InvalidMetadataError, "JSON"),
         ([], InvalidTurnError, "at least one"),
         (
             [Turn(role="user", content="a", key="k"), Turn(role="user", content="b", key="k")],
@@ -163,7 +171,7 @@ async def test_bad_thread_fields_are_refused_before_any_io(backend: Backend) -> 
         await memory.create_thread(metadata={"big": "x" * 500})
     with pytest.raises(InvalidThreadIdError):
         await memory.create_thread(parent_id="parent")
-    with pytest.raises(InvalidTurnError, match="owner"):
+    with pytest.raises(InvalidOwnerError, match="owner"):
         await memory.create_thread(owner="")
     assert trips.count == 0
 
@@ -198,7 +206,7 @@ async def test_l1_entries_live_for_their_ttl(backend: Backend) -> None:
     trips = Trips(backend)
     await memory.get_thread(thread.id)
     assert trips.count == 0
-    timer.now += SETTINGS.l1_ttl_seconds + 1
+    timer.now += 300 + 1  # the default L1 lifetime
     await memory.get_thread(thread.id)
     assert trips.count == 1
 
@@ -292,17 +300,17 @@ async def test_purge_through_memory(backend: Backend) -> None:
 
 
 def test_the_constructor_does_no_io() -> None:
-    memory = Memory("postgresql://nobody@127.0.0.1:1/none")  # nothing listens there
+    memory = Memory.from_url("postgresql://nobody@127.0.0.1:1/none")  # nothing listens there
     assert memory.stats.store_reads == 0
 
 
 async def test_an_unreachable_store_is_a_typed_error() -> None:
     store = PostgresStore.from_url("postgresql://nobody@127.0.0.1:1/none", connect_timeout=1.0)
-    memory = Memory(store, settings=SETTINGS)
+    memory = Memory(store)
     with pytest.raises(StoreUnavailableError, match="cannot connect"):
         await memory.open()
 
 
 def test_a_cache_url_must_be_redis() -> None:
     with pytest.raises(ConfigurationError, match="redis://"):
-        Memory("sqlite:///x.db", cache="http://127.0.0.1:6379")
+        Memory.from_url("sqlite:///x.db", cache_url="http://127.0.0.1:6379")

@@ -48,7 +48,7 @@ def test_serving_imports_no_optional_driver() -> None:
         "import sys, convmem, convmem.cli, convmem.server.app;"
         "from convmem import Memory;"
         "import asyncio;"
-        "asyncio.run(Memory('sqlite:///:memory:').open());"
+        "asyncio.run(Memory.from_url('sqlite:///:memory:').open());"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {OPTIONAL_DRIVERS!r}))"
     )
     result = subprocess.run(

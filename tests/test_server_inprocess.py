@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from convmem import Memory, Settings
+from convmem import Memory
 from convmem.providers import provider_from_env
 from convmem.providers.echo import EchoProvider
 from convmem.providers.openai_compat import OpenAICompatibleProvider
@@ -21,9 +21,7 @@ from tests.support.chat_standin import ChatCompletionsStandIn
 
 @pytest.fixture
 async def memory(tmp_path: Path) -> AsyncIterator[Memory]:
-    async with Memory(
-        settings=Settings.load(store_url=f"sqlite:///{tmp_path}/s.db", max_turns=6)
-    ) as m:
+    async with Memory.from_url(f"sqlite:///{tmp_path}/s.db", max_turns=6) as m:
         yield m
 
 

@@ -62,7 +62,7 @@ def test_from_env_builds_the_store_the_url_names(monkeypatch: pytest.MonkeyPatch
     memory = Memory.from_env()
     assert isinstance(memory.store, PostgresStore)
     assert not memory.store.prepared_statements  # 6543 is Supavisor's transaction mode
-    memory = Memory("sqlite:///./somewhere/x.db")
+    memory = Memory.from_url("sqlite:///./somewhere/x.db")
     assert isinstance(memory.store, SqliteStore)
     assert memory.store.path == "./somewhere/x.db"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from convmem import ConfigurationError, StoreUnavailableError, Turn
+from convmem import ConfigurationError, Memory, StoreUnavailableError, Turn
 from convmem.stores.base import NewThread
 from convmem.stores.supabase import SupabaseStore
 from convmem_bench.postgrest_standin import PostgrestStandIn
@@ -100,15 +100,23 @@ async def test_a_wrong_key_is_a_configuration_error_that_never_shows_a_key(
     assert all(secret not in record.getMessage() for record in caplog.records)
 
 
-def test_the_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_key_and_project_come_from_the_environment_only_through_from_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("SUPABASE_SERVICE_ROLE_KEY", raising=False)
     monkeypatch.setenv("SUPABASE_KEY", "older-name")
     monkeypatch.setenv("SUPABASE_URL", "https://project.supabase.co")
-    store = SupabaseStore.from_url("supabase://")
+    monkeypatch.setenv("CONVMEM_STORE_URL", "supabase://")
+    store = Memory.from_env().store
+    assert isinstance(store, SupabaseStore)
     assert store.base_url == "https://project.supabase.co"
+    with pytest.raises(ConfigurationError, match="SUPABASE_URL"):
+        SupabaseStore.from_url("supabase://")  # a store reads no environment
+    with pytest.raises(ConfigurationError, match="SUPABASE_SERVICE_ROLE_KEY"):
+        Memory.from_url("supabase://project.supabase.co")
     monkeypatch.delenv("SUPABASE_KEY")
     with pytest.raises(ConfigurationError, match="SUPABASE_SERVICE_ROLE_KEY"):
-        SupabaseStore.from_url("supabase://")
+        Memory.from_env()
 
 
 @pytest.mark.parametrize("role", ["anon", "authenticated"])
@@ -121,9 +129,14 @@ def test_the_public_roles_reach_neither_functions_nor_rows(
             " VALUES (gen_random_uuid(), 0, now(), now(), now() + interval '1 hour')"
         )
         for statement in (
-            "SELECT convmem_ping()",
-            "SELECT convmem_load(gen_random_uuid(), NULL, 0, now())",
+            "SELECT convmem_schema_version()",
+            "SELECT * FROM convmem_load(gen_random_uuid(), NULL, 0, now())",
+            "SELECT * FROM convmem_append(gen_random_uuid(), NULL, '[]', now(), 1, 1)",
+            "SELECT convmem_lock_down()",
             "SELECT count(*) FROM convmem_threads",
+            "SELECT count(*) FROM convmem_turns",
+            "SELECT count(*) FROM convmem_rpc_requests",
+            "SELECT count(*) FROM convmem_schema_migrations",
         ):
             conn.execute("BEGIN")
             conn.execute(f"SET LOCAL ROLE {role}")

@@ -21,6 +21,7 @@ from tests.conftest import LIMITS, Backend, MemoryFactory
 from tests.contract.test_store_contract import Trips
 from tests.support.flows import exchange, request, until
 from tests.support.gated import GatedStore
+from tests.support.tiers import WatchedTier
 
 
 @pytest.fixture
@@ -68,28 +69,20 @@ async def test_budget_with_redis_cold_l2_cold_l2_warm_and_warm(
 
 
 async def test_the_l2_copy_is_extended_in_place_by_an_append(
-    memories: MemoryFactory, l2: RedisCache
+    memories: MemoryFactory, l2: RedisCache, redis_url: str, redis_prefix: str
 ) -> None:
-    memory = await memories()
+    tier = WatchedTier(RedisCache.from_url(redis_url, prefix=redis_prefix))
+    memory = await memories(cache=tier)
     thread = await memory.create_thread(
         turns=[Turn(role="user", content=str(i)) for i in range(40)]
     )
-    sent: list[int] = []
-    original = l2.append.__func__  # type: ignore[attr-defined]
-
-    async def spy(
-        self: RedisCache, thread_id: str, base: int, version: int, turns: list[Turn], *args: object
-    ) -> int:
-        sent.append(len(turns))
-        return await original(self, thread_id, base, version, turns, *args)  # type: ignore[no-any-return]
-
-    memory._cache.l2.append = spy.__get__(memory._cache.l2)  # type: ignore[union-attr,method-assign]
     await memory.add_turns(thread.id, exchange(1))
-    assert sent == [2]  # only the new turns travel to Redis, not the 40 before them
+    assert tier.appended == [2]  # only the new turns travel to Redis, not the 40 before them
     assert await l2.client.hlen(l2.key(thread.id)) == 42 + 4
     cached = await l2.get(thread.id)
     assert cached is not None
     assert cached == await memory.get_thread(thread.id)
+    await tier.aclose()
 
 
 async def test_concurrent_cold_readers_share_one_load(
@@ -207,23 +200,21 @@ async def test_a_slow_reader_cannot_install_an_older_copy(
 
 
 async def test_writers_racing_on_a_thread_whose_l2_copy_is_behind(
-    memories: MemoryFactory, cache_backend: Backend, l2: RedisCache
+    memories: MemoryFactory,
+    cache_backend: Backend,
+    l2: RedisCache,
+    redis_url: str,
+    redis_prefix: str,
 ) -> None:
-    first, second, old = await memories(), await memories(), await memories()
+    tier = WatchedTier(RedisCache.from_url(redis_url, prefix=redis_prefix))
+    first, second, old = await memories(cache=tier), await memories(), await memories()
     thread = await first.create_thread(turns=exchange(1))
     await old.get_thread(thread.id)  # an instance holding version 2
     await cache_backend.store.append(thread.id, exchange(2), owner=None)  # L2 missed this write
     assert await l2.version(thread.id) == 2  # L2 is behind the store (4)
 
     # first's L2 step is held back until second's has run: the L2 writes arrive out of order.
-    hold = asyncio.Event()
-    original = first._cache.l2.append  # type: ignore[union-attr]
-
-    async def held(*args: object) -> int:
-        await hold.wait()
-        return await original(*args)  # type: ignore[arg-type]
-
-    first._cache.l2.append = held  # type: ignore[union-attr,method-assign]
+    tier.release = hold = asyncio.Event()
     slow_write = asyncio.create_task(first.add_turns(thread.id, exchange(3)))  # commits 6
     await until(lambda: first.stats.store_writes == 2, "first's commit")
     await second.add_turns(thread.id, exchange(4))  # commits 8, fences L2 at 8
@@ -238,6 +229,7 @@ async def test_writers_racing_on_a_thread_whose_l2_copy_is_behind(
         assert seen is not None
         assert acknowledged <= {t.content for t in seen.turns}
         assert seen.version == 8
+    await tier.aclose()
 
 
 # -- faults and repair ---------------------------------------------------------------

@@ -6,7 +6,7 @@ import asyncio
 import multiprocessing
 import time
 
-from convmem import Memory, Settings, Turn
+from convmem import Memory, Turn
 from tests.support.services import pg_url
 from tests.support.workers import alternate
 
@@ -17,8 +17,7 @@ async def test_alternating_continuations_from_two_processes(
     clean_pg: str, redis_url: str, redis_prefix: str
 ) -> None:
     store_url = pg_url(clean_pg)
-    settings = Settings.load(store_url=store_url, max_turns=1000)
-    async with Memory(settings=settings) as memory:
+    async with Memory.from_url(store_url, max_turns=1000) as memory:
         threads = [
             await memory.create_thread(turns=[Turn(role="user", content=f"thread {i}")])
             for i in range(2)
@@ -48,7 +47,7 @@ async def test_alternating_continuations_from_two_processes(
         process.join(10)
     assert [p.exitcode for p in sides] == [0, 0]
 
-    async with Memory(settings=settings) as memory:
+    async with Memory.from_url(store_url, max_turns=1000) as memory:
         for i, thread_id in enumerate(ids):
             final = await memory.get_thread(thread_id)
             assert final is not None

@@ -15,7 +15,7 @@ from cachetools import TTLCache
 
 from convmem.history import build_history
 from convmem.models import Thread, Turn
-from convmem.stores._rows import THREAD_COLUMNS, thread_from_values, turn_from_values
+from convmem.records import THREAD_COLUMNS, thread_from_values, turn_from_values
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

@@ -192,7 +192,11 @@ async def p50_us(
 
 
 async def layers(
-    memory: Memory, pool: AsyncConnectionPool[Any], redis: aioredis.Redis, runs: int
+    memory: Memory,
+    pool: AsyncConnectionPool[Any],
+    redis: aioredis.Redis,
+    prefix: str,
+    runs: int,
 ) -> list[LayerResult]:
     """Reads on one 50-turn thread, appends on another, each against the raw drivers."""
     store = memory.store
@@ -201,10 +205,10 @@ async def layers(
     thread = await memory.get_thread(thread_id)
     assert thread is not None
     # The floor reads the very bytes convmem keeps for these turns, as one value.
-    floor_key = f"{memory.settings.cache_prefix}floor"
+    floor_key = f"{prefix}floor"
     await redis.set(floor_key, b"[" + b",".join(encode_turn(t) for t in thread.turns) + b"]")
     # ... and the thread as JSON objects, the floor of earlier runs (and a plain design's).
-    objects_key = f"{memory.settings.cache_prefix}floor-objects"
+    objects_key = f"{prefix}floor-objects"
     await redis.set(objects_key, orjson.dumps([turn_to_dict(t) for t in thread.turns]))
     table: dict[str, object] = {thread_id: thread}
 

@@ -27,6 +27,7 @@ from convmem_bench.httpserver import BackgroundHTTPServer
 
 SERVICE_KEY = "standin-service-role-key"
 SUPABASE_ROLES = ("anon", "authenticated", "service_role")
+_RETURNS_SET = "SELECT bool_or(proretset) FROM pg_proc WHERE proname = %s"
 
 
 def create_supabase_roles(admin: psycopg.Connection[Any]) -> None:
@@ -44,6 +45,7 @@ class PostgrestStandIn(BackgroundHTTPServer):
         self.faults: list[str] = []
         self.stall_seconds = 2.0
         self._lock = threading.Lock()
+        self._set_returning: dict[str, bool] = {}
         self.pool = ConnectionPool(conninfo, min_size=1, max_size=20, open=True)
         standin = self
 
@@ -118,19 +120,32 @@ class PostgrestStandIn(BackgroundHTTPServer):
             time.sleep(self.stall_seconds)  # the client gives up before this answer
         _reply(handler, status, payload)
 
+    def _returns_set(self, conn: psycopg.Connection[Any], function: str) -> bool:
+        known = self._set_returning.get(function)
+        if known is None:
+            row = conn.execute(_RETURNS_SET, (function,)).fetchone()
+            known = self._set_returning[function] = bool(row and row[0])
+        return known
+
     def _call(self, function: str, args: dict[str, Any]) -> tuple[int, Any]:
         # Values go as untyped text, so PostgreSQL types them from the function's signature.
         values = [
             None if v is None else json.dumps(v) if isinstance(v, dict | list) else str(v)
             for v in args.values()
         ]
-        query = sql.SQL("SELECT {}({})").format(
+        call = sql.SQL("{}({})").format(
             sql.Identifier(function),
             sql.SQL(", ").join(sql.SQL("{} => %s").format(sql.Identifier(k)) for k in args),
         )
         try:
             with self.pool.connection() as conn, conn.transaction():
                 conn.execute("SET LOCAL ROLE service_role")
+                # As PostgREST does: a set-returning function answers a JSON array of its
+                # rows, any other its one value.
+                if self._returns_set(conn, function):
+                    query = sql.SQL("SELECT coalesce(json_agg(r), '[]') FROM {} r").format(call)
+                else:
+                    query = sql.SQL("SELECT {}").format(call)
                 row = conn.execute(query, values).fetchone()
         except psycopg.Error as exc:
             diag = exc.diag

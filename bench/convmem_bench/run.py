@@ -141,7 +141,7 @@ async def _layers(
         cached = await open_memory(stack, endpoint, redis_url, prefix)
         plain = await open_memory(stack, endpoint, None, prefix)
         pool = await open_pool(stack, endpoint.url)
-        report.layers = await measure.layers(cached, pool, redis, plan.layer_runs)
+        report.layers = await measure.layers(cached, pool, redis, prefix, plan.layer_runs)
         for layer in report.layers:
             log(f"{layer.operation:48} p50 {layer.p50_us:9.1f} µs")
         report.append_by_length = await measure.append_by_length(

@@ -65,7 +65,7 @@ CACHE_STATES = (
 
 
 def convmem_settings(store_url: str, redis_url: str | None, prefix: str) -> Settings:
-    return Settings.load(
+    return Settings.of(
         store_url=store_url,
         cache_url=redis_url,
         cache_prefix=prefix,
@@ -78,7 +78,7 @@ async def open_memory(
 ) -> Memory:
     settings = convmem_settings(endpoint.url, redis_url, prefix)
     store = await stack.enter_async_context(endpoint.open_store(limits=settings.thread_limits))
-    return await stack.enter_async_context(Memory(store, settings=settings))
+    return await stack.enter_async_context(Memory.from_settings(settings, store=store))
 
 
 async def open_pool(

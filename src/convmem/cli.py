@@ -45,7 +45,7 @@ def _memory(store: str | None, cache: str | None = None, *, cached: bool = True)
         overrides["cache_url"] = cache
     if not cached:
         overrides["cache_url"] = None
-    return Memory(settings=Settings.load(**overrides))
+    return Memory.from_settings(_settings(**overrides))
 
 
 def _settings(**overrides: str | int | None) -> Settings:

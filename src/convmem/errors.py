@@ -7,15 +7,19 @@ class is enough to handle all of them::
     ├── ConfigurationError        a setting, URL or missing driver; raised before any I/O
     ├── InvalidInputError         bad input from the caller (also a ValueError); nothing was written
     │   ├── InvalidThreadIdError  a continuation id that is not a canonical UUID string
+    │   ├── InvalidOwnerError     an owner that is not a non-empty string without NUL
+    │   ├── InvalidMetadataError  metadata that is not a JSON object with string keys
     │   ├── InvalidTurnError      a turn with a bad role, a bad field type or undecodable text
     │   └── LimitExceededError    content, metadata or a batch larger than the configured limit
     ├── ThreadError               the thread exists (or not) in a state that refuses the call
     │   ├── ThreadNotFoundError   unknown id, deleted, or owned by someone else
+    │   ├── ThreadExistsError     a new thread's id is taken already
     │   ├── ThreadExpiredError    past its ``expires_at``; start a new thread
     │   └── ThreadFullError       at its maximum number of turns; start a new thread
     ├── IdempotencyConflictError  a turn key reused for a different turn
+    ├── ProviderError             the model provider failed or answered nothing usable
     └── StoreError                the store failed; the message says which and why
-        └── StoreUnavailableError the store could not be reached
+        └── StoreUnavailableError the store could not be reached; retry later
 
 Stores translate their driver's exceptions into these in one place each.
 """
@@ -39,6 +43,14 @@ class InvalidThreadIdError(InvalidInputError):
     """A thread id (continuation id) is not a canonical lower-case UUID string."""
 
 
+class InvalidOwnerError(InvalidInputError):
+    """An owner is not a non-empty string without NUL characters (or None)."""
+
+
+class InvalidMetadataError(InvalidInputError):
+    """Metadata is not a JSON object with string keys, or holds what no store can keep."""
+
+
 class InvalidTurnError(InvalidInputError):
     """A turn is malformed: bad role, wrong field type, duplicate key, or bad text."""
 
@@ -59,6 +71,10 @@ class ThreadNotFoundError(ThreadError):
     """No thread with this id is visible to this owner."""
 
 
+class ThreadExistsError(ThreadError):
+    """A thread with the requested id exists already."""
+
+
 class ThreadExpiredError(ThreadError):
     """The thread passed its ``expires_at`` and can no longer be continued."""
 
@@ -73,6 +89,10 @@ class ThreadFullError(ThreadError):
 
 class IdempotencyConflictError(ConvMemError):
     """A turn key was already used in this thread for a turn with other content."""
+
+
+class ProviderError(ConvMemError):
+    """The model provider failed (network, quota, refusal) or returned no usable answer."""
 
 
 class StoreError(ConvMemError):

@@ -10,7 +10,7 @@ from convmem.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from convmem.models import Thread, Turn
-from convmem.stores._rows import turn_params
+from convmem.records import turn_params
 
 
 def thread_to_dict(thread: Thread) -> dict[str, Any]:

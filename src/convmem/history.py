@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from convmem.errors import InvalidInputError
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
@@ -56,7 +58,7 @@ def build_history(
         max_turns: shown as ``Turn n/max`` so the model knows the room left.
     """
     if max_tokens <= 0:
-        raise ValueError("max_tokens must be positive")
+        raise InvalidInputError(f"max_tokens must be a positive integer, got {max_tokens!r}")
     chain = [*ancestors, thread]
     numbered = [
         _Numbered(i, owner.id, turn)

@@ -14,11 +14,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from convmem import history
-from convmem.cache.breaker import CircuitBreaker
+from convmem.cache.guard import GuardedL2
 from convmem.cache.local import LocalCache
 from convmem.cache.tiered import Source, TieredCache
 from convmem.errors import InvalidInputError, StoreError, ThreadNotFoundError
 from convmem.export import export_thread
+from convmem.limits import InputLimits
 from convmem.models import freeze_mapping
 from convmem.settings import Settings
 from convmem.stats import Stats
@@ -34,9 +35,10 @@ from convmem.validation import (
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
+    from datetime import timedelta
     from types import TracebackType
 
-    from convmem.cache.redis import RedisCache
+    from convmem.cache.protocol import L2Tier
     from convmem.models import Thread, ThreadPage, Turn
 
 log = logging.getLogger("convmem")
@@ -49,75 +51,150 @@ MAX_ANCESTRY = 20  # parent chains longer than this are cut (and cycles stop at 
 class Memory:
     """Conversation memory: threads of turns, resumed by their id.
 
+    ``Memory(store, cache=...)`` takes the parts it is given and reads no environment;
+    ``Memory.from_url(...)`` builds its parts from URLs and owns them;
+    ``Memory.from_env()`` is the one way that reads ``CONVMEM_*`` variables.
+
     Args:
-        store: a store URL (``sqlite:///./data/convmem.db``, ``postgresql://…``) or a
-            ``Store``; defaults to the ``store_url`` setting.
-        cache: a Redis URL for the L2 tier (``redis://localhost:6379/0``); defaults to
-            the ``cache_url`` setting. Without it, L1 alone caches (one instance).
-        settings: every other setting; defaults to ``Settings.load()`` (the
-            ``CONVMEM_*`` environment).
-        l1_timer: the monotonic clock of L1's TTL (tests pass a fake one).
-        breaker_clock: the monotonic clock of the Redis circuit breaker.
+        store: the source of truth (``SqliteStore``, ``PostgresStore``, ``SupabaseStore``);
+            its ``limits`` are the thread limits (turns, idle lifetime).
+        cache: the L2 tier (``RedisCache``, or any ``L2Tier``); without it L1 alone
+            caches (one instance). Wrapped in the Redis fault policy (``GuardedL2``).
+        local: the L1 tier; defaults to ``LocalCache()`` on ``timer``.
+        input_limits: sizes a caller may store, checked before any I/O.
+        single_instance: no other instance writes, so L1 stays trusted while Redis is down.
+        consistency: ``"strict"`` checks the L2 version on every L1 hit.
+        breaker_reset_seconds: how long L2 is skipped after a Redis failure before a probe.
+        timer: the monotonic clock of L1's TTL and the breaker (tests pass a fake one).
 
     The constructor does no I/O; ``async with memory`` (or ``await memory.open()``)
-    connects and applies migrations. A ``Store`` passed in is opened if needed but
-    left open on close: its owner closes it.
+    connects and applies migrations. Parts passed in are opened if needed but left
+    open on close: their owner closes them.
     """
 
     def __init__(
         self,
-        store: str | Store | None = None,
+        store: Store,
         *,
-        cache: str | None = None,
-        settings: Settings | None = None,
-        l1_timer: Callable[[], float] = time.monotonic,
-        breaker_clock: Callable[[], float] = time.monotonic,
+        cache: L2Tier | None = None,
+        local: LocalCache | None = None,
+        input_limits: InputLimits | None = None,
+        single_instance: bool = False,
+        consistency: Literal["default", "strict"] = "default",
+        breaker_reset_seconds: float = 5.0,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        overrides: dict[str, Any] = {}
-        if isinstance(store, str):
-            overrides["store_url"] = store
-        if cache is not None:
-            overrides["cache_url"] = cache
-        if settings is None:
-            settings = Settings.load(**overrides)
-        elif overrides:
-            settings = Settings.load(**{**settings.model_dump(), **overrides})
-        self.settings = settings
-        # A store passed in is the caller's to close; one built from a URL is ours.
-        self._owns_store = not isinstance(store, Store)
-        self.store: Store = (
-            store
-            if isinstance(store, Store)
-            else store_from_url(
-                settings.store_url,
-                limits=settings.thread_limits,
-                **_store_options(settings.store_url, settings),
+        if not isinstance(store, Store):
+            raise TypeError(
+                "Memory(store) takes a Store; build one from a URL with Memory.from_url(url)"
+            )
+        if consistency not in ("default", "strict"):
+            raise InvalidInputError(
+                f"consistency must be 'default' or 'strict', got {consistency!r}"
+            )
+        self.store = store
+        self._limits = input_limits or InputLimits()
+        self._stats = Stats()
+        self._owned: list[Store | L2Tier] = []  # parts from_url built: closed with the Memory
+        local = local or LocalCache(timer=timer)
+        guarded = (
+            None
+            if cache is None
+            else GuardedL2(
+                cache,
+                self._stats,
+                source=uuid.uuid4().hex,
+                reset_after=breaker_reset_seconds,
+                timer=timer,
             )
         )
-        self._limits = settings.input_limits
-        self._stats = Stats()
         self._cache = TieredCache(
-            self.store,
-            LocalCache(
-                max_items=settings.l1_max_items,
-                max_bytes=settings.l1_max_bytes,
-                ttl=settings.l1_ttl_seconds,
-                timer=l1_timer,
-            ),
+            store,
+            local,
             self._stats,
-            l2=_redis_tier(settings),
-            breaker=CircuitBreaker(
-                reset_after=settings.redis_breaker_reset_seconds, clock=breaker_clock
-            ),
-            single_instance=settings.single_instance,
-            strict=settings.consistency == "strict",
-            watermark_items=settings.l1_max_items * 100,
+            l2=guarded,
+            single_instance=single_instance,
+            strict=consistency == "strict",
+            watermark_items=local.max_items * 100,
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        store_url: str,
+        cache_url: str | None = None,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+        **settings: Any,
+    ) -> Self:
+        """A Memory on the store ``store_url`` names, with Redis at ``cache_url`` if given.
+
+        ``settings`` are any other ``Settings`` fields (``max_turns=200``,
+        ``l1_max_items=…``); nothing is read from the environment.
+
+        Raises:
+            ConfigurationError: an unknown URL scheme, a missing driver or a bad setting.
+        """
+        return cls.from_settings(
+            Settings.of(store_url=store_url, cache_url=cache_url, **settings), timer=timer
         )
 
     @classmethod
     def from_env(cls) -> Self:
         """A Memory configured from ``CONVMEM_*`` variables (and the seed's aliases)."""
-        return cls(settings=Settings.load())
+        return cls.from_settings(Settings.load())
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> Self:
+        """A Memory built from ``settings``; it owns the store and Redis client it builds.
+
+        ``store``, when given, is used instead of ``settings.store_url`` and stays the
+        caller's to close.
+        """
+        owned: list[Store | L2Tier] = []
+        if store is None:
+            store = store_from_url(
+                settings.store_url,
+                limits=settings.thread_limits,
+                **_store_options(settings.store_url, settings),
+            )
+            owned.append(store)
+        cache = _redis_tier(settings)
+        if cache is not None:
+            owned.append(cache)
+        memory = cls(
+            store,
+            cache=cache,
+            local=LocalCache(
+                max_items=settings.l1_max_items,
+                max_bytes=settings.l1_max_bytes,
+                ttl=settings.l1_ttl_seconds,
+                timer=timer,
+            ),
+            input_limits=settings.input_limits,
+            single_instance=settings.single_instance,
+            consistency=settings.consistency,
+            breaker_reset_seconds=settings.redis_breaker_reset_seconds,
+            timer=timer,
+        )
+        memory._owned = owned
+        return memory
+
+    @property
+    def max_turns(self) -> int:
+        """How many turns a thread holds (the store enforces it)."""
+        return self.store.limits.max_turns
+
+    @property
+    def thread_ttl(self) -> timedelta:
+        """How long an idle thread lives; every append extends it."""
+        return self.store.limits.ttl
 
     # -- lifetime --------------------------------------------------------------
 
@@ -127,10 +204,10 @@ class Memory:
         await self._cache.start()
 
     async def aclose(self) -> None:
-        """Stop listening and close Redis; close the store if this Memory built it."""
+        """Stop listening; close the store and the Redis client if this Memory built them."""
         await self._cache.stop()
-        if self._owns_store:
-            await self.store.aclose()
+        for part in reversed(self._owned):
+            await part.aclose()
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -247,7 +324,7 @@ class Memory:
             max_tokens=max_tokens,
             ancestors=ancestors,
             read_file=read_file,
-            max_turns=self.settings.max_turns,
+            max_turns=self.max_turns,
         )
 
     async def list_threads(
@@ -308,11 +385,13 @@ class Memory:
     @property
     def stats(self) -> Stats:
         """A snapshot of the counters: hits per layer, store round trips, Redis health."""
+        l2 = self._cache.l2
         return replace(
             self._stats,
             l1_items=len(self._cache.l1),
             l1_bytes=self._cache.l1.bytes,
-            circuit_state=self._cache.breaker.state.value,
+            circuit_state="closed" if l2 is None else l2.breaker.state.value,
+            pending_fences=0 if l2 is None else l2.pending,
             subscribed=self._cache.subscribed,
         )
 
@@ -333,7 +412,7 @@ class Memory:
             raise
 
 
-def _redis_tier(settings: Settings) -> RedisCache | None:
+def _redis_tier(settings: Settings) -> L2Tier | None:
     if settings.cache_url is None:
         return None
     from convmem.cache.redis import RedisCache  # imported only when a cache URL is set
@@ -347,10 +426,17 @@ def _redis_tier(settings: Settings) -> RedisCache | None:
 
 
 def _store_options(url: str, settings: Settings) -> dict[str, Any]:
-    if url.partition("://")[0].lower() in {"postgres", "postgresql"}:
+    scheme = url.partition("://")[0].lower()
+    if scheme in {"postgres", "postgresql"}:
         return {
             "min_size": settings.pg_pool_min_size,
             "max_size": settings.pg_pool_max_size,
             "prepared_statements": settings.pg_prepared_statements,
+        }
+    if scheme.startswith("supabase"):
+        key = settings.supabase_service_key
+        return {
+            "project_url": settings.supabase_url,
+            "service_key": key.get_secret_value() if key is not None else None,
         }
     return {}

@@ -13,7 +13,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast, get_args
 
-from convmem.errors import InvalidTurnError
+from convmem.errors import InvalidMetadataError, InvalidTurnError
 
 Role = Literal["user", "assistant", "system", "tool"]
 ROLES: Final[frozenset[str]] = frozenset(get_args(Role))
@@ -30,11 +30,11 @@ def freeze_mapping(value: Mapping[str, Any] | None, *, what: str) -> Mapping[str
     if value is None:
         return _EMPTY
     if not isinstance(value, Mapping):
-        raise InvalidTurnError(
+        raise InvalidMetadataError(
             f"{what} must be a mapping (a JSON object), got {type(value).__name__}"
         )
     if not all(isinstance(key, str) for key in value):
-        raise InvalidTurnError(f"{what} keys must be strings")
+        raise InvalidMetadataError(f"{what} keys must be strings")
     return MappingProxyType(dict(value))
 
 

@@ -1,18 +1,21 @@
-"""Configuration from ``CONVMEM_*`` environment variables, validated eagerly.
+"""Configuration, validated eagerly: from ``CONVMEM_*`` environment variables or from values.
 
-The variable names of the server convmem replaces are accepted as aliases where
-they mean the same thing (``REDIS_URL``, ``L1_CACHE_TTL_SECS``,
-``L2_CACHE_TTL_SECS``, ``CONVERSATION_TIMEOUT_HOURS``, ``MAX_CONVERSATION_TURNS``);
-the ``CONVMEM_*`` name wins when both are set.
+``Settings.load()`` reads the environment (``Memory.from_env``, the command line);
+``Settings.of(...)`` takes only the values it is given (``Memory.from_url``). The
+variable names of the server convmem replaces are accepted as aliases where they
+mean the same thing (``REDIS_URL``, ``L1_CACHE_TTL_SECS``, ``L2_CACHE_TTL_SECS``,
+``CONVERSATION_TIMEOUT_HOURS``, ``MAX_CONVERSATION_TURNS``), and Supabase's own
+(``SUPABASE_URL``, ``SUPABASE_SERVICE_ROLE_KEY``, ``SUPABASE_KEY``); the
+``CONVMEM_*`` name wins when both are set.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from convmem.errors import ConfigurationError
 from convmem.limits import InputLimits, ThreadLimits
@@ -33,6 +36,11 @@ class Settings(BaseSettings):
 
     store_url: str = Field(DEFAULT_STORE_URL, validation_alias=_env("store_url"))
     cache_url: str | None = Field(None, validation_alias=_env("cache_url", "REDIS_URL"))
+    supabase_url: str | None = Field(None, validation_alias=_env("supabase_url", "SUPABASE_URL"))
+    supabase_service_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("supabase_service_key", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_KEY"),
+    )
     l1_ttl_seconds: float = Field(
         300.0, gt=0, validation_alias=_env("l1_ttl_seconds", "L1_CACHE_TTL_SECS")
     )
@@ -95,16 +103,14 @@ class Settings(BaseSettings):
         return value
 
     @classmethod
-    def load(cls, **overrides: Any) -> Self:
+    def load(cls, **overrides: Any) -> Settings:
         """Read the environment (plus ``overrides``); raise ``ConfigurationError`` when invalid."""
-        try:
-            return cls(**overrides)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise ConfigurationError(f"invalid convmem settings: {problems}") from exc
+        return _validated(cls, overrides)
+
+    @classmethod
+    def of(cls, **values: Any) -> Settings:
+        """Only ``values`` and the defaults; reads no environment variable."""
+        return _validated(_ValuesOnly, values)
 
     @property
     def thread_limits(self) -> ThreadLimits:
@@ -115,3 +121,29 @@ class Settings(BaseSettings):
         return InputLimits(
             max_content_bytes=self.max_content_bytes, max_metadata_bytes=self.max_metadata_bytes
         )
+
+
+class _ValuesOnly(Settings):
+    """Settings that read no environment: only the values passed in and the defaults."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def _validated(cls: type[Settings], values: dict[str, Any]) -> Settings:
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid convmem settings: {problems}") from exc

@@ -27,6 +27,7 @@ class Stats:
     invalidations_received: int = 0
     invalidations_published: int = 0
     pending_fence_overflow: int = 0
+    pending_fences: int = 0  # threads whose newest write Redis has not been told of yet
     circuit_state: str = "closed"
     subscribed: bool = False
     l1_items: int = 0

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from convmem.errors import (
+    InvalidMetadataError,
+    InvalidOwnerError,
     InvalidThreadIdError,
     InvalidTurnError,
     LimitExceededError,
@@ -55,7 +57,7 @@ def validate_optional_thread_id(value: object) -> str | None:
 
 def validate_owner(owner: object) -> str | None:
     if owner is not None and (not isinstance(owner, str) or not owner or "\x00" in owner):
-        raise InvalidTurnError("owner must be a non-empty string without NUL characters, or None")
+        raise InvalidOwnerError("owner must be a non-empty string without NUL characters, or None")
     return owner
 
 
@@ -96,8 +98,11 @@ def validate_metadata(metadata: Mapping[str, Any], limits: InputLimits, *, what:
     try:
         encoded = orjson.dumps(dict(metadata))
     except TypeError as exc:
-        raise InvalidTurnError(f"{what} must be JSON-serialisable: {exc}") from exc
-    _check_json_text(metadata, what)
+        raise InvalidMetadataError(f"{what} must be JSON-serialisable: {exc}") from exc
+    try:
+        _check_json_text(metadata, what)
+    except InvalidTurnError as exc:
+        raise InvalidMetadataError(str(exc)) from None
     if len(encoded) > limits.max_metadata_bytes:
         raise LimitExceededError(
             f"{what} is {len(encoded)} bytes as JSON; the limit is {limits.max_metadata_bytes} "

@@ -15,6 +15,7 @@ import pytest
 from convmem.errors import (
     IdempotencyConflictError,
     InvalidInputError,
+    ThreadExistsError,
     ThreadExpiredError,
     ThreadFullError,
     ThreadNotFoundError,
@@ -258,7 +259,7 @@ async def test_create_refuses_more_turns_than_the_limit(backend: Backend) -> Non
 async def test_create_refuses_an_existing_id(backend: Backend) -> None:
     new = spec()
     await backend.store.create(new, [user("first")])
-    with pytest.raises(InvalidInputError, match="already exists"):
+    with pytest.raises(ThreadExistsError, match="already exists"):
         await backend.store.create(new, [user("second")])
     loaded = await backend.store.load(new.id, owner=None)
     assert loaded is not None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from convmem import Memory, Settings
 from convmem.models import Turn
 from convmem.stores import store_from_url
+from convmem_bench.postgrest_standin import SERVICE_KEY
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -17,13 +18,18 @@ if TYPE_CHECKING:
     from convmem.limits import ThreadLimits
 
 
+def store_options(url: str) -> dict[str, str]:
+    return {"service_key": SERVICE_KEY} if url.startswith("supabase") else {}
+
+
 def append_concurrently(
     url: str, limits: ThreadLimits, thread_id: str, name: str, count: int, start: Barrier
 ) -> None:
     """Append ``count`` one-turn batches at once, after every process is ready."""
 
     async def main() -> None:
-        async with store_from_url(url, limits=limits) as store:
+        # The Supabase stand-in's key is the test's: a store reads no environment itself.
+        async with store_from_url(url, limits=limits, **store_options(url)) as store:
             start.wait(30)  # every process connected: now they race
             await asyncio.gather(
                 *(
@@ -58,10 +64,10 @@ def alternate(
     """
 
     async def main() -> None:
-        settings = Settings.load(
+        settings = Settings.of(
             store_url=store_url, cache_url=redis_url, cache_prefix=prefix, max_turns=1000
         )
-        async with Memory(settings=settings) as memory:
+        async with Memory.from_settings(settings) as memory:
             assert memory.stats.subscribed, "no invalidation subscription after open"
             start.wait(30)  # both sides listen before either writes
             newest_seen: dict[str, int] = dict.fromkeys(thread_ids, 0)

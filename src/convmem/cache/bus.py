@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from convmem.cache.protocol import L2Error
+from convmem.cache.protocol import L2Error, Subscribed
 
 if TYPE_CHECKING:
     from convmem.cache.protocol import L2Tier
@@ -73,12 +73,12 @@ class InvalidationListener:
         while True:
             try:
                 async for event in self._l2.invalidations():
-                    if event is None:  # the server confirmed the subscription
+                    if isinstance(event, Subscribed):
                         self._on_regained()
                         self._subscribed.set()
                         delay = self._retry_after
-                    elif event[2] != self._instance_id:
-                        self._on_message(event[0], event[1])
+                    elif event.source != self._instance_id:
+                        self._on_message(event.thread_id, event.version)
             except L2Error as exc:
                 if self._subscribed.is_set():
                     self._subscribed.clear()

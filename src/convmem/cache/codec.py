@@ -26,7 +26,7 @@ import orjson
 from convmem.cache.protocol import CorruptPayload
 from convmem.errors import ConvMemError
 from convmem.models import turn_from_storage
-from convmem.stores._rows import from_micros, thread_from_values, to_micros
+from convmem.records import from_micros, thread_from_values, to_micros
 
 if TYPE_CHECKING:
     from convmem.models import Thread, Turn

@@ -1,12 +1,15 @@
-"""What the tiered cache needs of an L2 tier, and the signals it raises.
+"""What the tiered cache needs of an L2 tier, the signals it raises, and its named results.
 
-``RedisCache`` implements ``L2Tier``; tests may stand in another. Keeping this
-free of any driver import means ``import convmem`` never imports redis.
+``RedisCache`` implements ``L2Tier``; ``GuardedL2`` wraps any ``L2Tier`` in the fault
+policy and implements it too; tests may stand in another. Keeping this free of any
+driver import means ``import convmem`` never imports redis.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -20,8 +23,34 @@ class L2Error(Exception):
     """The L2 tier failed (unreachable, timed out, refused); the caller degrades to the store."""
 
 
+class L2Skipped(L2Error):
+    """The call was not made: the circuit is open after a recent failure."""
+
+
 class CorruptPayload(Exception):
     """An L2 value that is not a convmem thread (foreign, truncated or garbled)."""
+
+
+class AppendOutcome(enum.Enum):
+    """What an append did to the L2 copy of a thread."""
+
+    EXTENDED = "extended"  # the copy was at the writer's base version: turns added in place
+    ALREADY_NEWER = "already_newer"  # L2 holds (or is fenced at) this version or a newer one
+    FENCED = "fenced"  # the copy was older or missing: fenced at the new version
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """The invalidation channel is subscribed: from now on every write is heard."""
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """Another instance (``source``) committed ``version`` of a thread."""
+
+    thread_id: str
+    version: int
+    source: str
 
 
 class L2Tier(Protocol):
@@ -39,10 +68,13 @@ class L2Tier(Protocol):
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
-    ) -> int: ...
+    ) -> AppendOutcome: ...
     async def fence(self, thread_id: str, version: int) -> bool: ...
     async def drop(self, thread_id: str) -> None: ...
     async def publish(self, thread_id: str, version: int, source: str) -> int: ...
-    def invalidations(self) -> AsyncIterator[tuple[str, int, str] | None]:
-        """None once subscribed, then ``(id, version, source)`` per message; raises L2Error."""
+    def invalidations(self) -> AsyncIterator[Subscribed | Invalidation]:
+        """``Subscribed`` once the server confirmed, then one ``Invalidation`` per message.
+
+        Raises ``L2Error`` when the subscription breaks or Redis stays silent.
+        """
         ...

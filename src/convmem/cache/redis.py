@@ -31,8 +31,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from convmem.cache.codec import decode_thread, encode_header, encode_turn, fence_of
-from convmem.cache.protocol import CorruptPayload, L2Error
-from convmem.stores._rows import to_micros
+from convmem.cache.protocol import (
+    AppendOutcome,
+    CorruptPayload,
+    Invalidation,
+    L2Error,
+    Subscribed,
+)
+from convmem.records import to_micros
 
 log = logging.getLogger("convmem.cache")
 
@@ -62,7 +68,7 @@ return 1
 """
 
 # KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, new turn 1, ...
-# Returns 1 updated in place, 2 already as new or newer, 0 fenced.
+# Returns 1 updated in place, 2 already as new or newer, 0 fenced (see _APPEND_OUTCOMES).
 _APPEND: Final = """
 local base, nv = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cur = redis.call('HMGET', KEYS[1], 'v', 'f')
@@ -108,6 +114,13 @@ return 1
 """
 
 
+_APPEND_OUTCOMES: Final = {
+    1: AppendOutcome.EXTENDED,
+    2: AppendOutcome.ALREADY_NEWER,
+    0: AppendOutcome.FENCED,
+}
+
+
 class RedisCache:
     """L2. ``from_url`` builds and owns its client; no I/O until the first call."""
 
@@ -151,11 +164,11 @@ class RedisCache:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def invalidations(self) -> AsyncIterator[tuple[str, int, str] | None]:
+    async def invalidations(self) -> AsyncIterator[Subscribed | Invalidation]:
         """Subscribe on a client of its own (it blocks on reads, so no socket timeout).
 
-        Yields None once the server confirmed the subscription, then one
-        ``(thread id, version, source)`` per message; raises ``L2Error`` when it breaks
+        Yields ``Subscribed`` once the server confirmed the subscription, then one
+        ``Invalidation`` per message; raises ``L2Error`` when it breaks
         or when Redis stays silent (a hung server keeps its sockets open, so a
         heartbeat PING is what tells us we would no longer hear of other writers).
         """
@@ -184,7 +197,7 @@ class RedisCache:
                     continue
                 heard = clock()
                 if message["type"] == "subscribe":
-                    yield None
+                    yield Subscribed()
                 elif message["type"] == "message":
                     parsed = _parse_invalidation(message["data"])
                     if parsed is not None:
@@ -246,11 +259,8 @@ class RedisCache:
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
-    ) -> int:
-        """Extend the cached copy in place if it is at ``base``; else fence at ``version``.
-
-        Returns 1 (updated in place), 2 (L2 already at or past ``version``) or 0 (fenced).
-        """
+    ) -> AppendOutcome:
+        """Extend the cached copy in place if it is at ``base``; else fence at ``version``."""
         args: list[Any] = [
             base,
             version,
@@ -260,7 +270,8 @@ class RedisCache:
             *(encode_turn(t) for t in turns),
         ]
         with _translated():
-            return int(await self._append(keys=[self.key(thread_id)], args=args))
+            status = int(await self._append(keys=[self.key(thread_id)], args=args))
+        return _APPEND_OUTCOMES[status]
 
     async def fence(self, thread_id: str, version: int) -> bool:
         """Fence the key at ``version`` unless it is there already; True if raised."""
@@ -298,10 +309,10 @@ def _translated() -> Iterator[None]:
         raise L2Error(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _parse_invalidation(data: bytes) -> tuple[str, int, str] | None:
+def _parse_invalidation(data: bytes) -> Invalidation | None:
     try:
         message = orjson.loads(data)
-        return str(message["id"]), int(message["v"]), str(message["src"])
+        return Invalidation(str(message["id"]), int(message["v"]), str(message["src"]))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         log.warning("ignoring a malformed invalidation message: %r", data[:200])
         return None

@@ -9,10 +9,10 @@ Write (after the store committed, the only step that can fail the call): L2 is
 extended in place or fenced, L1 is extended, the watermark is raised and
 ``(id, version)`` is published, so the next read anywhere is a hit or a fresh load.
 
-Redis faults never fail a call: the circuit breaker skips L2 at once, L1 is
-bypassed unless this is the only instance (we could not hear other instances'
-writes), writes whose L2 step failed are remembered and fenced in L2 (and
-published) before L2 is trusted again.
+Redis faults never fail a call: L2 is a ``GuardedL2`` (circuit breaker, replay of
+the writes Redis missed, error accounting), every L2 failure degrades to the next
+tier, and L1 is bypassed unless this is the only instance (we could not hear other
+instances' writes).
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from convmem.cache.breaker import CircuitBreaker, CircuitState
 from convmem.cache.bus import InvalidationListener
 from convmem.cache.protocol import DELETED, CorruptPayload, L2Error
 from convmem.cache.watermarks import Watermarks
@@ -31,8 +30,8 @@ from convmem.errors import StoreError, ThreadNotFoundError
 from convmem.stores.base import extend_thread
 
 if TYPE_CHECKING:
+    from convmem.cache.guard import GuardedL2
     from convmem.cache.local import LocalCache
-    from convmem.cache.protocol import L2Tier
     from convmem.models import Thread
     from convmem.stats import Stats
     from convmem.stores.base import AppendResult, Store
@@ -40,20 +39,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("convmem.cache")
 T = TypeVar("T")
 
-MAX_PENDING_FENCES = 100_000
-
 Source = Literal["l1", "l2", "store"]  # where a read was served from
 
 
 class TieredCache:
+    """The read/write protocol over L1, an optional guarded L2 and the store."""
+
     def __init__(
         self,
         store: Store,
         l1: LocalCache,
         stats: Stats,
         *,
-        l2: L2Tier | None = None,
-        breaker: CircuitBreaker | None = None,
+        l2: GuardedL2 | None = None,
         single_instance: bool = False,
         strict: bool = False,
         watermark_items: int = 100_000,
@@ -62,16 +60,14 @@ class TieredCache:
         self.l1 = l1
         self.l2 = l2
         self.stats = stats
-        self.breaker = breaker or CircuitBreaker()
         self.single_instance = single_instance
         self.strict = strict
-        self.instance_id = uuid.uuid4().hex
+        self.instance_id = l2.source if l2 is not None else uuid.uuid4().hex
         self.watermarks = Watermarks(watermark_items, on_forget=l1.discard)
         self._inflight: dict[
             tuple[str, str | None], asyncio.Future[tuple[Thread | None, Source]]
         ] = {}
         self._epoch = 0  # bumped when the subscription is lost or regained
-        self._pending_fences: dict[str, int] = {}
         self._listener: InvalidationListener | None = None
         if l2 is not None:
             self._listener = InvalidationListener(
@@ -81,7 +77,7 @@ class TieredCache:
                 on_lost=self._subscription_lost,
                 on_regained=self._subscription_regained,
             )
-        self._recovery: asyncio.Task[bool] | None = None
+        self._replay: asyncio.Task[bool] | None = None
 
     # -- lifetime --------------------------------------------------------------
 
@@ -92,10 +88,8 @@ class TieredCache:
     async def stop(self) -> None:
         if self._listener is not None:
             await self._listener.stop()
-        if self._recovery is not None:
-            await asyncio.gather(self._recovery, return_exceptions=True)
-        if self.l2 is not None:
-            await self.l2.aclose()
+        if self._replay is not None:
+            await asyncio.gather(self._replay, return_exceptions=True)
 
     @property
     def subscribed(self) -> bool:
@@ -162,7 +156,7 @@ class TieredCache:
         """Strict mode: L2 knows of no newer version (one Redis round trip)."""
         if self.l2 is None:
             return True
-        newest = await self._l2_call(self.l2.version(copy.id))
+        newest = await _l2(self.l2.version(copy.id))
         if newest is None:  # L2 unreachable: strict mode does not trust L1 blindly
             return self.single_instance
         if newest > copy.version:
@@ -191,7 +185,7 @@ class TieredCache:
             return None, "store"
         self._install_l1(thread, epoch)
         if self.l2 is not None:
-            await self._l2_call(self.l2.install(thread, now))
+            await _l2(self.l2.install(thread, now))
         return thread, "store"
 
     async def _load(self, thread_id: str, owner: str | None) -> Thread | None:
@@ -210,11 +204,11 @@ class TieredCache:
     async def _l2_get(self, thread_id: str) -> Thread | None:
         assert self.l2 is not None
         try:
-            return await self._l2_call(self.l2.get(thread_id), reraise_corrupt=True)
+            return await _l2(self.l2.get(thread_id))
         except CorruptPayload as exc:
             self.stats.l2_corrupt += 1
             log.warning("corrupt L2 value for thread %s dropped: %s", thread_id, exc)
-            await self._l2_call(self.l2.drop(thread_id))
+            await _l2(self.l2.drop(thread_id))
             return None
 
     def _install_l1(self, thread: Thread, epoch: int) -> None:
@@ -228,7 +222,7 @@ class TieredCache:
     async def created(self, thread: Thread) -> None:
         self._install_l1(thread, self._epoch)
         if self.l2 is not None:
-            await self._l2_call(self.l2.install(thread, self.store.clock()))
+            await _l2(self.l2.install(thread, self.store.clock()))
 
     async def appended(self, result: AppendResult, owner: str | None) -> Thread:
         """Bring every tier up to the committed append; return the whole thread."""
@@ -236,7 +230,8 @@ class TieredCache:
         self.watermarks.raise_to(thread_id, version)
         self._inflight.pop((thread_id, owner), None)  # a load begun before the commit is stale
         if self.l2 is not None:
-            status = await self._l2_call(
+            # A failure here is remembered by the guard and replayed to Redis.
+            await _l2(
                 self.l2.append(
                     thread_id,
                     result.base_version,
@@ -247,9 +242,7 @@ class TieredCache:
                     self.store.clock(),
                 )
             )
-            if status is None:
-                self._remember_fence(thread_id, version)
-            await self._publish(thread_id, version)
+            await _l2(self.l2.publish(thread_id, version, self.instance_id))
         cached = self.l1.get(thread_id)
         if cached is not None and (extended := result.applied_to(cached)) is not None:
             self.l1.put(extended, base=cached)
@@ -263,34 +256,14 @@ class TieredCache:
         """Forget the cached copies of a thread (here and in L2); not a write: fences stay."""
         self.l1.discard(thread_id)
         if self.l2 is not None and not local_only:
-            await self._l2_call(self.l2.drop(thread_id))
+            await _l2(self.l2.drop(thread_id))
 
     async def deleted(self, thread_id: str) -> None:
         self.watermarks.raise_to(thread_id, DELETED)
         self.l1.discard(thread_id)
         if self.l2 is not None:
-            if await self._l2_call(self.l2.fence(thread_id, DELETED)) is None:
-                self._remember_fence(thread_id, DELETED)
-            await self._publish(thread_id, DELETED)
-
-    async def _publish(self, thread_id: str, version: int) -> None:
-        assert self.l2 is not None
-        sent = await self._l2_call(self.l2.publish(thread_id, version, self.instance_id))
-        if sent is None:
-            self._remember_fence(thread_id, version)
-        else:
-            self.stats.invalidations_published += 1
-
-    def _remember_fence(self, thread_id: str, version: int) -> None:
-        """L2 (or the bus) missed this write: fence and announce it when Redis is back."""
-        if (
-            len(self._pending_fences) >= MAX_PENDING_FENCES
-            and thread_id not in self._pending_fences
-        ):
-            self.stats.pending_fence_overflow += 1
-            log.error("too many writes to replay to Redis; thread %s may be stale in L2", thread_id)
-            return
-        self._pending_fences[thread_id] = max(version, self._pending_fences.get(thread_id, 0))
+            await _l2(self.l2.fence(thread_id, DELETED))
+            await _l2(self.l2.publish(thread_id, DELETED, self.instance_id))
 
     # -- invalidations -----------------------------------------------------------
 
@@ -308,10 +281,12 @@ class TieredCache:
     def _subscription_regained(self) -> None:
         self._forget_l1()
         # Redis answers again: replay the writes it missed now, not at the next L2 call.
-        if (self._pending_fences or self.breaker.state is not CircuitState.CLOSED) and (
-            self._recovery is None or self._recovery.done()
+        if (
+            self.l2 is not None
+            and not self.l2.healthy
+            and (self._replay is None or self._replay.done())
         ):
-            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+            self._replay = asyncio.get_running_loop().create_task(self.l2.replay())
 
     def _forget_l1(self) -> None:
         """Copies read while we could not hear of other writers may be stale: drop them."""
@@ -320,58 +295,14 @@ class TieredCache:
         self._epoch += 1
         self.l1.clear()
 
-    # -- Redis calls behind the breaker ----------------------------------------------
-
-    async def _l2_call(self, call: Awaitable[T], *, reraise_corrupt: bool = False) -> T | None:
-        """Run an L2 call unless the circuit is open; a Redis failure yields None."""
-        if not self.breaker.allow():
-            self.stats.l2_skipped += 1
-            _close(call)
-            return None
-        if self.breaker.state is CircuitState.HALF_OPEN and not await self._recover():
-            _close(call)
-            return None
-        try:
-            result = await call
-        except CorruptPayload:
-            self.breaker.record_success()
-            if reraise_corrupt:
-                raise
-            return None
-        except L2Error as exc:
-            self.stats.l2_errors += 1
-            self.breaker.record_failure(exc)
-            return None
-        self.breaker.record_success()
-        return result
-
     async def ping_l2(self) -> bool | None:
-        """True if L2 answers now, False if not, None without an L2 tier."""
+        """True if L2 answers now, False if not, None without an L2 tier (no breaker)."""
         if self.l2 is None:
             return None
         try:
-            await self.l2.ping()
+            await self.l2.tier.ping()
         except L2Error:
             return False
-        return True
-
-    async def _recover(self) -> bool:
-        """The half-open probe: replay the writes L2 missed before trusting it again."""
-        assert self.l2 is not None
-        try:
-            await self.l2.ping()
-            while self._pending_fences:
-                thread_id, version = next(iter(self._pending_fences.items()))
-                await self.l2.fence(thread_id, version)
-                await self.l2.publish(thread_id, version, self.instance_id)
-                self.stats.invalidations_published += 1
-                if self._pending_fences.get(thread_id) == version:
-                    del self._pending_fences[thread_id]
-        except L2Error as exc:
-            self.stats.l2_errors += 1
-            self.breaker.record_failure(exc)
-            return False
-        self.breaker.record_success()
         return True
 
     async def _store(self, call: Awaitable[T]) -> T:
@@ -382,8 +313,9 @@ class TieredCache:
             raise
 
 
-def _close(call: Awaitable[object]) -> None:
-    """Close a coroutine that will not run, so Python does not warn it was never awaited."""
-    close: Callable[[], None] | None = getattr(call, "close", None)
-    if close is not None:
-        close()
+async def _l2(call: Awaitable[T]) -> T | None:
+    """An L2 call whose failure degrades to the next tier (the guard counted and logged it)."""
+    try:
+        return await call
+    except L2Error:
+        return None

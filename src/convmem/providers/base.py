@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from convmem.errors import ConvMemError
+from convmem.errors import ProviderError
 
-
-class ProviderError(ConvMemError):
-    """The model provider failed (after its retries); the message says which and why."""
+__all__ = ["Completion", "Provider", "ProviderError"]
 
 
 @dataclass(frozen=True, slots=True)

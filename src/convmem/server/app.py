@@ -66,7 +66,7 @@ def build_app(
     settings: Settings, *, memory: Memory | None = None, provider: Provider | None = None
 ) -> Starlette:
     """The whole HTTP face. Opens the Memory (and closes it) in the app's lifespan."""
-    memory = memory or Memory(settings=settings)
+    memory = memory or Memory.from_settings(settings)
     provider = provider or provider_from_env()
     tokens = TokenTable.from_settings(settings.token, settings.client_tokens)
     service = ConversationService(memory, provider, history_tokens=settings.history_tokens)
@@ -133,7 +133,7 @@ def warn_if_exposed(settings: Settings) -> str | None:
 async def serve_stdio(settings: Settings) -> None:
     """MCP over stdin/stdout for clients that launch their server as a subprocess."""
     provider = provider_from_env()
-    async with Memory(settings=settings) as memory:
+    async with Memory.from_settings(settings) as memory:
         service = ConversationService(memory, provider, history_tokens=settings.history_tokens)
         try:
             await build_mcp(service, metrics=Metrics(memory), transport="stdio").run_stdio_async()

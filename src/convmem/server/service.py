@@ -134,7 +134,7 @@ class ConversationService:
         return ChatResult(
             content=completion.text,
             continuation_id=saved.id,
-            remaining_turns=max(self.memory.settings.max_turns - saved.version, 0),
+            remaining_turns=max(self.memory.max_turns - saved.version, 0),
             provider=completion.provider,
             model=completion.model,
             thread_source=source,
@@ -190,7 +190,7 @@ class ConversationService:
 
 
 def _gone(continuation_id: str, memory: Memory) -> str:
-    hours = memory.settings.thread_ttl_hours
+    hours = memory.thread_ttl.total_seconds() / 3600
     return (
         f"continuation_id {continuation_id} is unknown or has expired (threads expire "
         f"{hours:g} h after their last turn): call chat without continuation_id to start "

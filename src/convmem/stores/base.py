@@ -1,6 +1,6 @@
 """The Store contract: the source of truth beneath every cache.
 
-Every store (SQLite, Postgres, and later Supabase) implements this ABC and passes
+Every store (SQLite, PostgreSQL, Supabase) implements this ABC and passes
 one shared contract suite (``tests/contract/test_store_contract.py``). The
 round-trip budget below is part of the contract, and tests count it on the wire:
 
@@ -17,24 +17,21 @@ call                          round trips semantics
 Owner scoping is exact: a thread with owner X is invisible (as if missing) to any
 other owner, including ``None``. No call returns a thread past its ``expires_at``;
 an append extends it by the configured TTL (sliding expiry). Stores know nothing
-of caches. A rare conflict (two appends racing on the same new key) may cost one
-retry of the statement; that is the only exception to the budget.
+of caches. What the stores share besides the contract (messages, paging, row
+mapping) lives in ``stores.common`` and ``convmem.records``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
-from convmem.errors import IdempotencyConflictError, InvalidInputError
 from convmem.limits import ThreadLimits
 from convmem.models import Thread, ThreadPage, Turn
-from convmem.stores._rows import from_micros, thread_from_values, to_micros
+from convmem.records import thread_from_values
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -180,8 +177,8 @@ class Store(ABC):
     async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
         """Create a thread with its first turns (1 round trip).
 
-        Raises ``ThreadFullError`` if ``turns`` exceed the limit, ``InvalidInputError``
-        if the id exists.
+        Raises ``ThreadFullError`` if ``turns`` exceed the limit, ``ThreadExistsError``
+        if the id is taken.
         """
 
     @abstractmethod
@@ -234,49 +231,3 @@ class SnapshotStore(Store):
         return ThreadDelta(
             thread_id, header["version"], turns, header["updated_at"], header["expires_at"]
         )
-
-
-# -- pieces every store shares -------------------------------------------------
-
-
-def encode_cursor(updated_at: datetime, thread_id: str) -> str:
-    """An opaque listing cursor: the sort key of the last thread on a page."""
-    micros = to_micros(updated_at)
-    raw = f"{micros}:{thread_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Inverse of ``encode_cursor``; a cursor that was not made by it is an input error."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        micros_text, thread_id = raw.split(":", 1)
-        return from_micros(int(micros_text)), thread_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInputError(
-            "invalid listing cursor: pass the next_cursor of a previous page unchanged"
-        ) from None
-
-
-def key_conflict(thread_id: str, key: str | None) -> IdempotencyConflictError:
-    return IdempotencyConflictError(
-        f"turn key {key!r} is already used in thread {thread_id} by a turn with another "
-        "role or content; a retry must resend the same turn, a new turn needs a new key"
-    )
-
-
-def check_list_limit(limit: int) -> None:
-    if not isinstance(limit, int) or not 1 <= limit <= 1000:
-        raise InvalidInputError(f"limit must be an integer from 1 to 1000, got {limit!r}")
-
-
-def order_append_result(requested: Sequence[Turn], stored: Sequence[Turn]) -> tuple[Turn, ...]:
-    """Map the stored turns of an append back to request order.
-
-    Keyed turns are matched by key. Unkeyed turns are always inserted, in request
-    order, so they take the remaining stored turns in ascending seq.
-    """
-    by_key = {t.key: t for t in stored if t.key is not None}
-    matched = {id(t) for t in by_key.values()}
-    unkeyed = iter(sorted((t for t in stored if id(t) not in matched), key=_seq))
-    return tuple(by_key[t.key] if t.key is not None else next(unkeyed) for t in requested)

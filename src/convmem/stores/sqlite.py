@@ -16,38 +16,20 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import orjson
 
-from convmem.errors import (
-    ConfigurationError,
-    InvalidInputError,
-    StoreError,
-    StoreUnavailableError,
-    ThreadExpiredError,
-    ThreadFullError,
-    ThreadNotFoundError,
-)
-from convmem.models import Thread, ThreadPage, Turn
-from convmem.stores._rows import (
+from convmem.errors import ConfigurationError, StoreError, StoreUnavailableError
+from convmem.records import (
     THREAD_COLUMNS,
     TURN_COLUMNS,
     from_micros,
     stored_turn,
     summary_from_values,
+    thread_from_values,
     to_micros,
     turn_from_values,
     turn_params,
 )
-from convmem.stores.base import (
-    AppendResult,
-    Clock,
-    NewThread,
-    SnapshotStore,
-    check_list_limit,
-    decode_cursor,
-    encode_cursor,
-    key_conflict,
-    order_append_result,
-    utc_now,
-)
+from convmem.stores import common
+from convmem.stores.base import AppendResult, Clock, NewThread, SnapshotStore, utc_now
 from convmem.stores.migrations import migrations_for, pending
 
 if TYPE_CHECKING:
@@ -55,6 +37,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from convmem.limits import ThreadLimits
+    from convmem.models import Thread, ThreadPage, Turn
 
 T = TypeVar("T")
 
@@ -226,8 +209,8 @@ class SqliteStore(SnapshotStore):
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None
     ) -> ThreadPage:
-        check_list_limit(limit)
-        after = decode_cursor(cursor) if cursor is not None else None
+        common.check_list_limit(limit)
+        after = common.decode_cursor(cursor) if cursor is not None else None
 
         def page() -> list[Any]:
             sql = (
@@ -242,19 +225,14 @@ class SqliteStore(SnapshotStore):
             return self._db().execute(sql, params).fetchall()
 
         rows = await self._run(page)
-        summaries = tuple(summary_from_values(_header(r)) for r in rows[:limit])
-        more = len(rows) > limit
-        last = summaries[-1] if more else None
-        return ThreadPage(summaries, encode_cursor(last.updated_at, last.id) if last else None)
+        return common.page_of([summary_from_values(_header(r)) for r in rows], limit)
 
     # -- writes ----------------------------------------------------------------
 
     async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
         if len(turns) > self.limits.max_turns:
-            raise ThreadFullError(
-                f"a thread holds at most {self.limits.max_turns} turns; {len(turns)} were given",
-                thread_id=thread.id,
-                max_turns=self.limits.max_turns,
+            raise common.full(
+                thread.id, version=0, fresh=len(turns), max_turns=self.limits.max_turns
             )
         now = self.clock()
         expires = now + self.limits.ttl
@@ -278,24 +256,24 @@ class SqliteStore(SnapshotStore):
                     ),
                 )
             except sqlite3.IntegrityError:
-                raise InvalidInputError(f"a thread with id {thread.id} already exists") from None
+                raise common.exists(thread.id) from None
             conn.executemany(
                 _TURN_INSERT, [_turn_row(thread.id, seq, t, now) for seq, t in enumerate(turns, 1)]
             )
 
         await self._run(lambda: self._transaction(insert))
         stored = tuple(stored_turn(turn, seq, now) for seq, turn in enumerate(turns, 1))
-        return Thread(
-            thread.id,
-            stored,
-            thread.tool_name,
-            thread.parent_id,
-            thread.owner,
-            thread.metadata,
-            now,
-            now,
-            expires,
-        )
+        header = {
+            "id": thread.id,
+            "tool_name": thread.tool_name,
+            "parent_id": thread.parent_id,
+            "owner": thread.owner,
+            "metadata": thread.metadata,
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": expires,
+        }
+        return thread_from_values(header, stored)
 
     async def append(
         self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
@@ -310,10 +288,10 @@ class SqliteStore(SnapshotStore):
                 (thread_id, owner),
             ).fetchone()
             if row is None:
-                raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
+                raise common.not_found(thread_id)
             version, expires_at = row
             if expires_at <= to_micros(now):
-                raise ThreadExpiredError(f"thread {thread_id} has expired", thread_id=thread_id)
+                raise common.expired(thread_id)
             keys = [t.key for t in turns if t.key is not None]
             existing: list[Turn] = []
             if keys:
@@ -330,15 +308,10 @@ class SqliteStore(SnapshotStore):
             for turn in turns:
                 prior = known.get(turn.key) if turn.key is not None else None
                 if prior is not None and (prior.role, prior.content) != (turn.role, turn.content):
-                    raise key_conflict(thread_id, turn.key)
+                    raise common.key_conflict(thread_id, turn.key)
             fresh = [t for t in turns if t.key is None or t.key not in known]
             if version + len(fresh) > max_turns:
-                raise ThreadFullError(
-                    f"thread {thread_id} has {version} of at most {max_turns} turns; "
-                    f"{len(fresh)} more do not fit",
-                    thread_id=thread_id,
-                    max_turns=max_turns,
-                )
+                raise common.full(thread_id, version=version, fresh=len(fresh), max_turns=max_turns)
             conn.executemany(
                 _TURN_INSERT,
                 [_turn_row(thread_id, version + i, t, now) for i, t in enumerate(fresh, 1)],
@@ -353,7 +326,7 @@ class SqliteStore(SnapshotStore):
                 thread_id,
                 version + len(fresh),
                 len(fresh),
-                order_append_result(turns, stored),
+                common.order_append_result(turns, stored),
                 now,
                 expires,
             )

@@ -1,7 +1,10 @@
 """Versioned schema migrations: plain numbered ``.sql`` files, one folder per dialect.
 
-A file ``NNNN_name.sql`` is migration ``NNNN``; each store applies the pending ones
-in order, in one transaction, and records them in ``convmem_schema_migrations``.
+A file ``NNNN_name.sql`` is migration ``NNNN`` named ``NNNN_name``; each store applies
+the pending ones in order, in one transaction, and records them in
+``convmem_schema_migrations``. The PostgreSQL files record themselves too, so they can
+be pasted into Supabase's SQL editor (or run by ``psql -f``) and a later
+``convmem migrate`` applies only what is newer.
 """
 
 from __future__ import annotations
@@ -27,14 +30,19 @@ _BUILDS_ON = {"supabase": ("postgres",)}
 def migrations_for(dialect: str) -> list[Migration]:
     """Every migration of ``dialect`` (``sqlite``, ``postgres`` or ``supabase``), by version.
 
-    ``supabase`` is ``postgres`` plus the REST functions, row-level security and grants.
+    ``supabase`` is ``postgres`` plus the row-level security and grants of a Supabase
+    project. Version 0101 (the first schema's REST functions) is retired: 0002 replaced it.
     """
     found = []
     for folder in (*_BUILDS_ON.get(dialect, ()), dialect):
         for entry in resources.files(__package__).joinpath(folder).iterdir():
             match = _NAME.match(entry.name)
             if match:
-                found.append(Migration(int(match[1]), entry.name, entry.read_text("utf-8")))
+                found.append(
+                    Migration(
+                        int(match[1]), entry.name.removesuffix(".sql"), entry.read_text("utf-8")
+                    )
+                )
     found.sort(key=lambda m: m.version)
     if len({m.version for m in found}) != len(found):
         raise RuntimeError(f"two {dialect} migrations share a version number")

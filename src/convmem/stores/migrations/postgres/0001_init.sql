@@ -1,4 +1,13 @@
--- convmem schema for PostgreSQL (direct, or behind PgBouncer / Supavisor).
+-- convmem schema for PostgreSQL (direct, or behind PgBouncer / Supavisor) and Supabase.
+-- Every migration file records itself in convmem_schema_migrations, so the files can be
+-- pasted, in order, into Supabase's SQL editor (or run with psql -f), and a later
+-- `convmem migrate` applies only what is newer.
+CREATE TABLE IF NOT EXISTS convmem_schema_migrations (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE IF NOT EXISTS convmem_threads (
     id          uuid PRIMARY KEY,
     version     integer NOT NULL DEFAULT 0 CHECK (version >= 0),
@@ -33,3 +42,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS convmem_turns_key
 CREATE INDEX IF NOT EXISTS convmem_threads_listing
     ON convmem_threads (owner, updated_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS convmem_threads_expiry ON convmem_threads (expires_at);
+
+INSERT INTO convmem_schema_migrations (version, name) VALUES (1, '0001_init')
+ON CONFLICT (version) DO NOTHING;

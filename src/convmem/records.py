@@ -1,4 +1,9 @@
-"""Row mapping shared by the SQL stores: database rows to ``Turn`` and ``Thread``."""
+"""Threads and turns as plain values, shared by every store and cache tier.
+
+The column orders every store selects in, the microsecond clock SQLite and L2 keep
+time in, and the builders of ``Thread``/``Turn`` from decoded values. It imports no
+store and no cache, so both can use it.
+"""
 
 from __future__ import annotations
 
@@ -103,10 +108,3 @@ def turn_params(turn: Turn) -> dict[str, Any]:
 def stored_turn(turn: Turn, seq: int, now: datetime) -> Turn:
     """The turn as a store keeps it, built without reading it back."""
     return replace(turn, seq=seq, created_at=now)
-
-
-def turn_from_json(item: Mapping[str, Any]) -> Turn:
-    """A Turn from the JSON object a SQL function returns (``to_jsonb`` of a turn row)."""
-    values = [item[c] for c in TURN_COLUMNS]
-    values[-1] = datetime.fromisoformat(values[-1]).astimezone(UTC)
-    return turn_from_values(values)

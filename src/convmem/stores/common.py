@@ -1,0 +1,120 @@
+"""What every store shares that is not SQL: refusal messages, paging, append results.
+
+SQLite writes its semantics in Python, PostgreSQL and Supabase in SQL functions; the
+words a caller reads and the shape of what comes back are the same for all three
+because they come from here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from convmem.errors import (
+    IdempotencyConflictError,
+    InvalidInputError,
+    ThreadExistsError,
+    ThreadExpiredError,
+    ThreadFullError,
+    ThreadNotFoundError,
+)
+from convmem.models import ThreadPage, ThreadSummary
+from convmem.records import from_micros, to_micros
+
+if TYPE_CHECKING:
+    from convmem.models import Turn
+
+MAX_PAGE = 1000
+
+
+# -- refusals -------------------------------------------------------------------
+
+
+def not_found(thread_id: str) -> ThreadNotFoundError:
+    return ThreadNotFoundError(
+        f"no thread {thread_id} (unknown, deleted, or another owner's)", thread_id=thread_id
+    )
+
+
+def expired(thread_id: str) -> ThreadExpiredError:
+    return ThreadExpiredError(
+        f"thread {thread_id} has expired: start a new thread", thread_id=thread_id
+    )
+
+
+def exists(thread_id: str) -> ThreadExistsError:
+    return ThreadExistsError(f"a thread with id {thread_id} already exists", thread_id=thread_id)
+
+
+def full(thread_id: str, *, version: int, fresh: int, max_turns: int) -> ThreadFullError:
+    """The thread holds ``version`` turns and ``fresh`` more would pass ``max_turns``."""
+    if version == 0:
+        message = f"a thread holds at most {max_turns} turns; {fresh} were given"
+    else:
+        message = (
+            f"thread {thread_id} has {version} of at most {max_turns} turns; "
+            f"{fresh} more do not fit: start a new thread"
+        )
+    return ThreadFullError(message, thread_id=thread_id, max_turns=max_turns)
+
+
+def key_conflict(thread_id: str, key: str | None) -> IdempotencyConflictError:
+    return IdempotencyConflictError(
+        f"turn key {key!r} is already used in thread {thread_id} by a turn with another "
+        "role or content; a retry must resend the same turn, a new turn needs a new key"
+    )
+
+
+# -- paging ---------------------------------------------------------------------
+
+
+def check_list_limit(limit: int) -> None:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInputError(f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
+
+
+def encode_cursor(updated_at: datetime, thread_id: str) -> str:
+    """An opaque listing cursor: the sort key of the last thread on a page."""
+    raw = f"{to_micros(updated_at)}:{thread_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of ``encode_cursor``; a cursor that was not made by it is an input error."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        micros_text, thread_id = raw.split(":", 1)
+        return from_micros(int(micros_text)), thread_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInputError(
+            "invalid listing cursor: pass the next_cursor of a previous page unchanged"
+        ) from None
+
+
+def page_of(summaries: Sequence[ThreadSummary], limit: int) -> ThreadPage:
+    """A page from ``limit + 1`` fetched summaries: the extra one says there is more."""
+    shown = tuple(summaries[:limit])
+    last = shown[-1] if len(summaries) > limit else None
+    return ThreadPage(shown, encode_cursor(last.updated_at, last.id) if last else None)
+
+
+# -- appends --------------------------------------------------------------------
+
+
+def order_append_result(requested: Sequence[Turn], stored: Sequence[Turn]) -> tuple[Turn, ...]:
+    """Map the stored turns of an append back to request order.
+
+    Keyed turns are matched by key. Unkeyed turns are always inserted, in request
+    order, so they take the remaining stored turns in ascending seq.
+    """
+    by_key = {t.key: t for t in stored if t.key is not None}
+    matched = {id(t) for t in by_key.values()}
+    unkeyed = iter(sorted((t for t in stored if id(t) not in matched), key=_seq))
+    return tuple(by_key[t.key] if t.key is not None else next(unkeyed) for t in requested)
+
+
+def _seq(turn: Turn) -> int:
+    return turn.seq

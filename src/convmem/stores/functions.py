@@ -1,0 +1,233 @@
+"""The SQL core of PostgreSQL and Supabase: each store call is one SQL function.
+
+The functions live in ``migrations/postgres/0002_functions.sql``; they hold every write's
+semantics (owner scoping, expiry, the turn limit, idempotency by key, ``seq``
+numbering). ``FunctionStore`` turns the contract into calls of them and their result
+rows into ``Thread``/``Turn``; a subclass supplies only the transport: ``PostgresStore``
+runs one SQL statement per call, ``SupabaseStore`` one RPC through the REST gateway.
+
+A function's rows follow ``ROW_FIELDS`` (the ``convmem_row`` type): a header row
+(``seq`` is None) first, then one row per turn. Refusals arrive as SQLSTATEs, mapped by
+``refusal`` to the errors SQLite raises, with the same messages (``stores.common``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from convmem.models import Thread, ThreadPage, ThreadSummary, Turn, turn_from_storage
+from convmem.records import (
+    TURN_COLUMNS,
+    stored_turn,
+    summary_from_values,
+    thread_from_values,
+    turn_params,
+)
+from convmem.stores import common
+from convmem.stores.base import AppendResult, NewThread, SnapshotStore
+
+if TYPE_CHECKING:
+    from convmem.errors import ConvMemError
+
+# The columns of convmem_row, in order: a turn's, then the header row's own.
+HEADER_ONLY: Final = ("id", "version", "parent_id", "owner", "updated_at", "expires_at", "inserted")
+ROW_FIELDS: Final = (*TURN_COLUMNS, *HEADER_ONLY)
+TIME_FIELDS: Final = frozenset({"created_at", "updated_at", "expires_at"})
+_TURN_WIDTH: Final = len(TURN_COLUMNS)
+_INDEX = {name: i for i, name in enumerate(ROW_FIELDS)}
+
+Row = Sequence[Any]  # one convmem_row, values in ROW_FIELDS order, times as aware datetimes
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One call of a convmem SQL function with named arguments."""
+
+    function: str
+    args: dict[str, Any]
+    returns_rows: bool = True  # SETOF convmem_row; otherwise one scalar value
+
+
+class FunctionStore(SnapshotStore):
+    """A store whose every call is one SQL function call; subclasses are transports."""
+
+    # Writes carry a request id whose result the function records, for transports that
+    # retry a request whose answer was lost (HTTP); a SQL session does not.
+    records_requests: bool = False
+
+    @abstractmethod
+    async def _rows(self, call: Call, *, thread_id: str = "") -> list[Row]:
+        """Run ``call`` (one round trip) and return its rows; raise convmem's errors."""
+
+    @abstractmethod
+    async def _value(self, call: Call) -> Any:
+        """Run ``call`` (one round trip) and return its scalar result."""
+
+    # -- reads -----------------------------------------------------------------
+
+    async def _read(
+        self, thread_id: str, owner: str | None, since: int
+    ) -> tuple[dict[str, Any], tuple[Turn, ...]] | None:
+        call = Call(
+            "convmem_load",
+            {"p_id": thread_id, "p_owner": owner, "p_since": since, "p_now": self.clock()},
+        )
+        rows = await self._rows(call, thread_id=thread_id)
+        if not rows:
+            return None
+        return header_of(rows[0]), turns_of(rows)
+
+    async def list(
+        self, *, owner: str | None, limit: int = 50, cursor: str | None = None
+    ) -> ThreadPage:
+        common.check_list_limit(limit)
+        after_at, after_id = common.decode_cursor(cursor) if cursor is not None else (None, None)
+        rows = await self._rows(
+            Call(
+                "convmem_list",
+                {
+                    "p_owner": owner,
+                    "p_now": self.clock(),
+                    "p_limit": limit + 1,
+                    "p_after_at": after_at,
+                    "p_after_id": after_id,
+                },
+            )
+        )
+        return common.page_of([summary_of(row) for row in rows], limit)
+
+    # -- writes ----------------------------------------------------------------
+
+    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
+        now = self.clock()
+        rows = await self._rows(
+            Call(
+                "convmem_create",
+                {
+                    "p_id": thread.id,
+                    "p_tool_name": thread.tool_name,
+                    "p_parent_id": thread.parent_id,
+                    "p_owner": thread.owner,
+                    "p_metadata": dict(thread.metadata),
+                    "p_turns": turns_argument(turns),
+                    "p_now": now,
+                    "p_ttl_seconds": self.limits.ttl.total_seconds(),
+                    "p_max_turns": self.limits.max_turns,
+                    "p_request_id": self._request_id(),
+                },
+            ),
+            thread_id=thread.id,
+        )
+        header = header_of(rows[0])
+        stored = tuple(
+            stored_turn(turn, seq, header["created_at"]) for seq, turn in enumerate(turns, 1)
+        )
+        return thread_from_values(header, stored)
+
+    async def append(
+        self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
+    ) -> AppendResult:
+        rows = await self._rows(
+            Call(
+                "convmem_append",
+                {
+                    "p_id": thread_id,
+                    "p_owner": owner,
+                    "p_turns": turns_argument(turns),
+                    "p_now": self.clock(),
+                    "p_ttl_seconds": self.limits.ttl.total_seconds(),
+                    "p_max_turns": self.limits.max_turns,
+                    "p_request_id": self._request_id(),
+                },
+            ),
+            thread_id=thread_id,
+        )
+        header = header_of(rows[0])
+        return AppendResult(
+            thread_id,
+            header["version"],
+            header["inserted"],
+            common.order_append_result(turns, turns_of(rows)),
+            header["updated_at"],
+            header["expires_at"],
+        )
+
+    async def delete(self, thread_id: str, *, owner: str | None) -> bool:
+        return bool(
+            await self._value(
+                Call("convmem_delete", {"p_id": thread_id, "p_owner": owner}, returns_rows=False)
+            )
+        )
+
+    async def purge_expired(self) -> int:
+        return int(
+            await self._value(Call("convmem_purge", {"p_now": self.clock()}, returns_rows=False))
+        )
+
+    async def schema_version(self) -> int:
+        """The newest migration recorded in the database (0 when none is)."""
+        version = await self._value(Call("convmem_schema_version", {}, returns_rows=False))
+        return int(version or 0)
+
+    def _request_id(self) -> str | None:
+        return str(uuid.uuid4()) if self.records_requests else None
+
+
+def turns_argument(turns: Sequence[Turn]) -> list[dict[str, Any]]:
+    """The ``p_turns`` JSON array: each turn's fields and its order in the call."""
+    return [{"ord": i, **turn_params(t)} for i, t in enumerate(turns, 1)]
+
+
+def header_of(row: Row) -> dict[str, Any]:
+    """The header row as the keys of ``THREAD_COLUMNS`` (plus ``inserted``)."""
+    return {
+        "id": row[_INDEX["id"]],
+        "version": row[_INDEX["version"]],
+        "tool_name": row[_INDEX["tool_name"]],
+        "parent_id": row[_INDEX["parent_id"]],
+        "owner": row[_INDEX["owner"]],
+        "metadata": row[_INDEX["metadata"]],
+        "created_at": row[_INDEX["created_at"]],
+        "updated_at": row[_INDEX["updated_at"]],
+        "expires_at": row[_INDEX["expires_at"]],
+        "inserted": row[_INDEX["inserted"]],
+    }
+
+
+def summary_of(row: Row) -> ThreadSummary:
+    return summary_from_values(header_of(row))
+
+
+def turns_of(rows: Sequence[Row]) -> tuple[Turn, ...]:
+    """The turn rows (every row after the header), as turns."""
+    return tuple(turn_from_storage(*row[:_TURN_WIDTH]) for row in rows[1:])
+
+
+def refusal(
+    sqlstate: str | None, detail: str | None, *, thread_id: str, max_turns: int
+) -> ConvMemError | None:
+    """The convmem error a function's SQLSTATE stands for, or None if it is not a refusal."""
+    match sqlstate:
+        case "CM404":
+            return common.not_found(thread_id)
+        case "CM410":
+            return common.expired(thread_id)
+        case "CM422":
+            return common.exists(thread_id)
+        case "CM409":
+            return common.key_conflict(thread_id, detail)
+        case "CM413":
+            counts = orjson.loads(detail or "{}")
+            return common.full(
+                thread_id,
+                version=int(counts.get("version", 0)),
+                fresh=int(counts.get("fresh", 0)),
+                max_turns=max_turns,
+            )
+    return None
