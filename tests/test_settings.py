@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,27 @@ def test_importing_convmem_imports_no_database_driver() -> None:
     code = "import sys, convmem; print('psycopg' in sys.modules, 'sqlite3' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+async def test_memory_reads_no_environment_and_from_env_does(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("CONVMEM_MAX_TURNS", "7")
+    monkeypatch.setenv("CONVMEM_STORE_URL", f"sqlite:///{tmp_path}/env.db")
+    async with Memory.from_url(f"sqlite:///{tmp_path}/url.db") as by_url:
+        assert by_url.max_turns == 50  # the default, not CONVMEM_MAX_TURNS
+        assert await by_url.ping_cache() is None  # no L2: REDIS_URL was not read
+    async with Memory(SqliteStore(tmp_path / "given.db")) as given:
+        assert given.max_turns == 50
+        assert await given.ping_cache() is None
+    async with Memory.from_env() as by_env:
+        assert by_env.max_turns == 7
+        assert await by_env.ping_cache() is True
+        assert isinstance(by_env.store, SqliteStore)
+        assert by_env.store.path.endswith("env.db")
+
+
+def test_memory_takes_a_store_not_a_url() -> None:
+    with pytest.raises(TypeError, match="from_url"):
+        Memory("sqlite:///x.db")  # type: ignore[arg-type]

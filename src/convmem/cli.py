@@ -83,12 +83,24 @@ def _configure(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False
 def migrate(store: StoreOption = None) -> None:
     """Apply pending schema migrations (idempotent; first start does it too)."""
 
-    async def work(memory: Memory) -> list[str]:
-        return await memory.migrate()
+    async def main() -> list[str]:
+        memory = _memory(store, cached=False)
+        await memory.open(migrate=False)  # opening would apply them and report nothing
+        try:
+            return await memory.migrate()
+        finally:
+            await memory.aclose()
 
-    applied = _run(store, work)  # opening the store already applied them
+    try:
+        applied = asyncio.run(main())
+    except ConvMemError as exc:
+        errors.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
     url = redact_url(_settings(store_url=store).store_url)
-    console.print(f"schema of {url} is up to date" + (f"; applied {applied}" if applied else ""))
+    if applied:
+        console.print(f"{url}: applied {', '.join(applied)}")
+    else:
+        console.print(f"{url}: nothing was pending; the schema is up to date")
 
 
 @threads_app.command("list")

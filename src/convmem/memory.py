@@ -198,9 +198,10 @@ class Memory:
 
     # -- lifetime --------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Connect the store, apply pending migrations, subscribe to invalidations."""
-        await self.store.open()
+    async def open(self, *, migrate: bool = True) -> None:
+        """Connect the store, apply pending migrations (unless ``migrate=False``), and
+        subscribe to invalidations."""
+        await self.store.open(migrate=migrate)
         await self._cache.start()
 
     async def aclose(self) -> None:
