@@ -37,8 +37,12 @@ def test_bench_quick_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert "convmem, warm (L1)" in memory
     assert "LangGraph AsyncPostgresSaver" in memory
     assert all(0 < m["baseline_mib"] <= m["peak_mib"] for m in memory.values())
+    appends = {a["path"]: a for a in data["store_appends"]}
+    assert set(appends) == {"postgres", "pgbouncer"}
+    assert all(a["floor_p50_us"] > 0 and a["p50_us_1000_turns"] > 0 for a in appends.values())
     report = (out / "BENCHMARKS.md").read_text()
     assert "## Targets" in report
     assert "| convmem, cold |" in report
     assert "| supabase | + Redis, L2 hit (new instance) |" in report
     assert "## Peak memory per system" in report
+    assert "## Store.append alone, no cache, by path" in report

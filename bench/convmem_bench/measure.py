@@ -18,7 +18,7 @@ from convmem.export import turn_to_dict
 from convmem.models import Turn
 from convmem.stores.base import NewThread
 from convmem_bench.flows import Flow, exchange
-from convmem_bench.results import ConcurrencyResult, FlowResult, LayerResult
+from convmem_bench.results import ConcurrencyResult, FlowResult, LayerResult, StoreAppendResult
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -316,3 +316,51 @@ async def append_by_length(memory: Memory, lengths: tuple[int, ...], runs: int) 
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def p50s_interleaved(
+    calls: dict[str, Callable[[], Awaitable[object]]], runs: int
+) -> dict[str, float]:
+    """Each call's median, the calls taken in turn, so drift on a noisy machine hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(runs):
+        for name, call in calls.items():
+            start = time.perf_counter_ns()
+            await call()
+            samples[name].append((time.perf_counter_ns() - start) / 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+async def store_appends(
+    path: str, store: Store, pool: AsyncConnectionPool[Any], runs: int
+) -> StoreAppendResult:
+    """``Store.append`` of one turn, no cache: on a 10- and a 1000-turn thread, and its floor.
+
+    The floor is the least one psycopg statement can do for an append on the same path
+    (bump the version, insert the turn): what any store call has to pay.
+    """
+    short, long, floor_thread = (
+        await new_thread(store, 10),
+        await new_thread(store, 1000),
+        await new_thread(store, 10),
+    )
+    turn = [Turn(role="user", content="x" * 300)]
+
+    async def raw_append() -> object:
+        async with pool.connection() as conn:
+            return await conn.execute(
+                "WITH v AS (UPDATE convmem_threads SET version = version + 1 WHERE id = %s"
+                " RETURNING version) INSERT INTO convmem_turns (thread_id, seq, role, content,"
+                " created_at) SELECT %s, v.version, 'user', %s, now() FROM v",
+                (floor_thread, floor_thread, "x" * 300),
+            )
+
+    medians = await p50s_interleaved(
+        {
+            "10": lambda: store.append(short, turn, owner=None),
+            "1000": lambda: store.append(long, turn, owner=None),
+            "floor": raw_append,
+        },
+        runs,
+    )
+    return StoreAppendResult(path, medians["10"], medians["1000"], medians["floor"])

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
     from convmem_bench.results import FlowResult, Report
 
-REPRODUCE = "make bench   # or: .venv/bin/convmem bench --out bench"
+REPRODUCE = "make bench   # or: PYTHONPATH=bench .venv/bin/python -m convmem_bench --out bench"
 PEERS = ("LangGraph", "langchain-postgres", "cashews")  # how their flows' names begin
 
 # Targets this benchmark found missed, what profiling (cProfile) showed, and what was
@@ -48,6 +48,15 @@ FIXES = (
         "401 µs, 1.67×",
         "building Turns (60% of a decode in cProfile): the change above, and turns kept in"
         " Redis as JSON arrays, which parse faster (43 → 27 µs) and unpack without lookups",
+    ),
+    (
+        "Store.append on PostgreSQL, 1000 turns against 10 (no cache, a new database)",
+        "1.42× (one CTE), 1.25× (first SQL function)",
+        "1.0×",
+        "the lookup of retried keys was a filter over every turn of the thread (a subquery"
+        " in IN/ANY, and a generic plan that cannot use the partial (thread_id, key) index"
+        " for `key = ANY($1)`): the keys as one array value, `key IS NOT NULL` spelt out,"
+        " no lookup without keys, and no read-back of the inserted turns",
     ),
 )
 
@@ -135,6 +144,23 @@ def targets(report: Report) -> list[tuple[str, str, bool | None]]:
                     ratio <= limit,
                 )
             )
+    for path in report.store_appends:
+        rows.append(
+            (
+                f"Store.append flat on {path.path}: 1000 turns ≤ 1.1 × 10 turns (no cache)",
+                f"{path.flatness:.2f}× ({path.p50_us_1000_turns:.0f} vs "
+                f"{path.p50_us_10_turns:.0f} µs)",
+                path.flatness <= 1.1,
+            )
+        )
+        rows.append(
+            (
+                f"Store.append on {path.path} ≤ 1.3 × its floor (no cache)",
+                f"{path.over_floor:.2f}× ({path.p50_us_10_turns:.0f} vs "
+                f"{path.floor_p50_us:.0f} µs)",
+                path.over_floor <= 1.3,
+            )
+        )
     lengths = sorted(report.append_by_length)
     if len(lengths) >= 2:
         short, long = report.append_by_length[lengths[0]], report.append_by_length[lengths[-1]]
@@ -252,6 +278,7 @@ def markdown(report: Report, plots: list[str]) -> str:
     ]
     for length, p50 in sorted(report.append_by_length.items()):
         lines.append(f"| {length} | {p50:.0f} µs |")
+    lines += _store_appends_section(report)
     lines += _reading(report)
     lines += [
         "",
@@ -272,6 +299,31 @@ def markdown(report: Report, plots: list[str]) -> str:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     lines.append("")
     return "\n".join(lines)
+
+
+def _store_appends_section(report: Report) -> list[str]:
+    if not report.store_appends:
+        return []
+    lines = [
+        "",
+        "## Store.append alone, no cache, by path (one turn of 300 bytes, p50)",
+        "",
+        "The store call by itself, on a 10- and a 1000-turn thread, against its floor: one",
+        "psycopg statement doing an append's least work (bump the version, insert the turn)",
+        "on the same path, through the same counting proxy. `pgbouncer` is PgBouncer in",
+        "transaction mode with prepared statements off, as behind Supavisor; each call there",
+        "is re-parsed, while the SQL function's own plans stay cached on the server",
+        "connection. Taken in turn (10, 1000, floor, 10, ...), so drift hits all three alike.",
+        "",
+        "| path | 10 turns | 1000 turns | 1000 / 10 | floor | over the floor |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in report.store_appends:
+        lines.append(
+            f"| {path.path} | {path.p50_us_10_turns:.0f} µs | {path.p50_us_1000_turns:.0f} µs"
+            f" | {path.flatness:.2f}× | {path.floor_p50_us:.0f} µs | {path.over_floor:.2f}× |"
+        )
+    return lines
 
 
 def _reading(report: Report) -> list[str]:

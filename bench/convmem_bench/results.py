@@ -38,6 +38,24 @@ class LayerResult:
 
 
 @dataclass
+class StoreAppendResult:
+    """``Store.append`` of one turn without any cache, by thread length, and its floor."""
+
+    path: str  # "postgres" (direct) or "pgbouncer" (transaction mode, no prepared statements)
+    p50_us_10_turns: float
+    p50_us_1000_turns: float
+    floor_p50_us: float  # one psycopg statement doing an append's least work, same path
+
+    @property
+    def flatness(self) -> float:
+        return self.p50_us_1000_turns / self.p50_us_10_turns
+
+    @property
+    def over_floor(self) -> float:
+        return self.p50_us_10_turns / self.floor_p50_us
+
+
+@dataclass
 class MemoryResult:
     """Resident memory of a process serving one system's workload, and nothing else."""
 
@@ -59,6 +77,7 @@ class Report:
     concurrency: list[ConcurrencyResult] = field(default_factory=list)
     stores: list[FlowResult] = field(default_factory=list)  # convmem per store and cache state
     memory: list[MemoryResult] = field(default_factory=list)
+    store_appends: list[StoreAppendResult] = field(default_factory=list)  # no cache, per path
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
@@ -76,4 +95,5 @@ class Report:
             concurrency=[ConcurrencyResult(**c) for c in raw.get("concurrency", [])],
             stores=[FlowResult(**f) for f in raw.get("stores", [])],
             memory=[MemoryResult(**m) for m in raw.get("memory", [])],
+            store_appends=[StoreAppendResult(**a) for a in raw.get("store_appends", [])],
         )

@@ -20,11 +20,12 @@ import redis.asyncio as aioredis
 
 from convmem_bench import measure, memory_use
 from convmem_bench.measure import FULL, QUICK, Plan
-from convmem_bench.results import Report
+from convmem_bench.results import Report, StoreAppendResult
 from convmem_bench.rig import Rig
 from convmem_bench.systems import (
     SEED_SCENARIO,
     System,
+    convmem_settings,
     open_convmem_by_store,
     open_memory,
     open_pool,
@@ -148,6 +149,22 @@ async def _layers(
             plain, plan.lengths, plan.layer_runs
         )
         log(f"append p50 by thread length: {report.append_by_length}")
+    for path in ("postgres", "pgbouncer"):
+        report.store_appends.append(await _store_appends(rig, path, plan.layer_runs))
+
+
+async def _store_appends(rig: Rig, path: str, runs: int) -> StoreAppendResult:
+    """Store.append alone (no Memory, no cache) on one path, against its floor there."""
+    endpoint = rig.endpoints[path]
+    # The floor's driver is set up as the store's is on this path: no prepared
+    # statements behind the transaction-mode pooler.
+    prepare = {"prepare_threshold": None} if path == "pgbouncer" else {}
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(
+            endpoint.open_store(limits=convmem_settings(endpoint.url, None, "-").thread_limits)
+        )
+        pool = await open_pool(stack, endpoint.url.partition("?")[0], **prepare)
+        return await measure.store_appends(path, store, pool, runs)
 
 
 async def _memory(

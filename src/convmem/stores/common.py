@@ -22,7 +22,7 @@ from convmem.errors import (
     ThreadNotFoundError,
 )
 from convmem.models import ThreadPage, ThreadSummary
-from convmem.records import from_micros, to_micros
+from convmem.records import from_micros, stored_turn, to_micros
 
 if TYPE_CHECKING:
     from convmem.models import Turn
@@ -104,17 +104,22 @@ def page_of(summaries: Sequence[ThreadSummary], limit: int) -> ThreadPage:
 # -- appends --------------------------------------------------------------------
 
 
-def order_append_result(requested: Sequence[Turn], stored: Sequence[Turn]) -> tuple[Turn, ...]:
-    """Map the stored turns of an append back to request order.
+def appended_turns(
+    requested: Sequence[Turn], existing: Sequence[Turn], *, base: int, now: datetime
+) -> tuple[Turn, ...]:
+    """The turns of an append as stored, in request order.
 
-    Keyed turns are matched by key. Unkeyed turns are always inserted, in request
-    order, so they take the remaining stored turns in ascending seq.
+    A turn whose key was stored already is that stored turn (the retry inserted
+    nothing); every other turn was inserted, in request order, at ``base + 1, ...``,
+    at ``now``. Every store numbers fresh turns this way, so none has to send them back.
     """
-    by_key = {t.key: t for t in stored if t.key is not None}
-    matched = {id(t) for t in by_key.values()}
-    unkeyed = iter(sorted((t for t in stored if id(t) not in matched), key=_seq))
-    return tuple(by_key[t.key] if t.key is not None else next(unkeyed) for t in requested)
-
-
-def _seq(turn: Turn) -> int:
-    return turn.seq
+    known = {t.key: t for t in existing}
+    seq = base
+    stored: list[Turn] = []
+    for turn in requested:
+        prior = known.get(turn.key) if turn.key is not None else None
+        if prior is None:
+            seq += 1
+            prior = stored_turn(turn, seq, now)
+        stored.append(prior)
+    return tuple(stored)

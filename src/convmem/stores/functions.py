@@ -149,14 +149,9 @@ class FunctionStore(SnapshotStore):
             thread_id=thread_id,
         )
         header = header_of(rows[0])
-        return AppendResult(
-            thread_id,
-            header["version"],
-            header["inserted"],
-            common.order_append_result(turns, turns_of(rows)),
-            header["updated_at"],
-            header["expires_at"],
-        )
+        version, inserted, now = header["version"], header["inserted"], header["updated_at"]
+        stored = common.appended_turns(turns, turns_of(rows), base=version - inserted, now=now)
+        return AppendResult(thread_id, version, inserted, stored, now, header["expires_at"])
 
     async def delete(self, thread_id: str, *, owner: str | None) -> bool:
         return bool(

@@ -321,15 +321,8 @@ class SqliteStore(SnapshotStore):
                 " WHERE id = ?",
                 (version + len(fresh), to_micros(now), to_micros(expires), thread_id),
             )
-            stored = existing + [stored_turn(t, version + i, now) for i, t in enumerate(fresh, 1)]
-            return AppendResult(
-                thread_id,
-                version + len(fresh),
-                len(fresh),
-                common.order_append_result(turns, stored),
-                now,
-                expires,
-            )
+            stored = common.appended_turns(turns, existing, base=version, now=now)
+            return AppendResult(thread_id, version + len(fresh), len(fresh), stored, now, expires)
 
         return await self._run(lambda: self._transaction(write))
 

@@ -46,9 +46,9 @@ DROP FUNCTION IF EXISTS convmem_turn_json(convmem_turns);
 DROP FUNCTION IF EXISTS convmem_header_json(convmem_threads);
 DROP FUNCTION IF EXISTS convmem_create(uuid, text, uuid, text, jsonb, jsonb, timestamptz, double precision, integer, uuid);
 DROP FUNCTION IF EXISTS convmem_append(uuid, text, jsonb, timestamptz, double precision, integer, uuid);
-DROP FUNCTION IF EXISTS convmem_appended(uuid, integer, integer, text[], timestamptz, timestamptz);
+DROP FUNCTION IF EXISTS convmem_appended(uuid, integer, integer, convmem_turns[], timestamptz, timestamptz);
 DROP FUNCTION IF EXISTS convmem_schema_version();
-DROP TYPE IF EXISTS convmem_row;
+DROP TYPE IF EXISTS convmem_row CASCADE;  -- and any function of an older draft returning it
 
 CREATE TYPE convmem_row AS (
     -- a turn's columns; on the header row: tool_name, metadata and created_at of the thread
@@ -147,22 +147,23 @@ BEGIN
 END
 $$;
 
--- What an append returns: its header row, then the turns it inserted (seq > p_base) and the
--- stored turns of the keys it was given (an idempotent retry's turns).
+-- What an append returns: its header row, then the stored turns of the keys it was given
+-- (an idempotent retry's turns). The turns it inserted are not sent back: the caller has
+-- them, and they hold seq version - inserted + 1 .. version, in the order they were given,
+-- and created_at = updated_at. Nothing is read back, so the cost does not depend on the
+-- thread's length, nor on the size of what was appended.
 CREATE FUNCTION convmem_appended(
-    p_id uuid, p_base integer, p_fresh integer, p_keys text[], p_now timestamptz,
-    p_expires timestamptz)
-RETURNS SETOF convmem_row LANGUAGE sql STABLE AS $$
+    p_id uuid, p_version integer, p_inserted integer, p_turns convmem_turns[],
+    p_now timestamptz, p_expires timestamptz)
+RETURNS SETOF convmem_row LANGUAGE sql IMMUTABLE AS $$
     SELECT NULL::integer, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text,
            NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::text, NULL::timestamptz,
-           p_id::text, p_base + p_fresh, NULL::text, NULL::text, p_now, p_expires, p_fresh
+           p_id::text, p_version, NULL::text, NULL::text, p_now, p_expires, p_inserted
     UNION ALL
     SELECT tu.seq, tu.role, tu.content, tu.tool_name, tu.model_provider, tu.model_name,
            tu.files, tu.images, tu.metadata, tu.key, tu.created_at,
            NULL, NULL, NULL, NULL, NULL, NULL, NULL
-    FROM convmem_turns tu
-    WHERE tu.thread_id = p_id AND (tu.seq > p_base OR tu.key = ANY (p_keys))
-    ORDER BY 1 NULLS FIRST
+    FROM unnest(p_turns) AS tu
 $$;
 
 CREATE FUNCTION convmem_append(
@@ -175,11 +176,14 @@ DECLARE
     v_new_expires timestamptz := p_now + make_interval(secs => p_ttl_seconds);
     v_keys text[];
     v_conflict text;
+    v_existing convmem_turns[] := '{}';
     v_fresh integer;
     v_done jsonb;
 BEGIN
     -- The row lock serialises appends to one thread; every statement below then sees
     -- the turns committed before it (READ COMMITTED takes a snapshot per statement).
+    -- Every statement finds rows by equality on an index, so its plan, custom or
+    -- generic, costs the same on a thread of 10 turns and of 10,000.
     SELECT t.version, t.expires_at INTO v_version, v_expires FROM convmem_threads t
     WHERE t.id = p_id AND t.owner IS NOT DISTINCT FROM p_owner FOR UPDATE;
     IF NOT FOUND THEN
@@ -195,17 +199,24 @@ BEGIN
     IF v_expires <= p_now THEN
         RAISE EXCEPTION 'thread % has expired', p_id USING ERRCODE = 'CM410';
     END IF;
-    -- Keyed turns already stored are an idempotent retry: found through the unique
-    -- (thread_id, key) index, so the cost does not grow with the thread.
+    -- Keyed turns already stored are an idempotent retry, found through the unique
+    -- (thread_id, key) index: the keys go to it as one array value (`= ANY (v_keys)` is
+    -- an index condition, where a subquery would be a filter over the whole thread), and
+    -- `key IS NOT NULL` is spelt out, which a generic plan cannot infer for that partial
+    -- index. So the lookup costs the same on a thread of 10 turns and of 10,000.
     SELECT array_agg(x.key) INTO v_keys
     FROM jsonb_to_recordset(p_turns) AS x(key text) WHERE x.key IS NOT NULL;
     IF v_keys IS NOT NULL THEN
-        SELECT tu.key INTO v_conflict
+        SELECT coalesce(array_agg(tu), '{}') INTO v_existing
         FROM convmem_turns tu
+        WHERE tu.thread_id = p_id AND tu.key IS NOT NULL AND tu.key = ANY (v_keys);
+    END IF;
+    IF cardinality(v_existing) > 0 THEN
+        SELECT x.key INTO v_conflict
+        FROM unnest(v_existing) AS tu
         JOIN jsonb_to_recordset(p_turns) AS x(key text, role text, content text)
           ON x.key = tu.key
-        WHERE tu.thread_id = p_id AND tu.key = ANY (v_keys)
-          AND (tu.role <> x.role OR tu.content <> x.content)
+        WHERE tu.role <> x.role OR tu.content <> x.content
         LIMIT 1;
         IF v_conflict IS NOT NULL THEN
             RAISE EXCEPTION 'turn key % is already used in thread % by another turn',
@@ -221,8 +232,8 @@ BEGIN
     FROM jsonb_to_recordset(p_turns) AS x(
         ord integer, role text, content text, tool_name text, model_provider text,
         model_name text, files jsonb, images jsonb, metadata jsonb, key text)
-    WHERE x.key IS NULL OR v_keys IS NULL
-       OR NOT EXISTS (SELECT 1 FROM convmem_turns tu WHERE tu.thread_id = p_id AND tu.key = x.key);
+    WHERE x.key IS NULL OR cardinality(v_existing) = 0
+       OR NOT (x.key = ANY (SELECT e.key FROM unnest(v_existing) AS e));
     GET DIAGNOSTICS v_fresh = ROW_COUNT;
     IF v_version + v_fresh > p_max_turns THEN  -- raising undoes the insert above
         RAISE EXCEPTION 'thread % has % of at most % turns; % more do not fit',
@@ -236,9 +247,11 @@ BEGIN
     IF p_request_id IS NOT NULL THEN
         INSERT INTO convmem_rpc_requests
         SELECT p_request_id, p_id, jsonb_agg(to_jsonb(r)), p_now
-        FROM convmem_appended(p_id, v_version, v_fresh, v_keys, p_now, v_new_expires) r;
+        FROM convmem_appended(p_id, v_version + v_fresh, v_fresh, v_existing, p_now,
+                              v_new_expires) r;
     END IF;
-    RETURN QUERY SELECT * FROM convmem_appended(p_id, v_version, v_fresh, v_keys, p_now, v_new_expires);
+    RETURN QUERY SELECT * FROM convmem_appended(
+        p_id, v_version + v_fresh, v_fresh, v_existing, p_now, v_new_expires);
 END
 $$;
 
