@@ -10,6 +10,7 @@ import pytest
 from convmem.cache.breaker import CircuitState
 from convmem.cache.guard import GuardedL2
 from convmem.cache.protocol import (
+    Alive,
     AppendOutcome,
     CorruptPayload,
     Invalidation,
@@ -85,7 +86,7 @@ class FakeTier:
         self.published.append((thread_id, version, source))
         return 1
 
-    def invalidations(self) -> AsyncIterator[Subscribed | Invalidation]:
+    def invalidations(self) -> AsyncIterator[Subscribed | Alive | Invalidation]:
         raise NotImplementedError
 
 

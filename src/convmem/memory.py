@@ -65,6 +65,9 @@ class Memory:
         single_instance: no other instance writes, so L1 stays trusted while Redis is down.
         consistency: ``"strict"`` checks the L2 version on every L1 hit.
         breaker_reset_seconds: how long L2 is skipped after a Redis failure before a probe.
+        lease_seconds: the staleness bound under Redis faults: cached copies are served
+            only while Redis answered a heartbeat within it (``Lease``); the L2 tier's
+            heartbeat must be well inside it (``RedisCache`` pings every quarter second).
         timer: the monotonic clock of L1's TTL and the breaker (tests pass a fake one).
 
     The constructor does no I/O; ``async with memory`` (or ``await memory.open()``)
@@ -82,6 +85,7 @@ class Memory:
         single_instance: bool = False,
         consistency: Literal["default", "strict"] = "default",
         breaker_reset_seconds: float = 5.0,
+        lease_seconds: float = 1.0,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(store, Store):
@@ -116,6 +120,8 @@ class Memory:
             single_instance=single_instance,
             strict=consistency == "strict",
             watermark_items=local.max_items * 100,
+            lease_seconds=lease_seconds,
+            timer=timer,
         )
 
     @classmethod
@@ -181,6 +187,7 @@ class Memory:
             single_instance=settings.single_instance,
             consistency=settings.consistency,
             breaker_reset_seconds=settings.redis_breaker_reset_seconds,
+            lease_seconds=settings.cache_lease_seconds,
             timer=timer,
         )
         memory._owned = owned
@@ -423,6 +430,7 @@ def _redis_tier(settings: Settings) -> L2Tier | None:
         prefix=settings.cache_prefix,
         ttl_seconds=settings.l2_ttl_seconds,
         socket_timeout=settings.redis_socket_timeout,
+        heartbeat_seconds=settings.cache_lease_seconds / 4,
     )
 
 

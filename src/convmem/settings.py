@@ -52,6 +52,7 @@ class Settings(BaseSettings):
         5.0, gt=0, validation_alias=_env("redis_breaker_reset_seconds")
     )
     single_instance: bool = Field(False, validation_alias=_env("single_instance"))
+    cache_lease_seconds: float = Field(1.0, gt=0, validation_alias=_env("cache_lease_seconds"))
     consistency: Literal["default", "strict"] = Field(
         "default", validation_alias=_env("consistency")
     )

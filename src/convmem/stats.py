@@ -28,6 +28,8 @@ class Stats:
     invalidations_published: int = 0
     pending_fence_overflow: int = 0
     pending_fences: int = 0  # threads whose newest write Redis has not been told of yet
+    lease_lapses: int = 0  # silences from Redis longer than the lease (L1 dropped after each)
+    redis_restarts: int = 0  # resubscriptions that found a new Redis run id (fences lost)
     circuit_state: str = "closed"
     subscribed: bool = False
     l1_items: int = 0

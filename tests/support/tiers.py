@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
-from convmem.cache.protocol import AppendOutcome, Invalidation, Subscribed
+from convmem.cache.protocol import Alive, AppendOutcome, Invalidation, Subscribed
 from convmem.cache.redis import RedisCache
 from convmem.models import Thread, Turn
 
@@ -59,5 +59,5 @@ class WatchedTier:
     async def publish(self, thread_id: str, version: int, source: str) -> int:
         return await self.inner.publish(thread_id, version, source)
 
-    def invalidations(self) -> AsyncIterator[Subscribed | Invalidation]:
+    def invalidations(self) -> AsyncIterator[Subscribed | Alive | Invalidation]:
         return self.inner.invalidations()

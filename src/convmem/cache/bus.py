@@ -3,7 +3,8 @@
 Each ``Memory`` publishes after every write and listens for the others. While
 the subscription is down this instance cannot hear of other instances' writes,
 so the listener reports the loss (the tiered cache then clears and bypasses L1)
-and reconnects with a bounded backoff.
+and reconnects with a bounded backoff. Answered heartbeats are reported too: they
+renew the cache's ``Lease``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from convmem.cache.protocol import L2Error, Subscribed
+from convmem.cache.protocol import Alive, Invalidation, L2Error, Subscribed
 
 if TYPE_CHECKING:
     from convmem.cache.protocol import L2Tier
@@ -30,7 +31,8 @@ class InvalidationListener:
         *,
         on_message: Callable[[str, int], None],
         on_lost: Callable[[], None],
-        on_regained: Callable[[], None],
+        on_regained: Callable[[str, float], None],
+        on_alive: Callable[[float], None],
         retry_after: float = 0.1,
         max_retry_after: float = 2.0,
     ) -> None:
@@ -39,6 +41,7 @@ class InvalidationListener:
         self._on_message = on_message
         self._on_lost = on_lost
         self._on_regained = on_regained
+        self._on_alive = on_alive
         self._retry_after = retry_after
         self._max_retry_after = max_retry_after
         self._task: asyncio.Task[None] | None = None
@@ -73,12 +76,15 @@ class InvalidationListener:
         while True:
             try:
                 async for event in self._l2.invalidations():
-                    if isinstance(event, Subscribed):
-                        self._on_regained()
+                    if isinstance(event, Alive):
+                        self._on_alive(event.age)
+                    elif isinstance(event, Invalidation):
+                        if event.source != self._instance_id:
+                            self._on_message(event.thread_id, event.version)
+                    elif isinstance(event, Subscribed):
+                        self._on_regained(event.run_id, event.age)
                         self._subscribed.set()
                         delay = self._retry_after
-                    elif event.source != self._instance_id:
-                        self._on_message(event.thread_id, event.version)
             except L2Error as exc:
                 if self._subscribed.is_set():
                     self._subscribed.clear()

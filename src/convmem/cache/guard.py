@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from convmem.cache.breaker import CircuitBreaker, CircuitState
 from convmem.cache.protocol import (
+    Alive,
     AppendOutcome,
     CorruptPayload,
     Invalidation,
@@ -124,7 +125,7 @@ class GuardedL2:
         self.stats.invalidations_published += 1
         return sent
 
-    def invalidations(self) -> AsyncIterator[Subscribed | Invalidation]:
+    def invalidations(self) -> AsyncIterator[Subscribed | Alive | Invalidation]:
         # The subscription has its own lifecycle (the listener reconnects it), so it
         # bypasses the breaker; the listener reports a loss to the cache.
         return self.tier.invalidations()

@@ -41,7 +41,21 @@ class AppendOutcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Subscribed:
-    """The invalidation channel is subscribed: from now on every write is heard."""
+    """The invalidation channel is subscribed: from now on every write is heard.
+
+    ``run_id`` names the Redis process (it changes when Redis restarts, empty); ``age``
+    is how long ago the subscription was requested.
+    """
+
+    run_id: str
+    age: float
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    """Redis answered a heartbeat on the channel, sent ``age`` seconds ago."""
+
+    age: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +86,9 @@ class L2Tier(Protocol):
     async def fence(self, thread_id: str, version: int) -> bool: ...
     async def drop(self, thread_id: str) -> None: ...
     async def publish(self, thread_id: str, version: int, source: str) -> int: ...
-    def invalidations(self) -> AsyncIterator[Subscribed | Invalidation]:
-        """``Subscribed`` once the server confirmed, then one ``Invalidation`` per message.
+    def invalidations(self) -> AsyncIterator[Subscribed | Alive | Invalidation]:
+        """``Subscribed`` once the server confirmed, then one ``Invalidation`` per message
+        and one ``Alive`` per answered heartbeat.
 
         Raises ``L2Error`` when the subscription breaks or Redis stays silent.
         """

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from convmem.cache.codec import decode_thread, encode_header, encode_turn, fence_of
 from convmem.cache.protocol import (
+    Alive,
     AppendOutcome,
     CorruptPayload,
     Invalidation,
@@ -42,8 +43,8 @@ from convmem.records import to_micros
 
 log = logging.getLogger("convmem.cache")
 
-HEARTBEAT_SECONDS: Final = 1.0  # idle this long, the subscriber pings Redis
-SILENCE_LIMIT_SECONDS: Final = 3.0  # no message or pong this long: the subscription is lost
+HEARTBEAT_SECONDS: Final = 0.25  # the subscriber pings Redis this often (a quarter lease)
+SILENCE_LIMIT_SECONDS: Final = 3.0  # a ping unanswered this long: the subscription is lost
 
 if TYPE_CHECKING:
     from convmem.models import Thread, Turn
@@ -132,8 +133,12 @@ class RedisCache:
         ttl_seconds: float = 1800.0,
         url: str = "",
         socket_timeout: float = 0.25,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        silence_limit_seconds: float = SILENCE_LIMIT_SECONDS,
     ) -> None:
         self.client = client
+        self.heartbeat_seconds = heartbeat_seconds
+        self.silence_limit_seconds = silence_limit_seconds
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         self.channel = f"{prefix}invalidations"
@@ -152,10 +157,16 @@ class RedisCache:
         prefix: str = "convmem:",
         ttl_seconds: float = 1800.0,
         socket_timeout: float = 0.25,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> Self:
         client = _client(url, socket_timeout)
         return cls(
-            client, prefix=prefix, ttl_seconds=ttl_seconds, url=url, socket_timeout=socket_timeout
+            client,
+            prefix=prefix,
+            ttl_seconds=ttl_seconds,
+            url=url,
+            socket_timeout=socket_timeout,
+            heartbeat_seconds=heartbeat_seconds,
         )
 
     def key(self, thread_id: str) -> str:
@@ -164,13 +175,16 @@ class RedisCache:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def invalidations(self) -> AsyncIterator[Subscribed | Invalidation]:
+    async def invalidations(self) -> AsyncIterator[Subscribed | Alive | Invalidation]:
         """Subscribe on a client of its own (it blocks on reads, so no socket timeout).
 
-        Yields ``Subscribed`` once the server confirmed the subscription, then one
-        ``Invalidation`` per message; raises ``L2Error`` when it breaks
-        or when Redis stays silent (a hung server keeps its sockets open, so a
-        heartbeat PING is what tells us we would no longer hear of other writers).
+        Yields ``Subscribed`` once the server confirmed the subscription (with Redis' run
+        id, which changes when it restarts), then one ``Invalidation`` per message and
+        one ``Alive`` per answered heartbeat. A PING goes out every ``heartbeat_seconds``
+        whatever the traffic, since a hung server keeps its sockets open and only an
+        unanswered heartbeat tells us we would no longer hear of other writers; raises
+        ``L2Error`` when the subscription breaks or a heartbeat stays unanswered for
+        ``silence_limit_seconds``.
         """
         client = aioredis.Redis.from_url(
             self._url,
@@ -181,24 +195,34 @@ class RedisCache:
         pubsub = client.pubsub()
         clock = asyncio.get_running_loop().time
         try:
+            requested = clock()
             with _translated():
                 await pubsub.subscribe(self.channel)
-            heard = clock()
+            pinged: float | None = requested  # the SUBSCRIBE's confirmation is awaited like a pong
+            next_ping = requested + self.heartbeat_seconds
             while True:
-                with _translated():
-                    message = await pubsub.get_message(timeout=HEARTBEAT_SECONDS)
-                if message is None:
-                    if clock() - heard > SILENCE_LIMIT_SECONDS:
-                        raise L2Error(
-                            f"Redis did not answer on {self.channel} for {SILENCE_LIMIT_SECONDS}s"
-                        )
+                now = clock()
+                if pinged is not None and now - pinged > self.silence_limit_seconds:
+                    raise L2Error(
+                        f"Redis did not answer on {self.channel} for {self.silence_limit_seconds}s"
+                    )
+                if pinged is None and now >= next_ping:
                     with _translated():
                         await pubsub.ping()
+                    pinged, next_ping = now, now + self.heartbeat_seconds
+                wait = max(0.0, (next_ping if pinged is None else now + 0.05) - now)
+                with _translated():
+                    message = await pubsub.get_message(timeout=min(wait, self.heartbeat_seconds))
+                if message is None:
                     continue
-                heard = clock()
-                if message["type"] == "subscribe":
-                    yield Subscribed()
-                elif message["type"] == "message":
+                kind = message["type"]
+                if kind == "pong" and pinged is not None:
+                    yield Alive(clock() - pinged)
+                    pinged = None
+                elif kind == "subscribe" and pinged is not None:
+                    yield Subscribed(await self._run_id(), clock() - pinged)
+                    pinged = None
+                elif kind == "message":
                     parsed = _parse_invalidation(message["data"])
                     if parsed is not None:
                         yield parsed
@@ -206,6 +230,12 @@ class RedisCache:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
                 await client.aclose()
+
+    async def _run_id(self) -> str:
+        """The Redis process' run id: a new one means it restarted (and lost every fence)."""
+        with _translated():
+            info = await self.client.info("server")
+        return str(info.get("run_id", ""))
 
     async def ping(self) -> None:
         with _translated():

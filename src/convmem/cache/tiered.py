@@ -11,19 +11,24 @@ extended in place or fenced, L1 is extended, the watermark is raised and
 
 Redis faults never fail a call: L2 is a ``GuardedL2`` (circuit breaker, replay of
 the writes Redis missed, error accounting), every L2 failure degrades to the next
-tier, and L1 is bypassed unless this is the only instance (we could not hear other
-instances' writes).
+tier. Staleness is bounded by a ``Lease``: L1 and L2 are read only while this
+instance has heard from Redis within the lease (and, after a break, for a whole
+lease), unless it is the only instance; writes Redis missed are replayed in the
+background every quarter lease until it takes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from convmem.cache.bus import InvalidationListener
+from convmem.cache.lease import Lease
 from convmem.cache.protocol import DELETED, CorruptPayload, L2Error
 from convmem.cache.watermarks import Watermarks
 from convmem.errors import StoreError, ThreadNotFoundError
@@ -55,6 +60,8 @@ class TieredCache:
         single_instance: bool = False,
         strict: bool = False,
         watermark_items: int = 100_000,
+        lease_seconds: float = 1.0,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.l1 = l1
@@ -62,12 +69,14 @@ class TieredCache:
         self.stats = stats
         self.single_instance = single_instance
         self.strict = strict
+        self.lease = Lease(lease_seconds, timer=timer)
+        self._run_id: str | None = None  # the Redis process we last subscribed to
         self.instance_id = l2.source if l2 is not None else uuid.uuid4().hex
         self.watermarks = Watermarks(watermark_items, on_forget=l1.discard)
         self._inflight: dict[
             tuple[str, str | None], asyncio.Future[tuple[Thread | None, Source]]
         ] = {}
-        self._epoch = 0  # bumped when the subscription is lost or regained
+        self._epoch = 0  # bumped when contact with Redis breaks or comes back
         self._listener: InvalidationListener | None = None
         if l2 is not None:
             self._listener = InvalidationListener(
@@ -76,18 +85,26 @@ class TieredCache:
                 on_message=self._invalidated,
                 on_lost=self._subscription_lost,
                 on_regained=self._subscription_regained,
+                on_alive=self._alive,
             )
         self._replay: asyncio.Task[bool] | None = None
+        self._replayer: asyncio.Task[None] | None = None
 
     # -- lifetime --------------------------------------------------------------
 
     async def start(self) -> None:
         if self._listener is not None:
             await self._listener.start()
+        if self.l2 is not None:
+            self._replayer = asyncio.create_task(self._replay_missed(), name="convmem-replay")
 
     async def stop(self) -> None:
         if self._listener is not None:
             await self._listener.stop()
+        if self._replayer is not None:
+            self._replayer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replayer
         if self._replay is not None:
             await asyncio.gather(self._replay, return_exceptions=True)
 
@@ -95,9 +112,9 @@ class TieredCache:
     def subscribed(self) -> bool:
         return self._listener is not None and self._listener.subscribed
 
-    def l1_trusted(self) -> bool:
-        """L1 may be served only while we would hear of other instances' writes."""
-        return self.l2 is None or self.single_instance or self.subscribed
+    def trusted(self) -> bool:
+        """May cached copies (L1, and L2 when others write) be served now? See ``Lease``."""
+        return self.l2 is None or self.single_instance or (self.subscribed and self.lease.valid())
 
     # -- reads -----------------------------------------------------------------
 
@@ -107,7 +124,8 @@ class TieredCache:
 
     async def lookup(self, thread_id: str, owner: str | None) -> tuple[Thread | None, Source]:
         """The thread and where it came from: ``l1``, ``l2`` or ``store``."""
-        if self.l1_trusted():
+        trusted = self.trusted()
+        if trusted:
             copy = self.l1.get(thread_id)
             if (
                 copy is not None
@@ -128,7 +146,7 @@ class TieredCache:
         )
         self._inflight[key] = future
         try:
-            found = await self._fetch(thread_id, owner)
+            found = await self._fetch(thread_id, owner, trusted)
             future.set_result(found)
             return found
         except BaseException as exc:
@@ -165,12 +183,14 @@ class TieredCache:
             return False
         return True
 
-    async def _fetch(self, thread_id: str, owner: str | None) -> tuple[Thread | None, Source]:
-        """L2, then the store; install upwards. Runs once per in-flight key."""
+    async def _fetch(
+        self, thread_id: str, owner: str | None, trusted: bool
+    ) -> tuple[Thread | None, Source]:
+        """L2 (when trusted), then the store; install upwards. Runs once per in-flight key."""
         epoch = self._epoch
         now = self.store.clock()
         mark = self.watermarks.get(thread_id)
-        if self.l2 is not None:
+        if self.l2 is not None and trusted:
             copy = await self._l2_get(thread_id)
             if copy is not None and copy.version >= mark and not copy.is_expired(now):
                 self.stats.l2_hits += 1
@@ -184,7 +204,9 @@ class TieredCache:
         if thread is None:
             return None, "store"
         self._install_l1(thread, epoch)
-        if self.l2 is not None:
+        # A copy read before contact with Redis broke or came back may predate a write
+        # Redis has not been told of yet (or a fence it lost in a restart): not installed.
+        if self.l2 is not None and epoch == self._epoch:
             await _l2(self.l2.install(thread, now))
         return thread, "store"
 
@@ -276,9 +298,23 @@ class TieredCache:
         # it from being served.
 
     def _subscription_lost(self) -> None:
+        self.lease.lost()
         self._forget_l1()
 
-    def _subscription_regained(self) -> None:
+    def _alive(self, age: float) -> None:
+        if self.lease.heard(age):  # a silence longer than the lease just ended
+            self.stats.lease_lapses += 1
+            log.warning("no answer from Redis for more than the lease; L1 dropped")
+            self._forget_l1()
+
+    def _subscription_regained(self, run_id: str, age: float) -> None:
+        if self._run_id is not None and run_id != self._run_id:
+            self.stats.redis_restarts += 1
+            log.warning(
+                "Redis restarted (run id %s, was %s): its fences are gone", run_id, self._run_id
+            )
+        self._run_id = run_id
+        self.lease.heard(age)
         self._forget_l1()
         # Redis answers again: replay the writes it missed now, not at the next L2 call.
         if (
@@ -290,10 +326,18 @@ class TieredCache:
 
     def _forget_l1(self) -> None:
         """Copies read while we could not hear of other writers may be stale: drop them."""
-        if self.single_instance:
-            return  # no other writer to hear of: L1 stays valid
-        self._epoch += 1
-        self.l1.clear()
+        self._epoch += 1  # and keep copies read before now out of L2
+        if not self.single_instance:  # (alone, no other writer: L1 stays valid)
+            self.l1.clear()
+
+    async def _replay_missed(self) -> None:
+        """Retry the writes Redis missed every quarter lease until it takes them, so an
+        idle writer's announcement still arrives within the lease of Redis coming back."""
+        assert self.l2 is not None
+        while True:
+            await asyncio.sleep(self.lease.length / 4)
+            if self.l2.pending:
+                await self.l2.replay()
 
     async def ping_l2(self) -> bool | None:
         """True if L2 answers now, False if not, None without an L2 tier (no breaker)."""
