@@ -70,11 +70,16 @@ async def test_redis_killed_and_restarted_mid_run(
     assert not reader.stats.subscribed  # so its L1 is bypassed: the store served
 
     redis_server.start()  # the same port, empty (no persistence)
-    breaker.now += 60  # past the breaker's reset period: the next call probes
+    breaker.now += 60  # past the breaker's reset period
+    # Resubscribing probes Redis (and replays the writer's missed writes): circuits close.
+    await until(lambda: writer.stats.subscribed and reader.stats.subscribed, "resubscription")
     for memory in (writer, reader):
         assert await memory.get_thread(thread.id) is not None
-        assert memory.stats.circuit_state == "closed"
-    await until(lambda: writer.stats.subscribed and reader.stats.subscribed, "resubscription")
+    await until(
+        lambda: writer.stats.circuit_state == reader.stats.circuit_state == "closed",
+        "the circuits to close",
+    )
+    assert writer.stats.pending_fences == 0
 
     newcomer = await make_memory(redis_server.url, FakeTimer())
     trips = Trips(cache_backend)

@@ -30,28 +30,34 @@ class Lease:
         self.length = length
         self._timer = timer
         self._heard_at = -math.inf  # when the newest heartbeat we have an answer to was sent
-        self._since = -math.inf  # when the current unbroken contact began (-inf: at start)
+        self._since = -math.inf  # when contact came back after a break (-inf: no break yet)
         self._broken = False  # the subscription was lost: contact starts over
 
     def heard(self, age: float = 0.0) -> bool:
         """Redis answered a heartbeat sent ``age`` seconds ago; True if that ends a break.
 
-        The caller drops its L1 when a break ends: copies from before it may be stale.
+        A break is a lost subscription or a lapsed lease (no answer for longer than the
+        lease, counted up to now, when the answer arrives). The caller drops its L1 when
+        a break ends: copies from before it may be stale.
         """
-        at = self._timer() - age
-        if at <= self._heard_at and not self._broken:
-            return False
-        lapsed = self._heard_at > -math.inf and at - self._heard_at > self.length
+        now = self._timer()
+        # Since the newest answer, or since the last break ended (its answer may be late).
+        last = max(self._heard_at, self._since)
+        lapsed = last > -math.inf and now - last > self.length
         broken = self._broken or lapsed
         if broken:
-            self._since = at
+            self._since = now  # trusted again one whole lease from now
             self._broken = False
-        self._heard_at = max(self._heard_at, at)
+        self._heard_at = max(self._heard_at, now - age)
         return broken
 
     def lost(self) -> None:
         """The subscription broke: nothing is trusted until contact is back and has lasted."""
         self._broken = True
+
+    def fresh(self) -> bool:
+        """Has Redis answered within the lease (even if trust has not returned yet)?"""
+        return not self._broken and self._timer() - self._heard_at <= self.length
 
     def valid(self) -> bool:
         """May the cache tiers be trusted now?"""

@@ -116,6 +116,9 @@ class TieredCache:
         """May cached copies (L1, and L2 when others write) be served now? See ``Lease``."""
         return self.l2 is None or self.single_instance or (self.subscribed and self.lease.valid())
 
+    def _in_contact(self) -> bool:
+        return self.subscribed and self.lease.fresh()
+
     # -- reads -----------------------------------------------------------------
 
     async def get(self, thread_id: str, owner: str | None) -> Thread | None:
@@ -205,8 +208,9 @@ class TieredCache:
             return None, "store"
         self._install_l1(thread, epoch)
         # A copy read before contact with Redis broke or came back may predate a write
-        # Redis has not been told of yet (or a fence it lost in a restart): not installed.
-        if self.l2 is not None and epoch == self._epoch:
+        # Redis has not been told of yet (or a fence it lost in a restart): not installed;
+        # nor while Redis is silent (it may be hung: no call waits for it).
+        if self.l2 is not None and epoch == self._epoch and (trusted or self._in_contact()):
             await _l2(self.l2.install(thread, now))
         return thread, "store"
 
