@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from convmem.cache.breaker import CircuitState
+from convmem.breaker import CircuitState
 from convmem.cache.guard import GuardedL2
 from convmem.cache.protocol import (
     Alive,

@@ -25,6 +25,7 @@ from convmem.settings import Settings
 from convmem.stats import Stats
 from convmem.stores import store_from_url
 from convmem.stores.base import NewThread, Store
+from convmem.stores.guard import StoreGuard
 from convmem.validation import (
     validate_metadata,
     validate_optional_thread_id,
@@ -68,6 +69,9 @@ class Memory:
         lease_seconds: the staleness bound under Redis faults: cached copies are served
             only while Redis answered a heartbeat within it (``Lease``); the L2 tier's
             heartbeat must be well inside it (``RedisCache`` pings every quarter second).
+        store_timeout_seconds: the deadline of every store call; one that misses it (or an
+            unreachable store) raises ``StoreUnavailableError`` and opens the store breaker.
+        store_breaker_reset_seconds: how long calls then fail at once before one probes.
         timer: the monotonic clock of L1's TTL and the breaker (tests pass a fake one).
 
     The constructor does no I/O; ``async with memory`` (or ``await memory.open()``)
@@ -86,6 +90,8 @@ class Memory:
         consistency: Literal["default", "strict"] = "default",
         breaker_reset_seconds: float = 5.0,
         lease_seconds: float = 1.0,
+        store_timeout_seconds: float = 5.0,
+        store_breaker_reset_seconds: float = 1.0,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(store, Store):
@@ -97,6 +103,9 @@ class Memory:
                 f"consistency must be 'default' or 'strict', got {consistency!r}"
             )
         self.store = store
+        self._guard = StoreGuard(
+            timeout=store_timeout_seconds, reset_after=store_breaker_reset_seconds, timer=timer
+        )
         self._limits = input_limits or InputLimits()
         self._stats = Stats()
         self._owned: list[Store | L2Tier] = []  # parts from_url built: closed with the Memory
@@ -122,6 +131,7 @@ class Memory:
             watermark_items=local.max_items * 100,
             lease_seconds=lease_seconds,
             timer=timer,
+            guard=self._guard,
         )
 
     @classmethod
@@ -188,6 +198,8 @@ class Memory:
             consistency=settings.consistency,
             breaker_reset_seconds=settings.redis_breaker_reset_seconds,
             lease_seconds=settings.cache_lease_seconds,
+            store_timeout_seconds=settings.store_timeout_seconds,
+            store_breaker_reset_seconds=settings.store_breaker_reset_seconds,
             timer=timer,
         )
         memory._owned = owned
@@ -254,7 +266,7 @@ class Memory:
         if tool_name is not None and not isinstance(tool_name, str):
             raise InvalidInputError("tool_name must be a string or None")
         spec = NewThread(str(uuid.uuid4()), tool_name, parent_id, owner, frozen)
-        thread = await self._write(self.store.create(spec, turns))
+        thread = await self._write(lambda: self.store.create(spec, turns))
         await self._cache.created(thread)
         return thread
 
@@ -275,7 +287,7 @@ class Memory:
         validate_thread_id(thread_id)
         validate_owner(owner)
         validate_turns(turns, self._limits, allow_empty=False)
-        result = await self._write(self.store.append(thread_id, turns, owner=owner))
+        result = await self._write(lambda: self.store.append(thread_id, turns, owner=owner))
         return await self._cache.appended(result, owner)
 
     async def get_thread(self, thread_id: str, *, owner: str | None = None) -> Thread | None:
@@ -340,13 +352,13 @@ class Memory:
     ) -> ThreadPage:
         """A page of ``owner``'s live threads, most recently updated first."""
         validate_owner(owner)
-        return await self._read(self.store.list(owner=owner, limit=limit, cursor=cursor))
+        return await self._read(lambda: self.store.list(owner=owner, limit=limit, cursor=cursor))
 
     async def delete_thread(self, thread_id: str, *, owner: str | None = None) -> bool:
         """Delete a thread and its turns; False if ``owner`` had no such thread."""
         validate_thread_id(thread_id)
         validate_owner(owner)
-        deleted = await self._write(self.store.delete(thread_id, owner=owner))
+        deleted = await self._write(lambda: self.store.delete(thread_id, owner=owner))
         if deleted:
             await self._cache.deleted(thread_id)
         return deleted
@@ -376,15 +388,15 @@ class Memory:
 
     async def purge_expired(self) -> int:
         """Delete every expired thread from the store; return how many."""
-        return await self._write(self.store.purge_expired())
+        return await self._write(self.store.purge_expired)
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; return the names applied."""
         return await self.store.migrate()
 
     async def ping(self) -> None:
-        """Raise ``StoreError`` unless the store answers."""
-        await self.store.ping()
+        """Raise ``StoreError`` unless the store answers (within the store call deadline)."""
+        await self._guard.run(self.store.ping)
 
     async def ping_cache(self) -> bool | None:
         """True if Redis answers, False if not, None when there is no L2 tier."""
@@ -400,21 +412,24 @@ class Memory:
             l1_bytes=self._cache.l1.bytes,
             circuit_state="closed" if l2 is None else l2.breaker.state.value,
             pending_fences=0 if l2 is None else l2.pending,
+            store_circuit_state=self._guard.state.value,
+            store_timeouts=self._guard.timeouts,
+            store_refused=self._guard.refused,
             subscribed=self._cache.subscribed,
         )
 
     # -- helpers ---------------------------------------------------------------
 
-    async def _read(self, call: Awaitable[T]) -> T:
+    async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
         return await self._counted(call, "store_reads")
 
-    async def _write(self, call: Awaitable[T]) -> T:
+    async def _write(self, call: Callable[[], Awaitable[T]]) -> T:
         return await self._counted(call, "store_writes")
 
-    async def _counted(self, call: Awaitable[T], counter: str) -> T:
+    async def _counted(self, call: Callable[[], Awaitable[T]], counter: str) -> T:
         setattr(self._stats, counter, getattr(self._stats, counter) + 1)
         try:
-            return await call
+            return await self._guard.run(call)
         except StoreError:
             self._stats.store_errors += 1
             raise
@@ -441,11 +456,14 @@ def _store_options(url: str, settings: Settings) -> dict[str, Any]:
             "min_size": settings.pg_pool_min_size,
             "max_size": settings.pg_pool_max_size,
             "prepared_statements": settings.pg_prepared_statements,
+            "connect_timeout": settings.pg_connect_timeout_seconds,
+            "pool_timeout": settings.pg_pool_timeout_seconds,
         }
     if scheme.startswith("supabase"):
         key = settings.supabase_service_key
         return {
             "project_url": settings.supabase_url,
             "service_key": key.get_secret_value() if key is not None else None,
+            "deadline": settings.store_timeout_seconds,
         }
     return {}

@@ -74,6 +74,16 @@ class Settings(BaseSettings):
     ws_hello_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=_env("ws_hello_timeout_seconds")
     )
+    store_timeout_seconds: float = Field(5.0, gt=0, validation_alias=_env("store_timeout_seconds"))
+    store_breaker_reset_seconds: float = Field(
+        1.0, gt=0, validation_alias=_env("store_breaker_reset_seconds")
+    )
+    pg_connect_timeout_seconds: float = Field(
+        3.0, ge=1, validation_alias=_env("pg_connect_timeout_seconds")
+    )
+    pg_pool_timeout_seconds: float = Field(
+        2.0, gt=0, validation_alias=_env("pg_pool_timeout_seconds")
+    )
     pg_pool_min_size: int = Field(1, ge=0, validation_alias=_env("pg_pool_min_size"))
     pg_pool_max_size: int = Field(10, gt=0, validation_alias=_env("pg_pool_max_size"))
     pg_prepared_statements: bool | None = Field(

@@ -30,7 +30,10 @@ class Stats:
     pending_fences: int = 0  # threads whose newest write Redis has not been told of yet
     lease_lapses: int = 0  # silences from Redis longer than the lease (L1 dropped after each)
     redis_restarts: int = 0  # resubscriptions that found a new Redis run id (fences lost)
-    circuit_state: str = "closed"
+    circuit_state: str = "closed"  # the Redis circuit
+    store_circuit_state: str = "closed"
+    store_timeouts: int = 0  # store calls that missed their deadline
+    store_refused: int = 0  # store calls not made: the store circuit was open
     subscribed: bool = False
     l1_items: int = 0
     l1_bytes: int = 0

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from convmem.cache.breaker import CircuitBreaker, CircuitState
+from convmem.breaker import CircuitBreaker, CircuitState
 from convmem.cache.protocol import (
     Alive,
     AppendOutcome,

@@ -33,6 +33,7 @@ from convmem.cache.protocol import DELETED, CorruptPayload, L2Error
 from convmem.cache.watermarks import Watermarks
 from convmem.errors import StoreError, ThreadNotFoundError
 from convmem.stores.base import extend_thread
+from convmem.stores.guard import StoreGuard
 
 if TYPE_CHECKING:
     from convmem.cache.guard import GuardedL2
@@ -62,8 +63,10 @@ class TieredCache:
         watermark_items: int = 100_000,
         lease_seconds: float = 1.0,
         timer: Callable[[], float] = time.monotonic,
+        guard: StoreGuard | None = None,
     ) -> None:
         self.store = store
+        self.guard = guard or StoreGuard(timer=timer)
         self.l1 = l1
         self.l2 = l2
         self.stats = stats
@@ -219,13 +222,15 @@ class TieredCache:
         self.stats.store_reads += 1
         base = self.l1.get(thread_id)
         if base is not None and base.owner == owner:
-            delta = await self._store(self.store.load_since(thread_id, base.version, owner=owner))
+            delta = await self._store(
+                lambda: self.store.load_since(thread_id, base.version, owner=owner)
+            )
             if delta is None:
                 self.l1.discard(thread_id)
                 return None
             self.stats.delta_refreshes += 1
             return extend_thread(base, delta.turns, delta.updated_at, delta.expires_at)
-        return await self._store(self.store.load(thread_id, owner=owner))
+        return await self._store(lambda: self.store.load(thread_id, owner=owner))
 
     async def _l2_get(self, thread_id: str) -> Thread | None:
         assert self.l2 is not None
@@ -353,9 +358,9 @@ class TieredCache:
             return False
         return True
 
-    async def _store(self, call: Awaitable[T]) -> T:
+    async def _store(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await call
+            return await self.guard.run(call)
         except StoreError:
             self.stats.store_errors += 1
             raise

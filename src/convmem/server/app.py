@@ -81,8 +81,13 @@ def build_app(
     )
 
     async def health(request: Request) -> Response:
-        report = await service.health()
-        return JSONResponse(report.model_dump(), status_code=200 if report.ok else 503)
+        # Open to probes, but the store's own words only to an authenticated client.
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        caller = tokens.owner_of(token if scheme.lower() == "bearer" else None)
+        report = await service.health(detailed=tokens.required and caller is not None)
+        return JSONResponse(
+            report.model_dump(exclude_none=True), status_code=200 if report.ok else 503
+        )
 
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)

@@ -6,6 +6,7 @@ Every method takes the caller's ``owner`` (the authenticated client) and raises
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pydantic import BaseModel, Field
 from convmem.errors import (
     ConvMemError,
     InvalidInputError,
-    StoreError,
+    StoreUnavailableError,
     ThreadExpiredError,
     ThreadFullError,
     ThreadNotFoundError,
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from convmem.providers.base import Provider
 
 MAX_PROMPT_CHARS = 200_000
+HEALTH_STORE_SECONDS = 0.7  # with Redis' share, /health answers within a second
+HEALTH_REDIS_SECONDS = 0.25
 
 
 class ToolFailure(Exception):
@@ -61,10 +64,15 @@ class ThreadPageView(BaseModel):
     next_cursor: str | None
 
 
+StoreStatus = Literal["ok", "timeout", "unavailable", "error"]
+RedisStatus = Literal["ok", "down", "disabled"]
+
+
 class Health(BaseModel):
     ok: bool
-    store: str
-    redis: str
+    store: StoreStatus
+    redis: RedisStatus
+    detail: str | None = None  # what the store said; only for an authenticated caller
 
 
 class ConversationService:
@@ -179,14 +187,29 @@ class ConversationService:
     def stats(self) -> dict[str, Any]:
         return self.memory.stats.as_dict()
 
-    async def health(self) -> Health:
-        store = "ok"
+    async def health(self, *, detailed: bool = True) -> Health:
+        """Within about a second whatever the store and Redis do: a status word for each,
+        and, when ``detailed`` (an authenticated caller), what the store said."""
+        store: StoreStatus = "ok"
+        detail: str | None = None
         try:
-            await self.memory.ping()
-        except StoreError as exc:
-            store = f"error: {exc}"
-        redis = {None: "disabled", True: "ok", False: "down"}[await self.memory.ping_cache()]
-        return Health(ok=store == "ok", store=store, redis=redis)
+            async with asyncio.timeout(HEALTH_STORE_SECONDS):
+                await self.memory.ping()
+        except TimeoutError:
+            store, detail = "timeout", f"no answer within {HEALTH_STORE_SECONDS:g} s"
+        except StoreUnavailableError as exc:
+            store, detail = "unavailable", str(exc)
+        except ConvMemError as exc:  # a refused key, a missing schema
+            store, detail = "error", str(exc)
+        try:
+            async with asyncio.timeout(HEALTH_REDIS_SECONDS):
+                answered = await self.memory.ping_cache()
+        except TimeoutError:
+            answered = False
+        redis: RedisStatus = "disabled" if answered is None else "ok" if answered else "down"
+        return Health(
+            ok=store == "ok", store=store, redis=redis, detail=detail if detailed else None
+        )
 
 
 def _gone(continuation_id: str, memory: Memory) -> str:

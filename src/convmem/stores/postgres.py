@@ -11,6 +11,8 @@ own plans are cached by the server connection either way.
 
 from __future__ import annotations
 
+import math
+import select
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -59,7 +61,8 @@ class PostgresStore(FunctionStore):
         min_size: int = 1,
         max_size: int = 10,
         prepared_statements: bool = True,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = 3.0,
+        pool_timeout: float = 2.0,
         migrations: str = "postgres",
     ) -> None:
         super().__init__(limits=limits, clock=clock)
@@ -72,6 +75,7 @@ class PostgresStore(FunctionStore):
         self.conninfo = conninfo
         self.prepared_statements = prepared_statements
         self.connect_timeout = connect_timeout
+        self.pool_timeout = pool_timeout
         self._pool = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
@@ -80,13 +84,22 @@ class PostgresStore(FunctionStore):
                 "autocommit": True,
                 # None turns server-side prepared statements off (transaction-mode poolers).
                 "prepare_threshold": 5 if prepared_statements else None,
+                # Bounds for a server that does not answer: connecting, and a dead peer
+                # found by TCP keepalives (libpq options, not startup parameters, so
+                # PgBouncer and Supavisor accept them).
+                "connect_timeout": max(1, math.ceil(connect_timeout)),
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 2,
             },
             configure=_configure,
-            timeout=connect_timeout,
+            timeout=pool_timeout,  # the longest a call waits for a connection
             name="convmem",
             open=False,
         )
         self._opened = False
+        self.dropped_connections = 0  # pooled connections found closed by the server
         self._statements: dict[tuple[str, tuple[str, ...]], str] = {}
 
     @classmethod
@@ -117,7 +130,7 @@ class PostgresStore(FunctionStore):
         if self._opened:
             return
         try:
-            await self._pool.open(wait=True, timeout=self.connect_timeout)
+            await self._pool.open(wait=True, timeout=max(self.connect_timeout, self.pool_timeout))
         except PoolTimeout as exc:
             await self._pool.close()
             raise StoreUnavailableError(
@@ -139,8 +152,11 @@ class PostgresStore(FunctionStore):
         if not self._opened:
             raise StoreError("the PostgreSQL store is not open: use 'async with' or call open()")
         try:
-            async with self._pool.connection() as conn:
+            conn = await self._live_connection()
+            try:
                 yield conn
+            finally:
+                await self._pool.putconn(conn)
         except PoolTimeout as exc:
             raise StoreUnavailableError(
                 f"no PostgreSQL connection available: {exc}; retry later"
@@ -157,6 +173,24 @@ class PostgresStore(FunctionStore):
             if refused is not None:
                 raise refused from None
             raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    async def _live_connection(self) -> AsyncConnection[Any]:
+        """A pooled connection the server has not closed.
+
+        After a server restart every idle connection in the pool is dead; each would
+        fail its first call. A server that closes a connection says so on its socket
+        (a FATAL message, then EOF), while an idle connection of ours has nothing to
+        read: so a readable socket marks a dead one, found without a round trip, and
+        it is dropped for the next (the pool connects anew when none is left).
+        """
+        for _ in range(self._pool.max_size + 1):
+            conn = await self._pool.getconn()
+            if not _closed_by_server(conn):
+                return conn
+            self.dropped_connections += 1
+            await conn.close()
+            await self._pool.putconn(conn)  # a closed connection is discarded
+        return await self._pool.getconn()
 
     # -- the transport -----------------------------------------------------------
 
@@ -208,6 +242,16 @@ class PostgresStore(FunctionStore):
     async def ping(self) -> None:
         async with self._connection() as conn:
             await conn.execute("SELECT 1")
+
+
+def _closed_by_server(conn: AsyncConnection[Any]) -> bool:
+    if conn.closed or conn.broken:
+        return True
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError):  # no socket any more
+        return True
+    return bool(readable)
 
 
 def _params(call: Call) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -48,9 +49,10 @@ class SupabaseStore(FunctionStore):
         *,
         limits: ThreadLimits | None = None,
         clock: Clock = utc_now,
-        timeout: float = 10.0,
+        timeout: float = 3.0,
         retries: int = 3,
         backoff: float = 0.05,
+        deadline: float = 5.0,
     ) -> None:
         super().__init__(limits=limits, clock=clock)
         if not service_key:
@@ -61,9 +63,10 @@ class SupabaseStore(FunctionStore):
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
+        self.deadline = deadline  # a call and all its retries end within this
         self.request_count = 0  # HTTP requests sent, retries included
         self._key = service_key
-        self._timeout = timeout
+        self._timeout = min(timeout, deadline)  # per attempt
         self._client: AsyncPostgrestClient | None = None
 
     def __repr__(self) -> str:  # never show the key
@@ -154,6 +157,7 @@ class SupabaseStore(FunctionStore):
         if self._client is None:
             raise StoreError("the Supabase store is not open: use 'async with' or call open()")
         function, params = call.function, {k: _json_value(v) for k, v in call.args.items()}
+        started = time.monotonic()
         attempt = 0
         while True:
             self.request_count += 1
@@ -173,10 +177,16 @@ class SupabaseStore(FunctionStore):
                     raise StoreUnavailableError(
                         f"Supabase {function} {failure} after {attempt + 1} attempts; retry later"
                     ) from None
+            pause = self.backoff * 4**attempt
+            if time.monotonic() - started + pause + self._timeout > self.deadline:
+                raise StoreUnavailableError(
+                    f"Supabase {function} {failure}; no time left for another attempt within "
+                    f"{self.deadline:g} s: retry later"
+                )
             log.warning(
                 "Supabase %s %s; retrying (%d/%d)", function, failure, attempt + 1, self.retries
             )
-            await asyncio.sleep(self.backoff * 4**attempt)
+            await asyncio.sleep(pause)
             attempt += 1
 
     def _translate(self, exc: APIError, thread_id: str) -> Exception:

@@ -1,6 +1,6 @@
-"""A circuit breaker for the Redis tier.
+"""A circuit breaker, for the Redis tier and for the store.
 
-It opens on the first failure, so while Redis is down no call waits for a socket
+It opens on the first failure, so while a service is down no call waits for its
 timeout: ``allow()`` answers False at once. After ``reset_after`` seconds one
 caller is let through as a half-open probe; its success closes the circuit, its
 failure opens it again for another period. The clock is injectable.
@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-log = logging.getLogger("convmem.cache")
+log = logging.getLogger("convmem")
 
 
 class CircuitState(enum.Enum):
@@ -24,9 +24,16 @@ class CircuitState(enum.Enum):
 
 class CircuitBreaker:
     def __init__(
-        self, *, reset_after: float = 5.0, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        reset_after: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "redis",
+        fallback: str = "serving from the store",
     ) -> None:
         self.reset_after = reset_after
+        self.name = name
+        self.fallback = fallback
         self._clock = clock
         self._state = CircuitState.CLOSED
         self._opened_at = 0.0
@@ -37,28 +44,30 @@ class CircuitBreaker:
         return self._state
 
     def allow(self) -> bool:
-        """May a call go to Redis now? In half-open state only the single probe may."""
+        """May a call go through now? In half-open state only the single probe may."""
         if self._state is CircuitState.CLOSED:
             return True
         if self._state is CircuitState.OPEN and self._clock() - self._opened_at >= self.reset_after:
             self._state = CircuitState.HALF_OPEN
-            log.info("redis circuit half-open: probing")
+            log.info("%s circuit half-open: probing", self.name)
             return True
         return False
 
     def record_success(self) -> None:
         if self._state is not CircuitState.CLOSED:
-            log.warning("redis circuit closed: the L2 tier is back")
+            log.warning("%s circuit closed: it answers again", self.name)
         self._state = CircuitState.CLOSED
 
     def record_failure(self, error: BaseException) -> None:
         if self._state is not CircuitState.OPEN:
             self.opened += 1
             log.warning(
-                "redis circuit open for %.1fs after %s: %s; serving from the store",
+                "%s circuit open for %.1fs after %s: %s; %s",
+                self.name,
                 self.reset_after,
                 type(error).__name__,
                 error,
+                self.fallback,
             )
         self._state = CircuitState.OPEN
         self._opened_at = self._clock()
