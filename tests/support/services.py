@@ -108,6 +108,80 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class PostgresServer:
+    """A PostgreSQL cluster of the test's own (initdb + pg_ctl, as user postgres) on a free
+    port, for fault tests: stopped, hung (every process SIGSTOPped) and restarted without
+    touching the machine's shared PostgreSQL."""
+
+    def __init__(self) -> None:
+        self.bin = Path(
+            subprocess.run(
+                ["pg_config", "--bindir"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="convmem-pg-"))
+        self.data = self.dir / "data"
+        os.chmod(self.dir, 0o755)
+        if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to postgres
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str) -> None:
+        command = [str(self.bin / tool), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+    def start(self) -> PostgresServer:
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+            " -c full_page_writes=off"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "start",
+        )
+        return self
+
+    def stop(self) -> None:
+        """An immediate shutdown: every connection is cut, as when the server dies."""
+        if (self.data / "postmaster.pid").exists():
+            self.resume()
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def _pids(self) -> list[int]:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(
+            ["pgrep", "-P", str(postmaster)], capture_output=True, text=True
+        ).stdout.split()
+        return [postmaster, *map(int, children)]
+
+    def pause(self) -> None:
+        """Every process of the cluster SIGSTOPped: a hung server with its sockets open."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def create_supabase_roles() -> None:
     """The roles every Supabase project has, on the machine's PostgreSQL."""
     with admin_connect() as conn:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from convmem.breaker import CircuitBreaker, CircuitState
 from convmem.errors import StoreUnavailableError
@@ -57,25 +57,44 @@ class StoreGuard:
                 "the store failed moments ago and is not tried again yet; retry in "
                 f"{self.breaker.reset_after:g} s"
             )
+        # The call runs as a task of its own so that a missed deadline returns at once:
+        # cancelling a driver mid-query may itself wait on the hung server (psycopg tries
+        # to cancel the query there for up to 10 s). The abandoned task finishes on its
+        # own, and its connection is discarded.
+        task = asyncio.ensure_future(call())
         try:
-            async with asyncio.timeout(self.timeout):
-                result = await call()
-        except TimeoutError:
+            done, _ = await asyncio.wait((task,), timeout=self.timeout)
+        except asyncio.CancelledError:
+            _abandon(task)
+            if self.breaker.state is CircuitState.HALF_OPEN:  # the probe learnt nothing
+                self.breaker.record_failure(StoreUnavailableError("the probe was cancelled"))
+            raise
+        if not done:
+            _abandon(task)
             self.timeouts += 1
             error = StoreUnavailableError(
                 f"the store did not answer within {self.timeout:g} s; retry later"
             )
             self.breaker.record_failure(error)
-            raise error from None
+            raise error
+        try:
+            result = task.result()
         except StoreUnavailableError as exc:
             self.breaker.record_failure(exc)
-            raise
-        except asyncio.CancelledError:
-            if self.breaker.state is CircuitState.HALF_OPEN:  # the probe learnt nothing
-                self.breaker.record_failure(StoreUnavailableError("the probe was cancelled"))
             raise
         except Exception:
             self.breaker.record_success()  # a refusal or a bad request: the store answered
             raise
         self.breaker.record_success()
         return result
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel a call we no longer wait for; its outcome is read so none goes unreported."""
+    task.cancel()
+    task.add_done_callback(_consume)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -95,6 +95,10 @@ class PostgresStore(FunctionStore):
             },
             configure=_configure,
             timeout=pool_timeout,  # the longest a call waits for a connection
+            # Stop retrying a failed connection soon: the next call that needs one then
+            # connects at once, instead of waiting out the pool's growing backoff (seconds
+            # after a restart).
+            reconnect_timeout=connect_timeout,
             name="convmem",
             open=False,
         )
