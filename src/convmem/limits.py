@@ -16,7 +16,16 @@ class ThreadLimits:
 
 @dataclass(frozen=True, slots=True)
 class InputLimits:
-    """Size limits, in UTF-8 bytes, on what a caller may store."""
+    """Size limits on everything a caller may store, checked before any I/O.
 
-    max_content_bytes: int = 1_000_000
-    max_metadata_bytes: int = 65_536
+    Every string and list a client sends is bounded, so no field can grow a process (or
+    a cache's memory) past what its byte budget accounts for.
+    """
+
+    max_content_bytes: int = 1_000_000  # UTF-8 bytes of a turn's content
+    max_metadata_bytes: int = 65_536  # JSON bytes of a metadata object
+    max_name_chars: int = 200  # tool_name, model_provider, model_name, owner
+    max_key_chars: int = 200  # a turn's idempotency key
+    max_paths: int = 100  # files (and images) named by one turn
+    max_path_chars: int = 1024  # one file or image path
+    max_turns_per_call: int = 1000  # turns in one create or append

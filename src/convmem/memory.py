@@ -27,6 +27,7 @@ from convmem.stores import store_from_url
 from convmem.stores.base import NewThread, Store
 from convmem.stores.guard import StoreGuard
 from convmem.validation import (
+    check_length,
     validate_metadata,
     validate_optional_thread_id,
     validate_owner,
@@ -258,13 +259,15 @@ class Memory:
             InvalidInputError: bad turns, metadata, owner or parent id (nothing written).
             ThreadFullError: more turns than ``max_turns``.
         """
-        validate_owner(owner)
+        validate_owner(owner, self._limits)
         validate_optional_thread_id(parent_id)
         validate_turns(turns, self._limits, allow_empty=True)
         frozen = freeze_mapping(metadata, what="thread metadata")
         validate_metadata(frozen, self._limits, what="thread metadata")
         if tool_name is not None and not isinstance(tool_name, str):
             raise InvalidInputError("tool_name must be a string or None")
+        if tool_name is not None:
+            check_length(tool_name, "tool_name", self._limits.max_name_chars)
         spec = NewThread(str(uuid.uuid4()), tool_name, parent_id, owner, frozen)
         thread = await self._write(lambda: self.store.create(spec, turns))
         await self._cache.created(thread)
@@ -285,7 +288,7 @@ class Memory:
             IdempotencyConflictError: a key reused for a different turn.
         """
         validate_thread_id(thread_id)
-        validate_owner(owner)
+        validate_owner(owner, self._limits)
         validate_turns(turns, self._limits, allow_empty=False)
         result = await self._write(lambda: self.store.append(thread_id, turns, owner=owner))
         return await self._cache.appended(result, owner)
@@ -299,7 +302,7 @@ class Memory:
             InvalidThreadIdError: ``thread_id`` is not a canonical UUID string.
         """
         validate_thread_id(thread_id)
-        validate_owner(owner)
+        validate_owner(owner, self._limits)
         return await self._cache.get(thread_id, owner)
 
     async def lookup_thread(
@@ -307,7 +310,7 @@ class Memory:
     ) -> tuple[Thread | None, Source]:
         """``get_thread`` that also says where the thread came from: ``l1``, ``l2`` or ``store``."""
         validate_thread_id(thread_id)
-        validate_owner(owner)
+        validate_owner(owner, self._limits)
         return await self._cache.lookup(thread_id, owner)
 
     async def get_ancestors(
@@ -351,13 +354,13 @@ class Memory:
         self, *, owner: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> ThreadPage:
         """A page of ``owner``'s live threads, most recently updated first."""
-        validate_owner(owner)
+        validate_owner(owner, self._limits)
         return await self._read(lambda: self.store.list(owner=owner, limit=limit, cursor=cursor))
 
     async def delete_thread(self, thread_id: str, *, owner: str | None = None) -> bool:
         """Delete a thread and its turns; False if ``owner`` had no such thread."""
         validate_thread_id(thread_id)
-        validate_owner(owner)
+        validate_owner(owner, self._limits)
         deleted = await self._write(lambda: self.store.delete(thread_id, owner=owner))
         if deleted:
             await self._cache.deleted(thread_id)

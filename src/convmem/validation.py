@@ -21,7 +21,7 @@ from convmem.models import Turn
 if TYPE_CHECKING:
     from convmem.limits import InputLimits
 
-_OPTIONAL_TEXT_FIELDS = ("tool_name", "model_provider", "model_name", "key")
+_NAME_FIELDS = ("tool_name", "model_provider", "model_name")
 
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -55,10 +55,20 @@ def validate_optional_thread_id(value: object) -> str | None:
     return None if value is None else validate_thread_id(value)
 
 
-def validate_owner(owner: object) -> str | None:
+def validate_owner(owner: object, limits: InputLimits | None = None) -> str | None:
     if owner is not None and (not isinstance(owner, str) or not owner or "\x00" in owner):
         raise InvalidOwnerError("owner must be a non-empty string without NUL characters, or None")
+    if owner is not None and limits is not None:
+        check_length(owner, "owner", limits.max_name_chars)
     return owner
+
+
+def check_length(text: str, what: str, limit: int) -> None:
+    """Refuse a string longer than ``limit`` characters, naming the field and the limit."""
+    if len(text) > limit:
+        raise LimitExceededError(
+            f"{what} is {len(text)} characters; the limit is {limit}: shorten it"
+        )
 
 
 def validate_turns(turns: Sequence[Turn], limits: InputLimits, *, allow_empty: bool) -> None:
@@ -67,6 +77,11 @@ def validate_turns(turns: Sequence[Turn], limits: InputLimits, *, allow_empty: b
         raise InvalidTurnError("turns must be a list of Turn objects")
     if not turns and not allow_empty:
         raise InvalidTurnError("add at least one turn")
+    if len(turns) > limits.max_turns_per_call:
+        raise LimitExceededError(
+            f"{len(turns)} turns in one call; the limit is {limits.max_turns_per_call}: "
+            "send them in several calls"
+        )
     keys: set[str] = set()
     for index, turn in enumerate(turns):
         if not isinstance(turn, Turn):
@@ -75,12 +90,22 @@ def validate_turns(turns: Sequence[Turn], limits: InputLimits, *, allow_empty: b
             )
         where = f"turns[{index}]"
         size = _check_text(turn.content, f"{where}.content")
-        for name in _OPTIONAL_TEXT_FIELDS:
+        for name in _NAME_FIELDS:
             text = getattr(turn, name)
             if text is not None:
                 _check_text(text, f"{where}.{name}")
-        for path in (*turn.files, *turn.images):
-            _check_text(path, f"{where}.files/images")
+                check_length(text, f"{where}.{name}", limits.max_name_chars)
+        if turn.key is not None:
+            _check_text(turn.key, f"{where}.key")
+            check_length(turn.key, f"{where}.key", limits.max_key_chars)
+        for field, paths in (("files", turn.files), ("images", turn.images)):
+            if len(paths) > limits.max_paths:
+                raise LimitExceededError(
+                    f"{where}.{field} names {len(paths)} paths; the limit is {limits.max_paths}"
+                )
+            for path in paths:
+                _check_text(path, f"{where}.{field}")
+                check_length(path, f"{where}.{field} path", limits.max_path_chars)
         if size > limits.max_content_bytes:
             raise LimitExceededError(
                 f"{where}.content is {size} bytes; the limit is {limits.max_content_bytes} "

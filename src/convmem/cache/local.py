@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import TYPE_CHECKING
 
+import orjson
 from cachetools import TTLCache
 
 if TYPE_CHECKING:
@@ -19,18 +19,29 @@ if TYPE_CHECKING:
 
     from convmem.models import Thread, Turn
 
-_content = attrgetter("content")
 _TURN_OVERHEAD = 160  # bytes of object headers per turn, measured roughly with sys.getsizeof
+_PATH_OVERHEAD = 50  # per file or image path: a str object's header
 _THREAD_OVERHEAD = 400
 
 
 def turns_size(turns: Sequence[Turn]) -> int:
-    """An estimate of the memory held by ``turns``: their text plus per-object overhead.
+    """An estimate of the memory held by ``turns``: everything they hold, not only content.
 
-    File and image paths count in the overhead: they are short, and this runs on every
-    cache install, so it stays one pass over the contents.
+    Names, keys, paths and metadata count too, so no field can grow the process past
+    what the byte bound allows. It runs on every cache install: one pass, and metadata
+    (usually empty) is measured as JSON only when present.
     """
-    return _TURN_OVERHEAD * len(turns) + sum(map(len, map(_content, turns)))
+    size = _TURN_OVERHEAD * len(turns)
+    for turn in turns:
+        size += len(turn.content)
+        for text in (turn.tool_name, turn.model_provider, turn.model_name, turn.key):
+            if text is not None:
+                size += len(text)
+        for path in (*turn.files, *turn.images):
+            size += _PATH_OVERHEAD + len(path)
+        if turn.metadata:
+            size += len(orjson.dumps(dict(turn.metadata)))
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,8 @@ class LocalCache:
             size = current.size + turns_size(thread.turns[base.version :])
         else:
             size = _THREAD_OVERHEAD + turns_size(thread.turns)
+            if thread.metadata:
+                size += len(orjson.dumps(dict(thread.metadata)))
         try:
             self._entries[thread.id] = _Entry(thread, size)
         except ValueError:  # larger than the whole cache: keep it out, drop any older copy

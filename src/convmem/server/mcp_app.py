@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import Resource
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from convmem.server.auth import current_owner
 from convmem.server.service import (
@@ -31,9 +31,19 @@ INSTRUCTIONS = (
     "few hours without turns and hold a limited number of turns."
 )
 
+# Every argument a client sends is bounded here, before any work, with a message that
+# names the argument and its limit (the service and Memory check what is left).
+MAX_MODEL_CHARS = 200
+MAX_FILES = 100
+MAX_PATH_CHARS = 1024
+MAX_SYSTEM_PROMPT_CHARS = 100_000
+MAX_CURSOR_CHARS = 512
+
 ContinuationId = Annotated[
-    str, Field(description="The continuation_id a previous chat returned (a UUID)")
+    str,
+    Field(description="The continuation_id a previous chat returned (a UUID)", max_length=64),
 ]
+Path = Annotated[str, Field(max_length=MAX_PATH_CHARS)]
 
 
 class _ConversationsMCP(MCPServer):
@@ -44,6 +54,16 @@ class _ConversationsMCP(MCPServer):
             name="convmem", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING"
         )
         self._service = service
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        """As the SDK's, but arguments that fail validation are refused in plain words:
+        each argument and what is wrong with it, not the validator's report."""
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(_plain(name, exc.__cause__)) from None
+            raise
 
     async def list_resources(self) -> list[Resource]:
         static = await super().list_resources()
@@ -80,15 +100,20 @@ def build_mcp(service: ConversationService, *, metrics: Metrics, transport: str)
     async def chat(
         prompt: Annotated[str, Field(description="What to say to the model")],
         continuation_id: Annotated[
-            str | None, Field(description="Omit to start a new conversation")
+            str | None, Field(description="Omit to start a new conversation", max_length=64)
         ] = None,
         model: Annotated[
-            str | None, Field(description="Model name; the provider's default if omitted")
+            str | None,
+            Field(
+                description="Model name; the provider's default if omitted",
+                max_length=MAX_MODEL_CHARS,
+            ),
         ] = None,
         files: Annotated[
-            list[str] | None, Field(description="File paths this turn refers to")
+            list[Path] | None,
+            Field(description="File paths this turn refers to", max_length=MAX_FILES),
         ] = None,
-        system_prompt: str | None = None,
+        system_prompt: Annotated[str | None, Field(max_length=MAX_SYSTEM_PROMPT_CHARS)] = None,
     ) -> ChatResult:
         with _tool_errors("chat"):
             return await service.chat(
@@ -102,7 +127,8 @@ def build_mcp(service: ConversationService, *, metrics: Metrics, transport: str)
 
     @mcp.tool(description="Your live conversations, most recent first; pass next_cursor for more.")
     async def thread_list(
-        limit: Annotated[int, Field(ge=1, le=100)] = 20, cursor: str | None = None
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Field(max_length=MAX_CURSOR_CHARS)] = None,
     ) -> ThreadPageView:
         with _tool_errors("thread_list"):
             return await service.thread_list(current_owner.get(), limit, cursor)
@@ -137,3 +163,12 @@ def build_mcp(service: ConversationService, *, metrics: Metrics, transport: str)
             return await service.thread_export(current_owner.get(), thread_id, "markdown")
 
     return mcp
+
+
+def _plain(tool: str, error: ValidationError) -> str:
+    """``invalid arguments for chat: files: List should have at most 100 items; …``"""
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or 'arguments'}: {item['msg']}"
+        for item in error.errors(include_url=False, include_input=False)
+    )
+    return f"invalid arguments for {tool}: {problems}"

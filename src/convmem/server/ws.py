@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,9 @@ log = logging.getLogger("convmem.server")
 CLOSE_HELLO_TIMEOUT = 4001
 CLOSE_BAD_HELLO = 4002
 CLOSE_BAD_TOKEN = 4003
+CLOSE_TRY_AGAIN_LATER = 1013
+MAX_HELLO_BYTES = 16_384  # before a client has shown its token, no frame may be larger
+MAX_PENDING_HELLOS = 64  # connections that have not said hello yet, at once
 
 
 class WebSocketDaemon:
@@ -54,29 +58,37 @@ class WebSocketDaemon:
         self.tokens = tokens
         self.hello_timeout = hello_timeout
         self.max_frame_bytes = max_frame_bytes
+        self._hellos = asyncio.Semaphore(MAX_PENDING_HELLOS)
 
     async def handle(self, websocket: WebSocket) -> None:
-        await websocket.accept()
-        accepted, owner = await self._hello(websocket)
-        if not accepted:
+        # Memory before authentication is bounded twice: few connections may be waiting
+        # to say hello, and none may send a frame larger than a hello meanwhile.
+        if self._hellos.locked():
+            await websocket.close(CLOSE_TRY_AGAIN_LATER, "too many connections saying hello")
             return
+        async with self._hellos:
+            limit = _FrameLimit(websocket)
+            limit.set(MAX_HELLO_BYTES)  # before accept: no frame can slip in first
+            await websocket.accept()
+            accepted, owner = await self._hello(websocket)
+            if not accepted:
+                return
+            limit.restore()
         connection = _Connection(self, websocket, owner)
         await connection.serve()
 
     async def _hello(self, websocket: WebSocket) -> tuple[bool, str | None]:
         """Whether the hello was accepted, and the client's owner (None without auth)."""
         try:
-            raw = await asyncio.wait_for(websocket.receive_text(), self.hello_timeout)
+            message = await asyncio.wait_for(websocket.receive(), self.hello_timeout)
         except TimeoutError:
             await _send(websocket, _error(None, "hello_timeout", "no hello frame in time"))
             await websocket.close(CLOSE_HELLO_TIMEOUT)
             return False, None
-        except WebSocketDisconnect:
+        if message["type"] == "websocket.disconnect":
             return False, None
-        try:
-            frame = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            frame = None
+        raw = message.get("text")
+        frame = _parse(raw) if isinstance(raw, str) else None
         if not isinstance(frame, dict) or frame.get("op") != "hello":
             await _send(
                 websocket, _error(None, "bad_hello", 'the first frame must be {"op":"hello",…}')
@@ -107,8 +119,16 @@ class _Connection:
     async def serve(self) -> None:
         try:
             while True:
-                raw = await self.websocket.receive_text()
-                await self._frame(raw)
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                raw = message.get("text")
+                if isinstance(raw, str):
+                    await self._frame(raw)
+                else:  # a binary frame: refused, and the connection lives on
+                    await self.send(
+                        _error(None, "bad_frame", "binary frames are not accepted: send JSON text")
+                    )
         except WebSocketDisconnect:
             pass
         finally:
@@ -129,10 +149,9 @@ class _Connection:
                 )
             )
             return
-        try:
-            frame = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            await self.send(_error(None, "bad_json", f"not JSON: {exc}"))
+        frame = _parse(raw)
+        if frame is None:
+            await self.send(_error(None, "bad_json", "the frame is not JSON text"))
             return
         if not isinstance(frame, dict):
             await self.send(_error(None, "bad_request", "a frame must be a JSON object"))
@@ -173,7 +192,7 @@ class _Connection:
 
     async def _start_call(self, frame: dict[str, Any], request_id: object) -> None:
         name, arguments = frame.get("name"), frame.get("arguments", {})
-        if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+        if not isinstance(request_id, str | int | float) or isinstance(request_id, bool):
             await self.send(
                 _error(None, "bad_request", "call_tool needs a request_id (string or number)")
             )
@@ -192,7 +211,7 @@ class _Connection:
             self.calls[key] = asyncio.create_task(self._call(name, arguments, request_id, key))
 
     async def _call(
-        self, name: str, arguments: dict[str, Any], request_id: str | int, key: str
+        self, name: str, arguments: dict[str, Any], request_id: str | int | float, key: str
     ) -> None:
         try:
             result = await self.daemon.mcp.call_tool(name, arguments)  # the tool counts itself
@@ -225,9 +244,45 @@ class _Connection:
             self.calls.pop(key, None)
 
 
+def _parse(raw: str) -> object:
+    """The frame's JSON, or None. orjson first; the standard library for what orjson
+    refuses but JSON allows (integers beyond 64 bits, as some clients' request ids)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+
+class _FrameLimit:
+    """The largest incoming message, set at the protocol, so a larger frame is refused
+    (close 1009) before it is read whole. Works on uvicorn's default WebSocket protocol
+    (websockets, sans-I/O); elsewhere it does nothing and only the count of pending
+    hellos bounds what is read before authentication."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        receive = getattr(websocket, "_receive", None)  # the server's ASGI receive
+        self._conn = getattr(getattr(receive, "__self__", None), "conn", None)
+        self._original = getattr(self._conn, "max_message_size", None)
+
+    def set(self, limit: int) -> None:
+        if self._original is not None:
+            self._conn.max_message_size = limit  # type: ignore[union-attr]
+
+    def restore(self) -> None:
+        if self._original is not None:
+            self._conn.max_message_size = self._original  # type: ignore[union-attr]
+
+
 def _error(request_id: object, code: str, message: str) -> dict[str, Any]:
     return {"op": "error", "request_id": request_id, "code": code, "message": message}
 
 
 async def _send(websocket: WebSocket, frame: dict[str, Any]) -> None:
-    await websocket.send_text(orjson.dumps(frame).decode())
+    try:
+        text = orjson.dumps(frame).decode()
+    except TypeError:  # an integer beyond 64 bits (a client's request id): still JSON
+        text = json.dumps(frame)
+    await websocket.send_text(text)
