@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-dev deps run demo bench test lint typecheck check clean
+.PHONY: setup setup-dev deps run demo bench chaos test lint typecheck check clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "convmem needs Python 3.11 or newer")'
@@ -38,6 +38,15 @@ demo: setup
 bench: setup-dev deps
 	@scripts/ensure-services.sh
 	PYTHONPATH=bench $(BIN)/python -m convmem_bench --out bench
+
+# Faults under load, longer and harder than in `make test`, and 10,000 fuzz cases each;
+# writes RELIABILITY.md from what it measured (even when a scenario fails, then fails).
+chaos: setup-dev deps
+	@scripts/ensure-services.sh
+	rm -f bench/reliability.jsonl
+	CONVMEM_CHAOS=full CONVMEM_CHAOS_RESULTS=$(CURDIR)/bench/reliability.jsonl \
+		$(BIN)/pytest tests/chaos -p no:cacheprovider; status=$$?; \
+		$(BIN)/python -m tests.chaos.report bench/reliability.jsonl > RELIABILITY.md; exit $$status
 
 lint: setup-dev
 	$(BIN)/ruff check src tests bench
