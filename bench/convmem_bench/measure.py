@@ -232,13 +232,7 @@ async def layers(
             return await cursor.fetchall()
 
     async def raw_append() -> object:
-        async with pool.connection() as conn:
-            return await conn.execute(
-                "WITH v AS (UPDATE convmem_threads SET version = version + 1 WHERE id = %s"
-                " RETURNING version) INSERT INTO convmem_turns (thread_id, seq, role, content,"
-                " created_at) SELECT %s, v.version, 'user', %s, now() FROM v",
-                (writes_to, writes_to, "x" * 300),
-            )
+        return await append_floor(pool, writes_to)
 
     async def forget_local() -> None:
         await memory.evict(thread_id, local_only=True)
@@ -318,6 +312,17 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def append_floor(pool: AsyncConnectionPool[Any], thread_id: str) -> object:
+    """The least one psycopg statement can do for an append: bump the version, insert."""
+    async with pool.connection() as conn:
+        return await conn.execute(
+            "WITH v AS (UPDATE convmem_threads SET version = version + 1 WHERE id = %s"
+            " RETURNING version) INSERT INTO convmem_turns (thread_id, seq, role, content,"
+            " created_at) SELECT %s, v.version, 'user', %s, now() FROM v",
+            (thread_id, thread_id, "x" * 300),
+        )
+
+
 async def p50s_interleaved(
     calls: dict[str, Callable[[], Awaitable[object]]], runs: int
 ) -> dict[str, float]:
@@ -347,13 +352,7 @@ async def store_appends(
     turn = [Turn(role="user", content="x" * 300)]
 
     async def raw_append() -> object:
-        async with pool.connection() as conn:
-            return await conn.execute(
-                "WITH v AS (UPDATE convmem_threads SET version = version + 1 WHERE id = %s"
-                " RETURNING version) INSERT INTO convmem_turns (thread_id, seq, role, content,"
-                " created_at) SELECT %s, v.version, 'user', %s, now() FROM v",
-                (floor_thread, floor_thread, "x" * 300),
-            )
+        return await append_floor(pool, floor_thread)
 
     medians = await p50s_interleaved(
         {

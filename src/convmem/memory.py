@@ -17,7 +17,12 @@ from convmem import history
 from convmem.cache.guard import GuardedL2
 from convmem.cache.local import LocalCache
 from convmem.cache.tiered import Source, TieredCache
-from convmem.errors import InvalidInputError, StoreError, ThreadNotFoundError
+from convmem.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    StoreError,
+    ThreadNotFoundError,
+)
 from convmem.export import export_thread
 from convmem.limits import InputLimits
 from convmem.models import freeze_mapping
@@ -73,7 +78,8 @@ class Memory:
         store_timeout_seconds: the deadline of every store call; one that misses it (or an
             unreachable store) raises ``StoreUnavailableError`` and opens the store breaker.
         store_breaker_reset_seconds: how long calls then fail at once before one probes.
-        timer: the monotonic clock of L1's TTL and the breaker (tests pass a fake one).
+        timer: the one monotonic clock of L1's TTL, the lease and both breakers (tests pass
+            a fake one); wall time is the store's ``clock``.
 
     The constructor does no I/O; ``async with memory`` (or ``await memory.open()``)
     connects and applies migrations. Parts passed in are opened if needed but left
@@ -100,7 +106,7 @@ class Memory:
                 "Memory(store) takes a Store; build one from a URL with Memory.from_url(url)"
             )
         if consistency not in ("default", "strict"):
-            raise InvalidInputError(
+            raise ConfigurationError(
                 f"consistency must be 'default' or 'strict', got {consistency!r}"
             )
         self.store = store

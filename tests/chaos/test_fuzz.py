@@ -23,7 +23,7 @@ from convmem.providers.echo import EchoProvider
 from convmem.server.mcp_app import build_mcp
 from convmem.server.metrics import Metrics
 from convmem.server.service import ConversationService
-from tests.chaos.harness import FULL
+from tests.chaos.harness import FULL, Outcome
 from tests.test_server_live import LiveServer, live, standin
 
 __all__ = ["live", "standin"]  # the live server's fixtures, shared with test_server_live
@@ -36,6 +36,10 @@ FUZZ = settings(
     derandomize=not FULL,
 )
 INTERNALS = ("pydantic", "input_value", "Traceback")
+RAN: dict[str, int] = {"websocket": 0, "json-rpc": 0, "tools": 0}  # cases, for the report
+
+# Ten thousand cases take minutes: beyond the suite's per-test timeout in make chaos.
+pytestmark = pytest.mark.timeout(3600 if FULL else 300)
 TOOLS = ["chat", "thread_get", "thread_list", "thread_export", "thread_delete", "health"]
 
 scalars = st.one_of(
@@ -110,22 +114,28 @@ def test_websocket_frames_never_break_the_connection(
 ) -> None:
     socket.send(frame)
     _alive(socket, hash(frame) & 0xFFFFFF)
+    RAN["websocket"] += 1
 
 
-@FUZZ
-@given(body=json_values, method=st.sampled_from(["tools/call", "tools/list", "initialize", "x"]))
-def test_json_rpc_bodies_never_get_a_500(live: LiveServer, body: Any, method: str) -> None:
+@pytest.fixture(scope="module")
+def http(live: LiveServer) -> Iterator[httpx2.Client]:
     headers = {
         "Authorization": "Bearer token-alice",
         "Accept": "application/json, text/event-stream",
         "Content-Type": "application/json",
         "MCP-Protocol-Version": "2025-06-18",
     }
+    with httpx2.Client(base_url=live.url, headers=headers, timeout=30) as client:
+        yield client
+
+
+@FUZZ
+@given(body=json_values, method=st.sampled_from(["tools/call", "tools/list", "initialize", "x"]))
+def test_json_rpc_bodies_never_get_a_500(http: httpx2.Client, body: Any, method: str) -> None:
     for payload in (body, {"jsonrpc": "2.0", "id": 1, "method": method, "params": body}):
-        response = httpx2.post(
-            f"{live.url}/mcp", content=json.dumps(payload), headers=headers, timeout=30
-        )
+        response = http.post("/mcp", content=json.dumps(payload))
         assert response.status_code < 500, (payload, response.status_code, response.text[:200])
+    RAN["json-rpc"] += 1
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +170,21 @@ def test_tool_arguments_get_a_result_or_a_plain_error(
     except ToolError as exc:  # a refusal: in plain words
         refusal = str(exc)
     assert not any(internal in refusal for internal in INTERNALS), refusal
+    RAN["tools"] += 1
+
+
+def test_the_fuzzed_cases_are_reported(live: LiveServer) -> None:
+    """Runs last in this module: one row per fuzz target, then the server still serves."""
+    assert httpx2.get(f"{live.url}/health", timeout=5).status_code == 200
+    targets = {
+        "websocket": "WebSocket frames (text, binary, JSON, daemon ops) to convmem serve",
+        "json-rpc": "JSON-RPC bodies POSTed to /mcp",
+        "tools": "tool arguments to every MCP tool (in process)",
+    }
+    for target, what in targets.items():
+        Outcome(
+            scenario=f"fuzz: {what}",
+            load=f"{RAN[target]} hypothesis cases",
+            faults="arbitrary input; no 500, no crash, no dropped connection",
+            calls=RAN[target],
+        ).record()
