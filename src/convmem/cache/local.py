@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import orjson
@@ -23,24 +25,30 @@ _TURN_OVERHEAD = 160  # bytes of object headers per turn, measured roughly with 
 _PATH_OVERHEAD = 50  # per file or image path: a str object's header
 _THREAD_OVERHEAD = 400
 
+_content = attrgetter("content")
+_names = attrgetter("tool_name", "model_provider", "model_name", "key")
+_files = attrgetter("files")
+_images = attrgetter("images")
+_metadata = attrgetter("metadata")
+_chain = chain.from_iterable
+
 
 def turns_size(turns: Sequence[Turn]) -> int:
     """An estimate of the memory held by ``turns``: everything they hold, not only content.
 
     Names, keys, paths and metadata count too, so no field can grow the process past
-    what the byte bound allows. It runs on every cache install: one pass, and metadata
-    (usually empty) is measured as JSON only when present.
+    what the byte bound allows. It runs on every cache install, so every pass is a
+    C-level iteration (map, chain, filter, sum); metadata, usually empty, is measured
+    as JSON only where present.
     """
-    size = _TURN_OVERHEAD * len(turns)
-    for turn in turns:
-        size += len(turn.content)
-        for text in (turn.tool_name, turn.model_provider, turn.model_name, turn.key):
-            if text is not None:
-                size += len(text)
-        for path in (*turn.files, *turn.images):
-            size += _PATH_OVERHEAD + len(path)
-        if turn.metadata:
-            size += len(orjson.dumps(dict(turn.metadata)))
+    size = _TURN_OVERHEAD * len(turns) + sum(map(len, map(_content, turns)))
+    size += sum(map(len, filter(None, _chain(map(_names, turns)))))
+    for paths in (map(_files, turns), map(_images, turns)):
+        groups = tuple(filter(None, paths))
+        if groups:
+            size += sum(map(len, _chain(groups))) + _PATH_OVERHEAD * sum(map(len, groups))
+    if any(map(_metadata, turns)):
+        size += sum(len(orjson.dumps(dict(m))) for m in map(_metadata, turns) if m)
     return size
 
 
