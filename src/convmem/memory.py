@@ -425,6 +425,7 @@ class Memory:
             store_timeouts=self._guard.timeouts,
             store_refused=self._guard.refused,
             subscribed=self._cache.subscribed,
+            cache_trusted=self._cache.trusted(),
         )
 
     # -- helpers ---------------------------------------------------------------

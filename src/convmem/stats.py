@@ -35,6 +35,7 @@ class Stats:
     store_timeouts: int = 0  # store calls that missed their deadline
     store_refused: int = 0  # store calls not made: the store circuit was open
     subscribed: bool = False
+    cache_trusted: bool = True  # cached copies may be served now (see cache/lease.py)
     l1_items: int = 0
     l1_bytes: int = 0
 
