@@ -3,6 +3,7 @@ the SQL functions' security on the real PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -84,6 +85,31 @@ async def test_when_retries_run_out_the_error_is_clear(
     postgrest.faults.extend(["timeout"] * (supabase.retries + 1))
     with pytest.raises(StoreUnavailableError, match=r"timed out \(ReadTimeout\) after 4 attempts"):
         await supabase.load(thread_id, owner=None)
+
+
+async def test_a_hung_gateway_costs_one_deadline_not_every_retry(
+    postgrest: PostgrestStandIn, clean_pg: str
+) -> None:
+    postgrest.faults.clear()
+    store = SupabaseStore.from_url(
+        postgrest.url,
+        service_key=postgrest.service_key,
+        limits=LIMITS,
+        timeout=1.0,
+        deadline=1.5,
+        backoff=0.01,
+    )
+    async with store:
+        thread_id = await new_thread(store)
+        postgrest.stall_seconds = 3.0
+        postgrest.faults.extend(["timeout"] * 4)
+        try:
+            with pytest.raises(StoreUnavailableError, match=r"within 1\.5 s: retry later"):
+                # wait_for only guards the test: the store gives up by itself, at its deadline
+                await asyncio.wait_for(store.load(thread_id, owner=None), 2.5)
+        finally:
+            postgrest.faults.clear()
+            postgrest.stall_seconds = 2.0
 
 
 async def test_a_wrong_key_is_a_configuration_error_that_never_shows_a_key(
