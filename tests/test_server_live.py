@@ -215,16 +215,25 @@ async def frame(ws: ClientConnection, message: dict[str, Any] | str) -> dict[str
     return reply
 
 
-async def test_ws_a_bad_token_closes_with_4003(live: LiveServer) -> None:
+async def test_ws_a_bad_token_gets_the_original_refusal_then_4003(live: LiveServer) -> None:
     async with connect(live.ws_url) as ws:
         await ws.send(orjson.dumps({"op": "hello", "token": "nope"}).decode())
-        error = orjson.loads(await ws.recv())
-        assert error["op"] == "error"
-        assert error["code"] == "unauthorized"
+        refusal = orjson.loads(await ws.recv())
+        assert refusal == {"op": "hello_ack", "ok": False, "error": "unauthorized"}
         with pytest.raises(ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4003
+
+
+@pytest.mark.parametrize("path", ["", "/", "/anything"])
+async def test_ws_upgrades_on_any_path_reach_the_daemon(live: LiveServer, path: str) -> None:
+    """The original daemon's clients dial ws://HOST:PORT with no path."""
+    async with connect(live.url.replace("http://", "ws://") + path) as ws:
+        await ws.send(orjson.dumps({"op": "hello", "token": "token-alice"}).decode())
+        assert orjson.loads(await ws.recv())["ok"] is True
+        tools = await frame(ws, {"op": "list_tools", "request_id": 1})
+        assert "chat" in {t["name"] for t in tools["tools"]}
 
 
 async def test_ws_list_call_continue_and_ping(live: LiveServer) -> None:
@@ -365,7 +374,7 @@ async def test_ws_a_silent_client_is_closed_after_the_hello_timeout(live: LiveSe
         with pytest.raises(ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 4001
+    assert closed.value.rcvd.code == 4002  # the original daemon's code for a hello timeout
 
 
 async def test_ws_hello_must_come_first(live: LiveServer) -> None:
@@ -376,7 +385,7 @@ async def test_ws_hello_must_come_first(live: LiveServer) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 4002
+    assert closed.value.rcvd.code == 4001  # the original daemon's code for a bad first frame
 
 
 # -- stdio -------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     history_tokens: int = Field(8000, gt=0, validation_alias=_env("history_tokens"))
     max_frame_bytes: int = Field(4_000_000, gt=0, validation_alias=_env("max_frame_bytes"))
     ws_hello_timeout_seconds: float = Field(
-        10.0, gt=0, validation_alias=_env("ws_hello_timeout_seconds")
+        15.0, gt=0, validation_alias=_env("ws_hello_timeout_seconds")
     )
     store_timeout_seconds: float = Field(5.0, gt=0, validation_alias=_env("store_timeout_seconds"))
     store_breaker_reset_seconds: float = Field(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from convmem.memory import Memory
 from convmem.providers import provider_from_env
@@ -111,12 +112,27 @@ def build_app(
             Route("/health", health, methods=["GET"]),
             Route("/metrics", prometheus, methods=["GET"]),
             WebSocketRoute("/ws", daemon.handle),
-            Mount("/", app=mcp_http),
+            Mount("/", app=_WebSocketsTo(daemon, mcp_http)),
         ],
         lifespan=lifespan,
     )
     app.add_middleware(TokenAuth, tokens=tokens)
     return app
+
+
+class _WebSocketsTo:
+    """Every WebSocket upgrade goes to the daemon, whatever its path (the original
+    daemon's clients dial ``ws://HOST:PORT`` with no path); HTTP goes to the MCP app."""
+
+    def __init__(self, daemon: WebSocketDaemon, http: ASGIApp) -> None:
+        self.daemon = daemon
+        self.http = http
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self.daemon.handle(WebSocket(scope, receive, send))
+        else:
+            await self.http(scope, receive, send)
 
 
 def warn_if_exposed(settings: Settings) -> str | None:

@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("convmem.server")
 
-CLOSE_HELLO_TIMEOUT = 4001
-CLOSE_BAD_HELLO = 4002
+# The close codes of the daemon convmem replaces, which its clients act on.
+CLOSE_BAD_HELLO = 4001
+CLOSE_HELLO_TIMEOUT = 4002
 CLOSE_BAD_TOKEN = 4003
 CLOSE_TRY_AGAIN_LATER = 1013
 MAX_HELLO_BYTES = 16_384  # before a client has shown its token, no frame may be larger
@@ -51,7 +52,7 @@ class WebSocketDaemon:
         mcp: MCPServer,
         tokens: TokenTable,
         *,
-        hello_timeout: float = 10.0,
+        hello_timeout: float = 15.0,
         max_frame_bytes: int = 4_000_000,
     ) -> None:
         self.mcp = mcp
@@ -98,7 +99,9 @@ class WebSocketDaemon:
         token = frame.get("token")
         owner = self.tokens.owner_of(token if isinstance(token, str) else None)
         if self.tokens.required and owner is None:
-            await _send(websocket, _error(None, "unauthorized", "bad or missing token"))
+            # The original daemon's refusal, which every generation of its clients reads
+            # (an error frame made the newest report "Unknown error", older ones reconnect).
+            await _send(websocket, {"op": "hello_ack", "ok": False, "error": "unauthorized"})
             await websocket.close(CLOSE_BAD_TOKEN)
             return False, None
         session_id = frame.get("session_id")
