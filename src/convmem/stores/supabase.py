@@ -161,12 +161,17 @@ class SupabaseStore(FunctionStore):
         attempt = 0
         while True:
             self.request_count += 1
+            # Each attempt ends by the call's deadline: a retry gets the time that is left.
+            remaining = self.deadline - (time.monotonic() - started)
             try:
-                response = await self._client.rpc(function, params).execute()
+                async with asyncio.timeout(remaining):
+                    response = await self._client.rpc(function, params).execute()
                 return response.data
+            except TimeoutError:
+                failure: str = f"timed out (the {self.deadline:g} s deadline)"
             except APIError as exc:
                 if exc.code in _RETRYABLE_STATUS and attempt < self.retries:
-                    failure: str = f"HTTP {exc.code}"
+                    failure = f"HTTP {exc.code}"
                 else:
                     raise self._translate(exc, thread_id) from None
             except httpx.TransportError as exc:  # timeouts included
@@ -178,7 +183,7 @@ class SupabaseStore(FunctionStore):
                         f"Supabase {function} {failure} after {attempt + 1} attempts; retry later"
                     ) from None
             pause = self.backoff * 4**attempt
-            if time.monotonic() - started + pause + self._timeout > self.deadline:
+            if time.monotonic() - started + pause >= self.deadline:
                 raise StoreUnavailableError(
                     f"Supabase {function} {failure}; no time left for another attempt within "
                     f"{self.deadline:g} s: retry later"
