@@ -52,6 +52,13 @@ class WorkerPlan:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+def two_workers(folder: Path, **common: Any) -> list[WorkerPlan]:
+    """Two instances of one plan, each with its own name, seed and record file."""
+    return [
+        WorkerPlan(name=f"w{i}", out=str(folder / f"w{i}.json"), seed=i, **common) for i in range(2)
+    ]
+
+
 def run_worker(plan: WorkerPlan) -> None:
     """A process of its own: mixed appends and reads until the time is up."""
     record = asyncio.run(_work(plan))

@@ -14,7 +14,7 @@ import pytest
 
 from convmem import Memory, Turn
 from convmem.stores.postgres import PostgresStore
-from tests.chaos.harness import FULL, Outcome, WorkerPlan, analyse, run_workers, scaled
+from tests.chaos.harness import FULL, Outcome, analyse, run_workers, scaled, two_workers
 from tests.support.services import RedisServer, pg_url
 
 LEASE = 1.0
@@ -87,20 +87,15 @@ def test_two_processes_under_load_through_a_redis_fault(
         threads = make_threads(store_url)
         seconds = scaled(5.0, 40.0)
         prefix = f"chaos-{uuid.uuid4().hex[:8]}:"
-        plans = [
-            WorkerPlan(
-                name=f"w{i}",
-                store_url=store_url,
-                cache_url=redis.url,
-                prefix=prefix,
-                thread_ids=threads,
-                seconds=seconds,
-                lease=LEASE,
-                out=str(tmp_path / f"w{i}.json"),
-                seed=i,
-            )
-            for i in range(2)
-        ]
+        plans = two_workers(
+            tmp_path,
+            store_url=store_url,
+            cache_url=redis.url,
+            prefix=prefix,
+            thread_ids=threads,
+            seconds=seconds,
+            lease=LEASE,
+        )
         results = run_workers(plans, faults(redis, kind, seconds))
     finally:
         redis.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import FULL, Outcome, WorkerPlan, analyse, run_workers, scaled
+from tests.chaos.harness import FULL, Outcome, analyse, run_workers, scaled, two_workers
 from tests.chaos.test_redis_chaos import THREADS, make_threads, stored_keys
 from tests.support.services import PostgresServer
 
@@ -65,21 +65,16 @@ def test_two_processes_under_load_through_a_store_fault(
     try:
         threads = make_threads(postgres.url)
         seconds = scaled(8.0, 45.0)
-        plans = [
-            WorkerPlan(
-                name=f"w{i}",
-                store_url=postgres.url,
-                cache_url=redis_url,
-                prefix=redis_prefix,
-                thread_ids=threads,
-                seconds=seconds,
-                lease=LEASE,
-                out=str(tmp_path / f"w{i}.json"),
-                seed=i,
-                settings=SETTINGS,
-            )
-            for i in range(2)
-        ]
+        plans = two_workers(
+            tmp_path,
+            store_url=postgres.url,
+            cache_url=redis_url,
+            prefix=redis_prefix,
+            thread_ids=threads,
+            seconds=seconds,
+            lease=LEASE,
+            settings=SETTINGS,
+        )
         results = run_workers(plans, faults(postgres, kind, seconds, ended))
         keys = stored_keys(postgres.url, threads)
     finally:

@@ -210,7 +210,9 @@ class RedisCache:
                     with _translated():
                         await pubsub.ping()
                     pinged, next_ping = now, now + self.heartbeat_seconds
-                wait = max(0.0, (next_ping if pinged is None else now + 0.05) - now)
+                # Poll briefly while a ping is unanswered (to see the silence limit pass),
+                # else sleep until the next ping is due.
+                wait = 0.05 if pinged is not None else max(0.0, next_ping - now)
                 with _translated():
                     message = await pubsub.get_message(timeout=min(wait, self.heartbeat_seconds))
                 if message is None:
