@@ -215,6 +215,14 @@ async def frame(ws: ClientConnection, message: dict[str, Any] | str) -> dict[str
     return reply
 
 
+async def until(ws: ClientConnection, op: str, request_id: object) -> dict[str, Any]:
+    """The next frame of this op for this request, past any other frame."""
+    while True:
+        reply: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        if reply["op"] == op and reply["request_id"] == request_id:
+            return reply
+
+
 async def test_ws_a_bad_token_gets_the_original_refusal_then_4003(live: LiveServer) -> None:
     async with connect(live.ws_url) as ws:
         await ws.send(orjson.dumps({"op": "hello", "token": "nope"}).decode())
@@ -242,59 +250,84 @@ async def test_ws_list_call_continue_and_ping(live: LiveServer) -> None:
         tools = await frame(ws, {"op": "list_tools"})
         assert tools["op"] == "list_tools_res"
         assert {"chat", "thread_get", "health"} <= {t["name"] for t in tools["tools"]}
-        first = await frame(
-            ws,
-            {
-                "op": "call_tool",
-                "name": "chat",
-                "arguments": {"prompt": "ws one"},
-                "request_id": "r1",
-            },
+        await ws.send(
+            orjson.dumps(
+                {
+                    "op": "call_tool",
+                    "name": "chat",
+                    "arguments": {"prompt": "ws one"},
+                    "request_id": "r1",
+                }
+            ).decode()
         )
+        first = await until(ws, "call_tool_res", "r1")
         assert first["op"] == "call_tool_res"
         assert first["request_id"] == "r1"
         assert first["outputs"][0]["type"] == "text"
         cid = first["structured"]["continuation_id"]
-        second = await frame(
-            ws,
-            {
-                "op": "call_tool",
-                "name": "chat",
-                "arguments": {"prompt": "ws two", "continuation_id": cid},
-                "request_id": 2,
-            },
+        await ws.send(
+            orjson.dumps(
+                {
+                    "op": "call_tool",
+                    "name": "chat",
+                    "arguments": {"prompt": "ws two", "continuation_id": cid},
+                    "request_id": 2,
+                }
+            ).decode()
         )
+        second = await until(ws, "call_tool_res", 2)
         assert second["request_id"] == 2
         assert second["structured"]["continuation_id"] == cid
         assert "ws one" in live.standin.requests[-1]["body"]["messages"][0]["content"]
-        assert await frame(ws, {"op": "ping"}) == {"op": "pong", "request_id": None}
+        assert await frame(ws, {"op": "ping"}) == {"op": "pong", "request_id": None, "id": None}
     finally:
         await ws.close()
 
 
 @pytest.mark.parametrize(
-    ("message", "code"),
+    ("message", "op", "code", "request_id"),
     [
-        ("{not json", "bad_json"),
-        ("[1, 2]", "bad_request"),
-        ({"op": "fly"}, "unknown_op"),
+        ("{not json", "error", "bad_json", None),
+        ("[1, 2]", "error", "bad_request", None),
+        ({"op": "fly", "id": 4}, "error", "unknown_op", 4),
         (
             {"op": "call_tool", "name": "chat", "arguments": "prompt", "request_id": "a"},
+            "call_tool_res",
             "bad_request",
+            "a",
         ),
-        ({"op": "call_tool", "name": "chat", "arguments": {}}, "bad_request"),
-        ("x" * 200_000, "too_large"),
+        (
+            {"op": "call_tool", "name": "chat", "arguments": {}},
+            "call_tool_res",
+            "bad_request",
+            None,
+        ),
+        ("x" * 200_000, "error", "too_large", None),
+        (
+            {
+                "op": "call_tool",
+                "request_id": "big",
+                "name": "chat",
+                "arguments": {"p": "x" * 150_000},
+            },
+            "call_tool_res",
+            "too_large",
+            "big",
+        ),
     ],
 )
 async def test_ws_bad_frames_get_an_error_frame_and_the_connection_lives(
-    live: LiveServer, message: dict[str, Any] | str, code: str
+    live: LiveServer, message: dict[str, Any] | str, op: str, code: str, request_id: object
 ) -> None:
+    """Every refusal carries the request's id when it can be read, and an ``error``
+    object; a refused call is a ``call_tool_res``, so a client waiting for it sees it."""
     ws = await hello(live)
     try:
         error = await frame(ws, message)
-        assert error["op"] == "error"
+        assert error["op"] == op
         assert error["code"] == code
-        assert "request_id" in error
+        assert error["error"]["code"] == code
+        assert error["request_id"] == error["id"] == request_id
         assert (await frame(ws, {"op": "ping", "request_id": 9}))["op"] == "pong"
     finally:
         await ws.close()
@@ -304,14 +337,14 @@ async def test_ws_wrong_argument_types_are_an_error_result(live: LiveServer) -> 
     ws = await hello(live)
     try:
         reply = await frame(
-            ws, {"op": "call_tool", "name": "chat", "arguments": {"prompt": 5}, "request_id": "t"}
+            ws, {"op": "call_tool", "name": "chat", "arguments": {"prompt": 5}, "id": "t"}
         )
         assert reply["request_id"] == "t"
         assert reply["is_error"] is True
-        unknown = await frame(
-            ws, {"op": "call_tool", "name": "nope", "arguments": {}, "request_id": "u"}
-        )
+        assert "prompt" in reply["error"]["message"]
+        unknown = await frame(ws, {"op": "call_tool", "name": "nope", "arguments": {}, "id": "u"})
         assert unknown["is_error"] is True
+        assert unknown["error"]["code"] == "tool_error"
     finally:
         await ws.close()
 
@@ -326,19 +359,16 @@ async def test_ws_calls_run_concurrently_and_can_be_cancelled(live: LiveServer) 
             "request_id": "slow",
         }
         await ws.send(orjson.dumps(slow).decode())
-        fast = await frame(
-            ws, {"op": "call_tool", "name": "health", "arguments": {}, "request_id": "fast"}
-        )
-        assert fast["request_id"] == "fast"  # answered while the slow call still runs
-        ack = await frame(ws, {"op": "cancel", "request_id": "slow"})
-        assert ack == {"op": "cancel_ack", "request_id": "slow", "cancelled": True}
-        cancelled = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert cancelled == {
-            "op": "error",
-            "request_id": "slow",
-            "code": "cancelled",
-            "message": "the call was cancelled",
-        }
+        await until(ws, "call_tool_ack", "slow")
+        health = {"op": "call_tool", "name": "health", "arguments": {}, "request_id": "fast"}
+        await ws.send(orjson.dumps(health).decode())
+        fast = await until(ws, "call_tool_res", "fast")
+        assert fast["ok"] is True  # answered while the slow call still runs
+        await ws.send(orjson.dumps({"op": "cancel", "request_id": "slow"}).decode())
+        ack = await until(ws, "cancelled", "slow")
+        assert ack == {"op": "cancelled", "request_id": "slow", "id": "slow", "cancelled": True}
+        ended = await until(ws, "call_tool_res", "slow")
+        assert ended["error"] == {"code": "cancelled", "message": "the call was cancelled"}
     finally:
         await ws.close()
 
@@ -365,12 +395,8 @@ async def test_the_daemon_survives_a_client_that_leaves_mid_call(live: LiveServe
 async def test_ws_a_silent_client_is_closed_after_the_hello_timeout(live: LiveServer) -> None:
     async with connect(live.ws_url) as ws:
         error = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert error == {
-            "op": "error",
-            "request_id": None,
-            "code": "hello_timeout",
-            "message": "no hello frame in time",
-        }
+        assert error["op"] == "error"
+        assert error["error"] == {"code": "hello_timeout", "message": "no hello frame in time"}
         with pytest.raises(ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.rcvd is not None

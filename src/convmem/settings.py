@@ -70,9 +70,15 @@ class Settings(BaseSettings):
     token: str | None = Field(None, validation_alias=_env("token"))
     client_tokens: str | None = Field(None, validation_alias=_env("client_tokens"))
     history_tokens: int = Field(8000, gt=0, validation_alias=_env("history_tokens"))
-    max_frame_bytes: int = Field(4_000_000, gt=0, validation_alias=_env("max_frame_bytes"))
+    max_frame_bytes: int = Field(
+        32 * 1024 * 1024, gt=0, validation_alias=_env("max_frame_bytes", "EXAI_WS_MAX_BYTES")
+    )
     ws_hello_timeout_seconds: float = Field(
         15.0, gt=0, validation_alias=_env("ws_hello_timeout_seconds")
+    )
+    ws_progress_seconds: float = Field(5.0, gt=0, validation_alias=_env("ws_progress_seconds"))
+    ws_call_timeout_seconds: float = Field(
+        300.0, gt=0, validation_alias=_env("ws_call_timeout_seconds")
     )
     store_timeout_seconds: float = Field(5.0, gt=0, validation_alias=_env("store_timeout_seconds"))
     store_breaker_reset_seconds: float = Field(

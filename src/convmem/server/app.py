@@ -79,6 +79,8 @@ def build_app(
         tokens,
         hello_timeout=settings.ws_hello_timeout_seconds,
         max_frame_bytes=settings.max_frame_bytes,
+        progress_seconds=settings.ws_progress_seconds,
+        call_timeout_seconds=settings.ws_call_timeout_seconds,
     )
 
     async def health(request: Request) -> Response:

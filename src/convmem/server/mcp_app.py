@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context  # noqa: TC002 - the SDK finds the ctx parameter by it
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import Resource
 from pydantic import Field, ValidationError
 
 from convmem.server.auth import current_owner
+from convmem.server.progress import fan_out, progress_notifier, reply_listener
 from convmem.server.service import (
     ChatResult,
     ConversationService,
@@ -114,11 +116,27 @@ def build_mcp(service: ConversationService, *, metrics: Metrics, transport: str)
             Field(description="File paths this turn refers to", max_length=MAX_FILES),
         ] = None,
         system_prompt: Annotated[str | None, Field(max_length=MAX_SYSTEM_PROMPT_CHARS)] = None,
+        ctx: Context[Any, Any] | None = None,
     ) -> ChatResult:
+        # The reply streams from the model only when somebody listens: a WebSocket
+        # client (stream_chunk frames) or an MCP client that sent a progressToken.
+        notifier = progress_notifier(ctx) if ctx is not None else None
+        listeners = [sink for sink in (reply_listener.get(),) if sink is not None]
+        if notifier is not None:
+            listeners.append(notifier.on_text)
         with _tool_errors("chat"):
-            return await service.chat(
-                current_owner.get(), prompt, continuation_id, model, files, system_prompt
+            result = await service.chat(
+                current_owner.get(),
+                prompt,
+                continuation_id,
+                model,
+                files,
+                system_prompt,
+                on_text=fan_out(listeners),
             )
+            if notifier is not None:
+                await notifier.finish()
+            return result
 
     @mcp.tool(description="A conversation with all its turns.")
     async def thread_get(continuation_id: ContinuationId) -> dict[str, Any]:

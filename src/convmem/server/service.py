@@ -29,7 +29,7 @@ from convmem.providers.base import ProviderError
 if TYPE_CHECKING:
     from convmem.memory import Memory
     from convmem.models import Thread
-    from convmem.providers.base import Provider
+    from convmem.providers.base import Provider, TextSink
 
 MAX_PROMPT_CHARS = 200_000
 HEALTH_STORE_SECONDS = 0.7  # with Redis' share, /health answers within a second
@@ -40,6 +40,14 @@ class ToolFailure(Exception):
     """An anticipated failure of a tool call, with a message that says what to do."""
 
 
+class ContinuationOffer(BaseModel):
+    """The original server's way of saying a conversation can go on."""
+
+    continuation_id: str
+    remaining_turns: int
+    note: str
+
+
 class ChatResult(BaseModel):
     content: str = Field(description="The model's reply")
     continuation_id: str = Field(description="Pass this back to continue the conversation")
@@ -48,6 +56,13 @@ class ChatResult(BaseModel):
     model: str
     thread_source: Literal["new", "l1", "l2", "store"] = Field(
         description="Where the thread came from: new, the L1 or L2 cache, or the store"
+    )
+    # The shape of the server convmem replaces, for tools written against it.
+    status: Literal["continuation_available", "success"] = Field(
+        description="continuation_available while the thread has turns left"
+    )
+    continuation_offer: ContinuationOffer | None = Field(
+        description="How to continue, while the thread has turns left"
     )
 
 
@@ -89,8 +104,12 @@ class ConversationService:
         model: str | None = None,
         files: list[str] | None = None,
         system_prompt: str | None = None,
+        on_text: TextSink | None = None,
     ) -> ChatResult:
-        """Resume (or start) a thread, call the model with its history, save both turns."""
+        """Resume (or start) a thread, call the model with its history, save both turns.
+
+        With ``on_text``, the model's reply is streamed to it piece by piece as well.
+        """
         if not prompt.strip():
             raise ToolFailure("prompt is empty: say something to the model")
         if len(prompt) > MAX_PROMPT_CHARS:
@@ -116,6 +135,7 @@ class ConversationService:
                 history_turns=earlier,
                 system_prompt=system_prompt,
                 model=model,
+                on_text=on_text,
             )
             request = uuid.uuid4().hex  # keys make a retried save idempotent
             turns = [
@@ -139,13 +159,26 @@ class ConversationService:
                 saved = await self.memory.create_thread(tool_name="chat", turns=turns, owner=owner)
             else:
                 saved = await self.memory.add_turns(thread.id, turns, owner=owner)
+        remaining = max(self.memory.max_turns - saved.version, 0)
+        offer = None
+        if remaining:
+            offer = ContinuationOffer(
+                continuation_id=saved.id,
+                remaining_turns=remaining,
+                note=(
+                    f"Pass continuation_id {saved.id} to chat to continue this conversation "
+                    f"({remaining} turns left)."
+                ),
+            )
         return ChatResult(
             content=completion.text,
             continuation_id=saved.id,
-            remaining_turns=max(self.memory.max_turns - saved.version, 0),
+            remaining_turns=remaining,
             provider=completion.provider,
             model=completion.model,
             thread_source=source,
+            status="continuation_available" if offer else "success",
+            continuation_offer=offer,
         )
 
     async def thread_get(self, owner: str | None, continuation_id: str) -> dict[str, Any]:

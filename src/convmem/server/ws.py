@@ -1,49 +1,42 @@
-"""The WebSocket daemon protocol at ``/ws``, compatible with the daemon convmem replaces.
+"""The WebSocket daemon, compatible with every generation of the daemon convmem
+replaces: its clients dial ``ws://HOST:PORT`` (any path is accepted) and open with
 
-    → {"op":"hello","token":…,"session_id"?}     ← {"op":"hello_ack","ok":true,"session_id":…}
-    → {"op":"list_tools"}                          ← {"op":"list_tools_res","tools":[…]}
-    → {"op":"call_tool","name","arguments","request_id"}
-                                                   ← {"op":"call_tool_res","request_id",
-                                                      "outputs":[{"type":"text","text"}],
-                                                      "structured":…,"is_error":…}
-    → {"op":"ping"}                                ← {"op":"pong"}
-    → {"op":"cancel","request_id"}                 ← {"op":"cancel_ack","request_id","cancelled"}
+    → {"op":"hello","token",…}          newer: protocolVersion, capabilities, clientInfo;
+                                          older: session_id
+    ← {"op":"hello_ack","ok":true,"session_id":…}     then the op protocol (ws_ops)
+    → {"jsonrpc":"2.0","method":"initialize",…}        then MCP's JSON-RPC (ws_jsonrpc)
 
-What the old daemon got wrong is fixed: every error is ``{"op":"error","request_id",
-"code","message"}``; calls on one connection run concurrently; the hello must come
-within a timeout; a bad token closes with 4003; bad JSON, unknown ops, oversized
-frames and wrong argument types get an error frame and the connection lives on.
+A client's token is read from its hello, else from the upgrade's ``Authorization:
+Bearer`` header or its ``?token=`` query. A bad token is answered as the original
+daemon did, ``{"op":"hello_ack","ok":false,"error":"unauthorized"}`` (a JSON-RPC error
+for an initialize), then closed with 4003; a silent client is closed after the hello
+timeout with 4002, a first frame that is neither with 4001 — the original's codes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import orjson
-from mcp.server.mcpserver.exceptions import ToolError
-from starlette.websockets import WebSocket, WebSocketDisconnect
-
+from convmem.server import ws_frames as frames
 from convmem.server.auth import current_owner
+from convmem.server.ws_jsonrpc import UNAUTHORIZED, is_initialize, json_rpc_error, serve_json_rpc
+from convmem.server.ws_ops import CallPolicy, OpConnection
 
 if TYPE_CHECKING:
     from mcp.server import MCPServer
+    from starlette.websockets import WebSocket
 
     from convmem.server.auth import TokenTable
 
-log = logging.getLogger("convmem.server")
-
-# The close codes of the daemon convmem replaces, which its clients act on.
 CLOSE_BAD_HELLO = 4001
 CLOSE_HELLO_TIMEOUT = 4002
 CLOSE_BAD_TOKEN = 4003
 CLOSE_TRY_AGAIN_LATER = 1013
 MAX_HELLO_BYTES = 16_384  # before a client has shown its token, no frame may be larger
 MAX_PENDING_HELLOS = 64  # connections that have not said hello yet, at once
+DEFAULT_MAX_FRAME_BYTES = 32 * 1024 * 1024  # the original daemon's limit
 
 
 class WebSocketDaemon:
@@ -53,12 +46,14 @@ class WebSocketDaemon:
         tokens: TokenTable,
         *,
         hello_timeout: float = 15.0,
-        max_frame_bytes: int = 4_000_000,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        progress_seconds: float = 5.0,
+        call_timeout_seconds: float = 300.0,
     ) -> None:
         self.mcp = mcp
         self.tokens = tokens
         self.hello_timeout = hello_timeout
-        self.max_frame_bytes = max_frame_bytes
+        self.policy = CallPolicy(max_frame_bytes, progress_seconds, call_timeout_seconds)
         self._hellos = asyncio.Semaphore(MAX_PENDING_HELLOS)
 
     async def handle(self, websocket: WebSocket) -> None:
@@ -71,192 +66,90 @@ class WebSocketDaemon:
             limit = _FrameLimit(websocket)
             limit.set(MAX_HELLO_BYTES)  # before accept: no frame can slip in first
             await websocket.accept()
-            accepted, owner = await self._hello(websocket)
+            first = await self._first_frame(websocket)
+            if first is None:
+                return
+            raw, frame = first
+            owner, accepted = await self._authenticate(websocket, frame)
             if not accepted:
                 return
             limit.restore()
-        connection = _Connection(self, websocket, owner)
-        await connection.serve()
-
-    async def _hello(self, websocket: WebSocket) -> tuple[bool, str | None]:
-        """Whether the hello was accepted, and the client's owner (None without auth)."""
-        try:
-            message = await asyncio.wait_for(websocket.receive(), self.hello_timeout)
-        except TimeoutError:
-            await _send(websocket, _error(None, "hello_timeout", "no hello frame in time"))
-            await websocket.close(CLOSE_HELLO_TIMEOUT)
-            return False, None
-        if message["type"] == "websocket.disconnect":
-            return False, None
-        raw = message.get("text")
-        frame = _parse(raw) if isinstance(raw, str) else None
-        if not isinstance(frame, dict) or frame.get("op") != "hello":
-            await _send(
-                websocket, _error(None, "bad_hello", 'the first frame must be {"op":"hello",…}')
+        current_owner.set(owner)  # this connection's task and every task it starts
+        if is_initialize(frame):
+            await serve_json_rpc(
+                self.mcp, websocket, raw, max_frame_bytes=self.policy.max_frame_bytes
             )
-            await websocket.close(CLOSE_BAD_HELLO)
-            return False, None
-        token = frame.get("token")
-        owner = self.tokens.owner_of(token if isinstance(token, str) else None)
-        if self.tokens.required and owner is None:
-            # The original daemon's refusal, which every generation of its clients reads
-            # (an error frame made the newest report "Unknown error", older ones reconnect).
-            await _send(websocket, {"op": "hello_ack", "ok": False, "error": "unauthorized"})
-            await websocket.close(CLOSE_BAD_TOKEN)
-            return False, None
+            return
+        assert isinstance(frame, dict)
         session_id = frame.get("session_id")
         if not isinstance(session_id, str) or not session_id:
             session_id = uuid.uuid4().hex
-        await _send(websocket, {"op": "hello_ack", "ok": True, "session_id": session_id})
-        return True, owner
+        await websocket.send_text(
+            frames.dump({"op": "hello_ack", "ok": True, "session_id": session_id})
+        )
+        capabilities = frame.get("capabilities")
+        streaming = isinstance(capabilities, dict) and capabilities.get("streaming") is True
+        connection = OpConnection(self.mcp, websocket, owner, self.policy, always_stream=streaming)
+        await connection.serve()
 
-
-class _Connection:
-    def __init__(self, daemon: WebSocketDaemon, websocket: WebSocket, owner: str | None) -> None:
-        self.daemon = daemon
-        self.websocket = websocket
-        self.owner = owner
-        self.calls: dict[str, asyncio.Task[None]] = {}
-        self.send_lock = asyncio.Lock()
-
-    async def serve(self) -> None:
+    async def _first_frame(self, websocket: WebSocket) -> tuple[str, dict[str, Any]] | None:
+        """The hello or initialize frame, or None when the connection was closed."""
         try:
-            while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                raw = message.get("text")
-                if isinstance(raw, str):
-                    await self._frame(raw)
-                else:  # a binary frame: refused, and the connection lives on
-                    await self.send(
-                        _error(None, "bad_frame", "binary frames are not accepted: send JSON text")
-                    )
-        except WebSocketDisconnect:
-            pass
-        finally:
-            for task in self.calls.values():  # the client left: its calls are moot
-                task.cancel()
-            await asyncio.gather(*self.calls.values(), return_exceptions=True)
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        async with self.send_lock:
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                await _send(self.websocket, frame)
-
-    async def _frame(self, raw: str) -> None:
-        if len(raw.encode()) > self.daemon.max_frame_bytes:
-            await self.send(
-                _error(
-                    None, "too_large", f"frames are limited to {self.daemon.max_frame_bytes} bytes"
-                )
+            message = await asyncio.wait_for(websocket.receive(), self.hello_timeout)
+        except TimeoutError:
+            await websocket.send_text(
+                frames.dump(frames.failure("", None, "hello_timeout", "no hello frame in time"))
             )
-            return
-        frame = _parse(raw)
-        if frame is None:
-            await self.send(_error(None, "bad_json", "the frame is not JSON text"))
-            return
-        if not isinstance(frame, dict):
-            await self.send(_error(None, "bad_request", "a frame must be a JSON object"))
-            return
-        op = frame.get("op")
-        request_id = frame.get("request_id")
-        if op == "ping":
-            await self.send({"op": "pong", "request_id": request_id})
-        elif op == "list_tools":
-            tools = await self.daemon.mcp.list_tools()
-            await self.send(
-                {
-                    "op": "list_tools_res",
-                    "request_id": request_id,
-                    "tools": [
-                        {
-                            "name": t.name,
-                            "description": t.description,
-                            "inputSchema": t.input_schema,
-                        }
-                        for t in tools
-                    ],
-                }
-            )
-        elif op == "call_tool":
-            await self._start_call(frame, request_id)
-        elif op == "cancel":
-            task = self.calls.get(str(request_id))
-            if task is not None:
-                task.cancel()
-            await self.send(
-                {"op": "cancel_ack", "request_id": request_id, "cancelled": task is not None}
-            )
-        elif op == "hello":
-            await self.send(_error(request_id, "bad_request", "already said hello"))
-        else:
-            await self.send(_error(request_id, "unknown_op", f"unknown op {op!r}"))
-
-    async def _start_call(self, frame: dict[str, Any], request_id: object) -> None:
-        name, arguments = frame.get("name"), frame.get("arguments", {})
-        if not isinstance(request_id, str | int | float) or isinstance(request_id, bool):
-            await self.send(
-                _error(None, "bad_request", "call_tool needs a request_id (string or number)")
-            )
-            return
-        key = str(request_id)
-        if not isinstance(name, str):
-            await self.send(_error(request_id, "bad_request", "call_tool needs a tool name"))
-        elif not isinstance(arguments, dict):
-            await self.send(_error(request_id, "bad_request", "arguments must be a JSON object"))
-        elif key in self.calls:
-            await self.send(
-                _error(request_id, "bad_request", "a call with this request_id is running")
-            )
-        else:
-            current_owner.set(self.owner)  # copied into the call's task context
-            self.calls[key] = asyncio.create_task(self._call(name, arguments, request_id, key))
-
-    async def _call(
-        self, name: str, arguments: dict[str, Any], request_id: str | int | float, key: str
-    ) -> None:
-        try:
-            result = await self.daemon.mcp.call_tool(name, arguments)  # the tool counts itself
-            payload = result.model_dump(mode="json", by_alias=True, exclude_none=True)
-            await self.send(
-                {
-                    "op": "call_tool_res",
-                    "request_id": request_id,
-                    "outputs": payload.get("content", []),
-                    "structured": payload.get("structuredContent"),
-                    "is_error": bool(payload.get("isError", False)),
-                }
-            )
-        except asyncio.CancelledError:
-            await self.send(_error(request_id, "cancelled", "the call was cancelled"))
-        except ToolError as exc:
-            await self.send(
-                {
-                    "op": "call_tool_res",
-                    "request_id": request_id,
-                    "outputs": [{"type": "text", "text": str(exc)}],
-                    "structured": None,
-                    "is_error": True,
-                }
-            )
-        except Exception as exc:
-            log.exception("tool %s failed", name)
-            await self.send(_error(request_id, "internal", f"{type(exc).__name__}: {exc}"))
-        finally:
-            self.calls.pop(key, None)
-
-
-def _parse(raw: str) -> object:
-    """The frame's JSON, or None. orjson first; the standard library for what orjson
-    refuses but JSON allows (integers beyond 64 bits, as some clients' request ids)."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:
-            return json.loads(raw)
-        except ValueError:
+            await websocket.close(CLOSE_HELLO_TIMEOUT)
             return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        raw = message.get("text")
+        frame = frames.parse(raw) if isinstance(raw, str) else None
+        if (
+            isinstance(raw, str)
+            and isinstance(frame, dict)
+            and (frame.get("op") == "hello" or is_initialize(frame))
+        ):
+            return raw, frame
+        message_text = (
+            'the first frame must be {"op":"hello","token":…} or a JSON-RPC initialize request'
+        )
+        await websocket.send_text(frames.dump(frames.failure("", None, "bad_hello", message_text)))
+        await websocket.close(CLOSE_BAD_HELLO)
+        return None
+
+    async def _authenticate(
+        self, websocket: WebSocket, frame: dict[str, Any]
+    ) -> tuple[str | None, bool]:
+        """The client's owner (None without auth), and whether it may go on."""
+        token = _token_of(websocket, frame)
+        owner = self.tokens.owner_of(token)
+        if not self.tokens.required or owner is not None:
+            return owner, True
+        if is_initialize(frame):
+            refusal = json_rpc_error(frame.get("id"), UNAUTHORIZED, "unauthorized")
+        else:
+            # The original daemon's refusal, which every generation of its clients reads
+            # (an error frame made the newest report "Unknown error", older ones reconnect).
+            refusal = {"op": "hello_ack", "ok": False, "error": "unauthorized"}
+        await websocket.send_text(frames.dump(refusal))
+        await websocket.close(CLOSE_BAD_TOKEN)
+        return None, False
+
+
+def _token_of(websocket: WebSocket, frame: dict[str, Any]) -> str | None:
+    """The hello's token (an initialize may carry it in params), else the upgrade's
+    bearer header, else its ``token`` query parameter."""
+    params = frame.get("params")
+    for holder in (frame, params if isinstance(params, dict) else {}):
+        token = holder.get("token")
+        if isinstance(token, str) and token:
+            return token
+    scheme, _, header_token = websocket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and header_token:
+        return header_token
+    return websocket.query_params.get("token") or None
 
 
 class _FrameLimit:
@@ -277,15 +170,3 @@ class _FrameLimit:
     def restore(self) -> None:
         if self._original is not None:
             self._conn.max_message_size = self._original  # type: ignore[union-attr]
-
-
-def _error(request_id: object, code: str, message: str) -> dict[str, Any]:
-    return {"op": "error", "request_id": request_id, "code": code, "message": message}
-
-
-async def _send(websocket: WebSocket, frame: dict[str, Any]) -> None:
-    try:
-        text = orjson.dumps(frame).decode()
-    except TypeError:  # an integer beyond 64 bits (a client's request id): still JSON
-        text = json.dumps(frame)
-    await websocket.send_text(text)

@@ -1,0 +1,95 @@
+"""The frames of the WebSocket daemon's op protocol, shaped so that every generation of
+the original daemon's clients finds what it reads.
+
+Each reply echoes the request's id under both spellings (``request_id`` and ``id``).
+A tool's result carries ``outputs`` (older shims), ``result`` (the newest), ``text``,
+``structured`` and ``is_error``; a failure also carries ``error: {code, message}``,
+the key older shims test for.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+RequestId = str | int | float
+
+CALL_OPS = frozenset({"call_tool", "tool_call"})
+
+
+def request_id_of(frame: dict[str, Any]) -> RequestId | None:
+    """The request's id, spelt ``request_id`` or ``id``; None when absent or not a
+    string or number."""
+    for key in ("request_id", "id"):
+        value = frame.get(key)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def ids(request_id: RequestId | None) -> dict[str, Any]:
+    return {"request_id": request_id, "id": request_id}
+
+
+def failure(op: str, request_id: RequestId | None, code: str, message: str) -> dict[str, Any]:
+    """A refused or failed request. A call's failure is a ``call_tool_res``, so clients
+    that wait for their result by request id see it; anything else is ``error``."""
+    frame: dict[str, Any] = {
+        "op": "call_tool_res" if op in CALL_OPS else "error",
+        **ids(request_id),
+        "ok": False,
+        "code": code,
+        "message": message,
+        "error": {"code": code, "message": message},
+    }
+    if op in CALL_OPS:
+        outputs = [{"type": "text", "text": message}]
+        frame |= {
+            "outputs": outputs,
+            "result": outputs,
+            "text": message,
+            "structured": None,
+            "is_error": True,
+        }
+    return frame
+
+
+def tool_result(request_id: RequestId, payload: dict[str, Any]) -> dict[str, Any]:
+    """A ``call_tool_res`` from the MCP ``CallToolResult`` (dumped by alias)."""
+    outputs: list[dict[str, Any]] = payload.get("content", [])
+    text = "\n".join(o["text"] for o in outputs if o.get("type") == "text")
+    is_error = bool(payload.get("isError", False))
+    if is_error:
+        frame = failure("call_tool", request_id, "tool_error", text or "the tool failed")
+        return frame | {"outputs": outputs, "result": outputs}
+    return {
+        "op": "call_tool_res",
+        **ids(request_id),
+        "ok": True,
+        "outputs": outputs,
+        "result": outputs,
+        "text": text,
+        "structured": payload.get("structuredContent"),
+        "is_error": False,
+    }
+
+
+def parse(raw: str) -> object:
+    """The frame's JSON, or None. orjson first; the standard library for what orjson
+    refuses but JSON allows (integers beyond 64 bits, as some clients' request ids)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+
+def dump(frame: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(frame).decode()
+    except TypeError:  # an integer beyond 64 bits (a client's request id): still JSON
+        return json.dumps(frame)
