@@ -97,12 +97,15 @@ class OpConnection:
         frame = frames.parse(raw)
         if len(raw.encode()) > self.policy.max_frame_bytes:
             # Read whole (up to the server's hard cap) only to answer with its id.
-            op, request_id = "", None
-            if isinstance(frame, dict):
-                op, request_id = str(frame.get("op", "")), frames.request_id_of(frame)
+            readable = frame if isinstance(frame, dict) else {}
             limit = self.policy.max_frame_bytes
             await self.send(
-                frames.failure(op, request_id, "too_large", f"frames are limited to {limit} bytes")
+                frames.failure(
+                    str(readable.get("op", "")),
+                    frames.request_id_of(readable),
+                    "too_large",
+                    f"frames are limited to {limit} bytes",
+                )
             )
             return
         if frame is None:
