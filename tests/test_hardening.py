@@ -17,7 +17,8 @@ from convmem.server.service import ConversationService
 from convmem.stores.supabase import SupabaseStore
 from convmem_bench.postgrest_standin import PostgrestStandIn
 from tests.conftest import LIMITS
-from tests.test_server_live import LiveServer, frame, hello, http_client, live, standin
+from tests.support.live import LiveServer, frame, hello, http_client
+from tests.test_server_live import live, standin
 
 __all__ = ["live", "standin"]  # the live server's fixtures, shared with test_server_live
 
@@ -113,9 +114,15 @@ async def test_ws_any_json_number_or_string_is_a_request_id(
     try:
         call = {"op": "call_tool", "name": "health", "arguments": {}, "request_id": request_id}
         await ws.send(json.dumps(call))  # the standard library writes any integer
+        ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert (ack["op"], ack["request_id"], ack["id"]) == (
+            "call_tool_ack",
+            request_id,
+            request_id,
+        )
         reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert reply["op"] == "call_tool_res"
-        assert reply["request_id"] == request_id
+        assert reply["request_id"] == reply["id"] == request_id
     finally:
         await ws.close()
 

@@ -24,7 +24,8 @@ from convmem.server.mcp_app import build_mcp
 from convmem.server.metrics import Metrics
 from convmem.server.service import ConversationService
 from tests.chaos.harness import FULL, Outcome
-from tests.test_server_live import LiveServer, live, standin
+from tests.support.live import LiveServer
+from tests.test_server_live import live, standin
 
 __all__ = ["live", "standin"]  # the live server's fixtures, shared with test_server_live
 

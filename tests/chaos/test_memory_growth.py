@@ -10,7 +10,8 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 
 from tests.chaos.harness import Outcome, scaled
-from tests.test_server_live import LiveServer, http_client, live, standin
+from tests.support.live import LiveServer, http_client
+from tests.test_server_live import live, standin
 
 __all__ = ["live", "standin"]  # the live server's fixtures, shared with test_server_live
 
