@@ -350,3 +350,59 @@ async def test_stdio_chat_and_continue(tmp_path: Path, standin: ChatCompletionsS
         assert (await chat(client, "still serving"))["content"]
     assert second["continuation_id"] == first["continuation_id"]
     assert "over stdio" in standin.requests[-2]["body"]["messages"][0]["content"]
+
+
+# -- MCP progress notifications ------------------------------------------------------------
+
+
+class ProgressSeen:
+    """The SDK client's progress callback: every notification of one call."""
+
+    def __init__(self) -> None:
+        self.notes: list[tuple[float, str | None]] = []
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self.notes.append((progress, message))
+
+
+async def chat_with_progress(client: Client, prompt: str) -> tuple[str, ProgressSeen]:
+    seen = ProgressSeen()
+    result = await client.call_tool("chat", {"prompt": prompt}, progress_callback=seen)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    content: str = result.structured_content["content"]
+    return content, seen
+
+
+def assert_streamed(content: str, seen: ProgressSeen) -> None:
+    """Notifications came while the model streamed: the characters so far, rising, and
+    the text so far, the last one the whole reply."""
+    assert len(seen.notes) >= 2, seen.notes  # a 2 s streamed reply, one every 0.25 s at most
+    progress = [p for p, _ in seen.notes]
+    assert progress == sorted(progress)
+    for chars, message in seen.notes:
+        assert message is not None
+        assert content.startswith(message)
+        assert chars == len(message)
+    assert seen.notes[-1][1] == content
+
+
+async def test_streamable_http_chat_sends_progress_with_the_text_so_far(live: LiveServer) -> None:
+    async with http_client(live, "token-alice") as client:
+        content, seen = await chat_with_progress(client, "[slow:2] over http")
+        quiet = await client.call_tool("chat", {"prompt": "no token, no stream"})
+    assert_streamed(content, seen)
+    # Without a progressToken the model is asked for a whole reply, not a stream.
+    assert not quiet.is_error
+    assert "stream" not in live.standin.requests[-1]["body"]
+
+
+async def test_stdio_chat_sends_progress_with_the_text_so_far(
+    tmp_path: Path, standin: ChatCompletionsStandIn
+) -> None:
+    env = small_limits_env(tmp_path, standin)
+    env.pop("CONVMEM_CLIENT_TOKENS")
+    params = StdioServerParameters(command=sys.executable, args=["-m", "convmem", "mcp"], env=env)
+    async with Client(params) as client:
+        content, seen = await chat_with_progress(client, "[slow:2] over stdio")
+    assert_streamed(content, seen)
