@@ -37,7 +37,13 @@ FUZZ = settings(
     derandomize=not FULL,
 )
 INTERNALS = ("pydantic", "input_value", "Traceback")
-RAN: dict[str, int] = {"websocket": 0, "json-rpc": 0, "tools": 0}  # cases, for the report
+FUZZ_CLIENT = {"name": "fuzz", "version": "1"}
+RAN: dict[str, int] = {
+    "websocket": 0,
+    "websocket json-rpc": 0,
+    "json-rpc": 0,
+    "tools": 0,
+}  # cases, for the report
 
 # Ten thousand cases take minutes: beyond the suite's per-test timeout in make chaos.
 pytestmark = pytest.mark.timeout(3600 if FULL else 300)
@@ -120,6 +126,35 @@ def test_websocket_frames_never_break_the_connection(
     RAN["websocket"] += 1
 
 
+@pytest.fixture
+def rpc_socket(live: LiveServer) -> Iterator[ClientConnection]:
+    """A WebSocket whose first frame was an MCP initialize: plain JSON-RPC from then on."""
+    bearer = {"Authorization": "Bearer token-alice"}
+    with connect(live.ws_url, max_size=None, ping_interval=None, additional_headers=bearer) as ws:
+        params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": FUZZ_CLIENT}
+        ws.send(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}))
+        assert "result" in json.loads(ws.recv(10))
+        ws.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        yield ws
+
+
+@FUZZ
+@given(body=json_values, method=st.sampled_from(["tools/call", "tools/list", "ping", "x"]))
+def test_json_rpc_frames_over_websocket_never_break_the_connection(
+    rpc_socket: ClientConnection, body: Any, method: str
+) -> None:
+    marker = hash((json.dumps(body), method)) & 0xFFFFFF
+    for payload in (body, {"jsonrpc": "2.0", "id": -1, "method": method, "params": body}):
+        rpc_socket.send(json.dumps(payload))
+    rpc_socket.send(json.dumps({"jsonrpc": "2.0", "id": f"alive-{marker}", "method": "ping"}))
+    while True:  # the ping is answered: the connection and its server live
+        reply = json.loads(rpc_socket.recv(15))
+        if reply.get("id") == f"alive-{marker}":
+            assert reply.get("result") == {}, reply
+            break
+    RAN["websocket json-rpc"] += 1
+
+
 @pytest.fixture(scope="module")
 def http(live: LiveServer) -> Iterator[httpx2.Client]:
     headers = {
@@ -181,6 +216,7 @@ def test_the_fuzzed_cases_are_reported(live: LiveServer) -> None:
     assert httpx2.get(f"{live.url}/health", timeout=5).status_code == 200
     targets = {
         "websocket": "WebSocket frames (text, binary, JSON, daemon ops) to convmem serve",
+        "websocket json-rpc": "JSON-RPC frames on a WebSocket opened with initialize",
         "json-rpc": "JSON-RPC bodies POSTed to /mcp",
         "tools": "tool arguments to every MCP tool (in process)",
     }
