@@ -110,6 +110,24 @@ async def test_an_id_only_call_gets_exactly_one_frame(daemon: LiveServer) -> Non
         await ws.close()
 
 
+async def test_a_hello_may_ask_for_every_frame_even_for_id_only_calls(daemon: LiveServer) -> None:
+    ws = await connect(root_url(daemon))
+    try:
+        hello_frame = {"op": "hello", "token": "token-alice", "capabilities": {"streaming": True}}
+        await ws.send(orjson.dumps(hello_frame).decode())
+        assert orjson.loads(await ws.recv())["ok"] is True
+        call = {"op": "call_tool", "id": "s", "name": "chat", "arguments": {"prompt": "stream"}}
+        await ws.send(orjson.dumps(call).decode())
+        ops: list[str] = []
+        while not ops or ops[-1] != "call_tool_res":
+            ops.append(orjson.loads(await asyncio.wait_for(ws.recv(), 10))["op"])
+        assert ops[0] == "call_tool_ack"
+        assert "stream_chunk" in ops
+        assert ops[-2] == "stream_complete"
+    finally:
+        await ws.close()
+
+
 async def test_cancel_is_answered_with_cancelled_and_stops_the_model(
     daemon: LiveServer,
 ) -> None:

@@ -89,7 +89,7 @@ class WebSocketDaemon:
         )
         capabilities = frame.get("capabilities")
         streaming = isinstance(capabilities, dict) and capabilities.get("streaming") is True
-        connection = OpConnection(self.mcp, websocket, owner, self.policy, always_stream=streaming)
+        connection = OpConnection(self.mcp, websocket, self.policy, always_stream=streaming)
         await connection.serve()
 
     async def _first_frame(self, websocket: WebSocket) -> tuple[str, dict[str, Any]] | None:

@@ -16,8 +16,9 @@ seconds (older clients extend their own timeout on them), and, when the model st
 only gets exactly one reply, its result: the newest client reads the next frame as the
 answer. A hello with ``capabilities: {"streaming": true}`` asks for all frames anyway.
 
-Calls on one connection run concurrently; bad frames get an error frame (with the
-request's id whenever it can be read) and the connection lives on.
+Calls on one connection run concurrently, each as a task that inherits the connection's
+owner (``current_owner``, set by the daemon after the hello); bad frames get an error
+frame (with the request's id whenever it can be read) and the connection lives on.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from mcp.server.mcpserver.exceptions import ToolError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from convmem.server import ws_frames as frames
-from convmem.server.auth import current_owner
 from convmem.server.progress import reply_listener
 
 if TYPE_CHECKING:
@@ -53,14 +53,12 @@ class OpConnection:
         self,
         mcp: MCPServer,
         websocket: WebSocket,
-        owner: str | None,
         policy: CallPolicy,
         *,
         always_stream: bool,
     ) -> None:
         self.mcp = mcp
         self.websocket = websocket
-        self.owner = owner
         self.policy = policy
         self.always_stream = always_stream
         self.calls: dict[str, asyncio.Task[None]] = {}
@@ -176,7 +174,6 @@ class OpConnection:
             await self.send(frames.failure(op, request_id, "bad_request", problem or ""))
             return
         chatty = self.always_stream or "request_id" in frame
-        current_owner.set(self.owner)  # copied into the call's task context
         key = str(request_id)
         self.calls[key] = asyncio.create_task(
             self._call(name, arguments, request_id, key, chatty=chatty)
