@@ -16,6 +16,7 @@ from convmem import (
     LimitExceededError,
     Memory,
     StoreUnavailableError,
+    ThreadExistsError,
     ThreadExpiredError,
     ThreadFullError,
     ThreadNotFoundError,
@@ -173,7 +174,24 @@ async def test_bad_thread_fields_are_refused_before_any_io(backend: Backend) -> 
         await memory.create_thread(parent_id="parent")
     with pytest.raises(InvalidOwnerError, match="owner"):
         await memory.create_thread(owner="")
+    with pytest.raises(InvalidThreadIdError):
+        await memory.create_thread(thread_id="not-a-uuid")
     assert trips.count == 0
+
+
+async def test_a_thread_may_be_created_under_the_callers_id_once(backend: Backend) -> None:
+    """An integration whose host mints its own ids keeps them: one round trip, and a
+    second create under the same id is refused with nothing written."""
+    memory = memory_on(backend)
+    chosen = str(uuid.uuid4())
+    trips = Trips(backend)
+    thread = await memory.create_thread(thread_id=chosen, turns=exchange(1))
+    assert (thread.id, trips.count) == (chosen, 1)
+    with pytest.raises(ThreadExistsError):
+        await memory.create_thread(thread_id=chosen, turns=exchange(2))
+    stored = await backend.store.load(chosen, owner=None)
+    assert stored is not None
+    assert stored.version == 2
 
 
 async def test_thread_state_errors_come_through_memory(backend: Backend) -> None:

@@ -258,15 +258,22 @@ class Memory:
         owner: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         parent_id: str | None = None,
+        thread_id: str | None = None,
     ) -> Thread:
         """Start a thread, optionally with its first turns, in one store round trip.
 
+        ``thread_id`` (a UUID) names the thread when the caller already has an id for it,
+        as an integration whose host mints its own ids does; a new UUID otherwise.
+
         Raises:
-            InvalidInputError: bad turns, metadata, owner or parent id (nothing written).
+            InvalidInputError: bad turns, metadata, owner, parent or thread id (nothing
+                written).
+            ThreadExistsError: ``thread_id`` is taken.
             ThreadFullError: more turns than ``max_turns``.
         """
         validate_owner(owner, self._limits)
         validate_optional_thread_id(parent_id)
+        thread_id = validate_optional_thread_id(thread_id)
         validate_turns(turns, self._limits, allow_empty=True)
         frozen = freeze_mapping(metadata, what="thread metadata")
         validate_metadata(frozen, self._limits, what="thread metadata")
@@ -274,7 +281,7 @@ class Memory:
             raise InvalidInputError("tool_name must be a string or None")
         if tool_name is not None:
             check_length(tool_name, "tool_name", self._limits.max_name_chars)
-        spec = NewThread(str(uuid.uuid4()), tool_name, parent_id, owner, frozen)
+        spec = NewThread(thread_id or str(uuid.uuid4()), tool_name, parent_id, owner, frozen)
         thread = await self._write(lambda: self.store.create(spec, turns))
         await self._cache.created(thread)
         return thread
