@@ -10,7 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PIP_WHEEL = (sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q")
-OPTIONAL_DRIVERS = ("redis", "psycopg", "psycopg_pool", "postgrest", "agents")
+# What only an extra brings (pal-mcp-server installs its code as `utils`, `tools`, …).
+OPTIONAL_DRIVERS = ("redis", "psycopg", "psycopg_pool", "postgrest", "agents", "utils", "tools")
 
 
 def _build_wheel(out: Path) -> Path:
