@@ -280,5 +280,20 @@ def mcp(
         raise typer.Exit(1) from None
 
 
-def main() -> None:
-    app()
+@app.command()
+def pal(
+    store: StoreOption = None, cache: Annotated[str | None, typer.Option("--cache")] = None
+) -> None:
+    """Run pal-mcp-server (stdio) with convmem as its conversation storage."""
+    from convmem.integrations.pal.run import run_pal
+
+    settings = _settings(store_url=store, cache_url=cache)
+    try:
+        run_pal(settings)
+    except ConvMemError as exc:
+        errors.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+def main(args: list[str] | None = None) -> None:
+    app(args)
