@@ -40,7 +40,19 @@ def test_bench_quick_runs_and_writes_its_report(tmp_path: Path) -> None:
     appends = {a["path"]: a for a in data["store_appends"]}
     assert set(appends) == {"postgres", "pgbouncer"}
     assert all(a["floor_p50_us"] > 0 and a["p50_us_1000_turns"] > 0 for a in appends.values())
+    # pal-mcp-server, on the wire: its own dict loses the thread on restart; convmem
+    # keeps it through a restart and an empty Redis, and writes once per pal write.
+    pal = {p["system"]: p for p in data["pal"]}
+    assert pal["pal's own dict (in process)"]["new_process_store"] is None
+    kv = pal["whole-thread key-value store (Redis GET/SETEX)"]
+    assert kv["pal_sets_warm"] >= 1
+    assert kv["warm_store"] == 0
+    assert kv["warm_redis"] >= kv["pal_gets_warm"] + kv["pal_sets_warm"]
+    convmem = pal["convmem pal (PostgreSQL + Redis)"]
+    assert convmem["cold_store"] is not None
+    assert convmem["warm_store"] >= kv["pal_sets_warm"]  # each pal write reaches the store
     report = (out / "BENCHMARKS.md").read_text()
+    assert "## pal-mcp-server: round trips of one continued `chat` request" in report
     assert "## Targets" in report
     assert "| convmem, cold |" in report
     assert "| supabase | + Redis, L2 hit (new instance) |" in report

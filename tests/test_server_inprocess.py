@@ -16,7 +16,7 @@ from convmem.providers.openai_compat import OpenAICompatibleProvider
 from convmem.server.mcp_app import build_mcp
 from convmem.server.metrics import Metrics
 from convmem.server.service import ConversationService
-from tests.support.chat_standin import ChatCompletionsStandIn
+from convmem_bench.chat_standin import ChatCompletionsStandIn
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from mcp import Client, StdioServerParameters
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.chat_standin import ChatCompletionsStandIn
+from convmem_bench.chat_standin import ChatCompletionsStandIn
 from tests.support.live import (
     LiveServer,
     chat,

@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.chat_standin import ChatCompletionsStandIn
+from convmem_bench.chat_standin import ChatCompletionsStandIn
 from tests.support.live import LiveServer, hello, live_server, server_env, until
 from tests.support.ws_clients import CallFailed, JsonRpcClient, NextFrameClient, RequestIdClient
 

@@ -43,6 +43,7 @@ class Plan:
     thread_lengths: tuple[int, ...] = (10, 1000)  # besides 50, at the length latency
     length_latency_ms: float = 10.0
     memory_requests: int = 512
+    pal_repeats: int = 5  # continued pal requests (and new pal processes) per storage
 
 
 QUICK = Plan(
@@ -58,6 +59,7 @@ QUICK = Plan(
     thread_lengths=(10,),
     length_latency_ms=0.0,
     memory_requests=16,
+    pal_repeats=1,
 )
 FULL = Plan(
     latencies_ms=(0.0, 1.0, 10.0, 50.0),

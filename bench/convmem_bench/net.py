@@ -20,6 +20,7 @@ own, so the proxy never competes with the code being measured for the interprete
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import multiprocessing
 import struct
@@ -253,6 +254,35 @@ class HttpWireProxy(MeteredProxy):
             body = await reader.readexactly(length)
             await self._round_trip()
             writer.write(head + body)
+            await writer.drain()
+
+
+class RespProxy(MeteredProxy):
+    """Counts Redis commands (RESP arrays), and by name those on keys starting with
+    ``watch_prefix``. A client that pipelines sends several in one round trip, so for it
+    this over-counts: a conservative count."""
+
+    def __init__(self, target_host: str, target_port: int, *, watch_prefix: bytes = b"") -> None:
+        super().__init__(target_host, target_port)
+        self.watch_prefix = watch_prefix
+        self.watched: collections.Counter[str] = collections.Counter()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            parts = [line]
+            arguments: list[bytes] = []
+            if line.startswith(b"*"):  # an array of bulk strings: one command
+                for _ in range(int(line[1:-2])):
+                    header = await reader.readuntil(b"\r\n")
+                    data = await reader.readexactly(int(header[1:-2]) + 2)
+                    parts += [header, data]
+                    arguments.append(data[:-2])
+            watched = len(arguments) > 1 and arguments[1].startswith(self.watch_prefix)
+            if self.watch_prefix and watched:
+                self.watched[arguments[0].decode().upper()] += 1
+            await self._round_trip()  # an inline command is one line
+            writer.write(b"".join(parts))
             await writer.drain()
 
 

@@ -255,6 +255,7 @@ def markdown(report: Report, plots: list[str]) -> str:
             )
     lines += _stores_section(report)
     lines += _memory_section(report)
+    lines += _pal_section(report)
     lines += [
         "",
         "## Each layer against the floor the drivers allow (no injected latency)",
@@ -452,6 +453,50 @@ def _memory_section(report: Report) -> list[str]:
             f"| {m.flow} | {m.baseline_mib:.1f} MiB | {m.peak_mib:.1f} MiB | "
             f"{m.peak_mib - m.baseline_mib:.1f} MiB | {m.after_mib - m.baseline_mib:.1f} MiB |"
         )
+    return lines
+
+
+def _pal_section(report: Report) -> list[str]:
+    if not report.pal:
+        return []
+    lines = [
+        "",
+        "## pal-mcp-server: round trips of one continued `chat` request",
+        "",
+        "pal-mcp-server (from PyPI) as a real stdio process, its own `chat` tool driven by",
+        "the official MCP client, on three storages (`convmem_bench.pal_bench`). Counted on",
+        "the wire while the request runs: PostgreSQL messages at the rig's proxy, Redis",
+        "commands at a RESP proxy (a pipelined client would be over-counted). Warm: the",
+        "process served the thread before; new process: a restarted pal, Redis warm; cold:",
+        "a restarted pal and an empty Redis. A continued pal request writes twice (the",
+        "user's turn before the model is called, the reply after), and each write pal is",
+        "told is done must be durable: so convmem's floor is one store round trip per",
+        "write, and no read when warm.",
+        "",
+        "| storage | warm: store / Redis | new process: store / Redis | cold: store / Redis |",
+        "|---|---|---|---|",
+    ]
+
+    def pair(store: float | None, redis: float | None) -> str:
+        if store is None or redis is None:
+            return "thread lost"
+        return f"{store:g} / {redis:g}"
+
+    for p in report.pal:
+        lines.append(
+            f"| {p.system} | {pair(p.warm_store, p.warm_redis)} | "
+            f"{pair(p.new_process_store, p.new_process_redis)} | "
+            f"{pair(p.cold_store, p.cold_redis)} |"
+        )
+    kv = next((p for p in report.pal if p.pal_sets_warm), None)
+    if kv is not None:
+        lines += [
+            "",
+            f"pal's own storage calls per continued request, counted where the key-value store"
+            f" serves it: {kv.pal_gets_warm:g} gets and {kv.pal_sets_warm:g} sets (each a"
+            " whole-thread rewrite there; on convmem a get is a cache hit and a set an append"
+            " of the new turns).",
+        ]
     return lines
 
 

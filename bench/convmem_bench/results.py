@@ -68,6 +68,25 @@ class MemoryResult:
 
 
 @dataclass
+class PalResult:
+    """Round trips (medians) of one continued pal-mcp-server request on one storage;
+    None where pal had lost the thread."""
+
+    system: str
+    warm_store: float | None
+    warm_redis: float | None
+    new_process_store: float | None
+    new_process_redis: float | None
+    cold_store: float | None
+    cold_redis: float | None
+    # pal's own storage calls, counted where the key-value store serves it (else 0).
+    pal_gets_warm: float | None = None
+    pal_sets_warm: float | None = None
+    pal_gets_new_process: float | None = None
+    pal_sets_new_process: float | None = None
+
+
+@dataclass
 class Report:
     machine: str
     quick: bool
@@ -78,6 +97,7 @@ class Report:
     stores: list[FlowResult] = field(default_factory=list)  # convmem per store and cache state
     memory: list[MemoryResult] = field(default_factory=list)
     store_appends: list[StoreAppendResult] = field(default_factory=list)  # no cache, per path
+    pal: list[PalResult] = field(default_factory=list)  # pal-mcp-server per storage
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
@@ -96,4 +116,5 @@ class Report:
             stores=[FlowResult(**f) for f in raw.get("stores", [])],
             memory=[MemoryResult(**m) for m in raw.get("memory", [])],
             store_appends=[StoreAppendResult(**a) for a in raw.get("store_appends", [])],
+            pal=[PalResult(**p) for p in raw.get("pal", [])],
         )

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from convmem_bench import measure, memory_use
 from convmem_bench.measure import FULL, QUICK, Plan
+from convmem_bench.pal_bench import measure_pal
 from convmem_bench.results import Report, StoreAppendResult
 from convmem_bench.rig import Rig
 from convmem_bench.systems import (
@@ -55,6 +56,9 @@ async def run(
                     await _seed_scenario(report, plan, rig, systems, log)
                 await _layers(report, plan, rig, redis_url, prefix, log)
                 await _memory(report, plan, rig, redis_url, prefix, setup, log)
+            report.pal = await measure_pal(
+                rig.endpoints["postgres"], redis_url, prefix, repeats=plan.pal_repeats, log=log
+            )
             for store in STORES:
                 async with (
                     open_setup_store(rig, store) as setup,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.support.chat_standin import ChatCompletionsStandIn
+from convmem_bench.chat_standin import ChatCompletionsStandIn
 from tests.support.services import pg_url
 
 MODEL = "local-llama"  # declared by pal's own custom_models.json for its custom provider

@@ -20,8 +20,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from websockets.asyncio.client import ClientConnection, connect
 
+from convmem_bench.chat_standin import ChatCompletionsStandIn
 from convmem_bench.pgbouncer import free_port
-from tests.support.chat_standin import ChatCompletionsStandIn
 
 
 @dataclass
