@@ -85,7 +85,8 @@ async def test_a_conversation_outlives_the_pal_process(
         cid = first["continuation_offer"]["continuation_id"]
         await chat(client, tmp_path, "which number?", cid)
         assert "remember the number 41" in sent_to_model(standin)
-    async with pal(env, tmp_path) as restarted:  # a new process: pal's dict would be empty
+    # A new process (pal's dict would be empty), started the other documented way.
+    async with pal(env, tmp_path, ["-m", "convmem.integrations.pal"]) as restarted:
         again = await chat(restarted, tmp_path, "and now, after a restart?", cid)
     assert again["continuation_offer"]["continuation_id"] == cid
     history = sent_to_model(standin)
