@@ -406,3 +406,65 @@ async def test_stdio_chat_sends_progress_with_the_text_so_far(
     async with Client(params) as client:
         content, seen = await chat_with_progress(client, "[slow:2] over stdio")
     assert_streamed(content, seen)
+
+
+# -- MCP sessions (the stateful mode) -------------------------------------------------------
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
+MCP_HEADERS = {
+    "Accept": "application/json, text/event-stream",
+    "Content-Type": "application/json",
+    "MCP-Protocol-Version": "2025-06-18",
+}
+
+
+def session_headers(token: str, session_id: str | None = None) -> dict[str, str]:
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {token}"}
+    return headers | ({"Mcp-Session-Id": session_id} if session_id else {})
+
+
+async def test_by_default_no_session_is_kept(live: LiveServer) -> None:
+    """Stateless: an initialize opens no session, so any instance can take the next call."""
+    async with httpx2.AsyncClient(base_url=live.url) as http:
+        response = await http.post("/mcp", json=INITIALIZE, headers=session_headers("token-alice"))
+    assert response.status_code == 200
+    assert "mcp-session-id" not in response.headers
+
+
+async def test_a_stateful_session_belongs_to_the_client_that_opened_it(
+    tmp_path: Path, standin: ChatCompletionsStandIn
+) -> None:
+    env = server_env(tmp_path, standin, CONVMEM_HTTP_SESSIONS="stateful")
+    with live_server(env, standin) as server:
+        async with httpx2.AsyncClient(base_url=server.url) as http:
+            opened = await http.post(
+                "/mcp", json=INITIALIZE, headers=session_headers("token-alice")
+            )
+            session = opened.headers["mcp-session-id"]
+            listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+            # Bob knows Alice's session id: to him it does not exist.
+            bob = session_headers("token-bob", session)
+            as_bob = await http.post("/mcp", json=listing, headers=bob)
+            assert as_bob.status_code == 404
+            ended = await http.delete("/mcp", headers=bob)
+            assert ended.status_code == 404
+            # Alice's session lives on, and is hers to end.
+            initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+            alice = session_headers("token-alice", session)
+            assert (await http.post("/mcp", json=initialized, headers=alice)).status_code == 202
+            as_alice = await http.post("/mcp", json=listing, headers=alice)
+            assert as_alice.status_code == 200
+            assert "chat" in as_alice.text
+            assert (await http.delete("/mcp", headers=alice)).status_code < 300
+            gone = await http.post("/mcp", json=listing, headers=alice)
+            assert gone.status_code == 404

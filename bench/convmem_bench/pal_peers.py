@@ -25,7 +25,8 @@ class RedisWholeThreadStorage:
         return None if value is None else bytes(value).decode()  # type: ignore[arg-type]
 
     def setex(self, key: str, ttl_seconds: int, value: str) -> None:
-        self._redis.setex(self._prefix + key, ttl_seconds, value)
+        # SETEX itself, as pal's Redis backend sent it (redis-py now deprecates the helper).
+        self._redis.execute_command("SETEX", self._prefix + key, ttl_seconds, value)  # type: ignore[no-untyped-call]
 
     def set_with_ttl(self, key: str, ttl_seconds: int, value: str) -> None:
         self.setex(key, ttl_seconds, value)

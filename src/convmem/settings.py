@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     ws_hello_timeout_seconds: float = Field(
         15.0, gt=0, validation_alias=_env("ws_hello_timeout_seconds")
     )
+    http_sessions: Literal["stateless", "stateful"] = Field(
+        "stateless", validation_alias=_env("http_sessions")
+    )
     ws_progress_seconds: float = Field(5.0, gt=0, validation_alias=_env("ws_progress_seconds"))
     ws_call_timeout_seconds: float = Field(
         300.0, gt=0, validation_alias=_env("ws_call_timeout_seconds")

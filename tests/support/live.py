@@ -17,6 +17,7 @@ from typing import Any
 import httpx2
 import orjson
 from mcp import Client
+from mcp.client.client import ConnectMode
 from mcp.client.streamable_http import streamable_http_client
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -29,6 +30,10 @@ class LiveServer:
     url: str
     process: subprocess.Popen[bytes]
     standin: ChatCompletionsStandIn
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     @property
     def ws_url(self) -> str:
@@ -50,9 +55,12 @@ def server_env(tmp: Path, standin: ChatCompletionsStandIn, **settings: str) -> d
 
 
 @contextlib.contextmanager
-def live_server(env: dict[str, str], standin: ChatCompletionsStandIn) -> Iterator[LiveServer]:
-    """``convmem serve`` with this environment, once its /health answers."""
-    port = free_port()
+def live_server(
+    env: dict[str, str], standin: ChatCompletionsStandIn, *, port: int | None = None
+) -> Iterator[LiveServer]:
+    """``convmem serve`` with this environment (on ``port``, or a free one), once its
+    /health answers; stopped when the block ends, unless it was killed already."""
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "convmem", "serve", "--port", str(port)],
         env=env,
@@ -75,19 +83,25 @@ def live_server(env: dict[str, str], standin: ChatCompletionsStandIn) -> Iterato
     try:
         yield LiveServer(url, process, standin)
     finally:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
         process.wait(10)
         if process.stderr:
             process.stderr.close()
 
 
 @contextlib.asynccontextmanager
-async def http_client(live: LiveServer, token: str | None) -> AsyncIterator[Client]:
-    """The SDK's client over Streamable HTTP, with this client's bearer token."""
+async def http_client(
+    live: LiveServer | str, token: str | None, *, mode: ConnectMode = "auto"
+) -> AsyncIterator[Client]:
+    """The SDK's client over Streamable HTTP, with this client's bearer token, to a
+    server or any base URL (a balancer's). ``mode="legacy"`` speaks the 2025 revisions
+    (initialize handshake, a protocol session), as the ``mcp`` 1.x clients do."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    base = live if isinstance(live, str) else live.url
     async with (
         httpx2.AsyncClient(headers=headers) as http,
-        Client(streamable_http_client(f"{live.url}/mcp", http_client=http)) as client,
+        Client(streamable_http_client(f"{base}/mcp", http_client=http), mode=mode) as client,
     ):
         yield client
 

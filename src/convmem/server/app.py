@@ -20,6 +20,7 @@ from convmem.server.auth import TokenTable, current_owner
 from convmem.server.mcp_app import build_mcp
 from convmem.server.metrics import CONTENT_TYPE, Metrics
 from convmem.server.service import ConversationService
+from convmem.server.sessions import SessionsBoundToClients
 from convmem.server.ws import WebSocketDaemon
 
 if TYPE_CHECKING:
@@ -73,7 +74,16 @@ def build_app(
     service = ConversationService(memory, provider, history_tokens=settings.history_tokens)
     metrics = Metrics(memory)
     mcp = build_mcp(service, metrics=metrics, transport="http")
-    mcp_http = mcp.streamable_http_app(streamable_http_path="/mcp", host=settings.host)
+    # Stateless by default: any instance answers any request (threads live in the store
+    # and the cache), so instances scale behind any balancer and survive restarts. The
+    # stateful mode keeps MCP sessions in this process, bound to the client that opened
+    # them, and needs sticky routing.
+    stateless = settings.http_sessions == "stateless"
+    mcp_http: ASGIApp = mcp.streamable_http_app(
+        streamable_http_path="/mcp", host=settings.host, stateless_http=stateless
+    )
+    if not stateless:
+        mcp_http = SessionsBoundToClients(mcp_http)
     daemon = WebSocketDaemon(
         build_mcp(service, metrics=metrics, transport="ws"),
         tokens,
