@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-dev deps run demo bench chaos test lint typecheck check clean
+.PHONY: setup setup-dev deps run demo bench soak chaos test lint typecheck check clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "convmem needs Python 3.11 or newer")'
@@ -38,6 +38,12 @@ demo: setup
 bench: setup-dev deps
 	@scripts/ensure-services.sh
 	PYTHONPATH=bench $(BIN)/python -m convmem_bench --out bench
+
+# Many MCP clients through HAProxy against 1, 2 and 3 instances, a minute each; the
+# figures go into BENCHMARKS.md (a short run is part of make test).
+soak: setup-dev deps
+	@scripts/ensure-services.sh
+	PYTHONPATH=bench $(BIN)/python -m convmem_bench.soak --out bench --document BENCHMARKS.md
 
 # Faults under load, longer and harder than in `make test`, and 10,000 fuzz cases each;
 # writes RELIABILITY.md from what it measured (even when a scenario fails, then fails).

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from convmem import Memory
 from convmem_bench.chat_standin import ChatCompletionsStandIn
-from tests.support.haproxy import HAProxy
+from convmem_bench.haproxy import HAProxy
 from tests.support.live import LiveServer, chat, http_client, live_server, server_env
 from tests.support.services import pg_url
 from tests.support.ws_clients import CallFailed, RequestIdClient

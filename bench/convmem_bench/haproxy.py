@@ -1,6 +1,6 @@
 """HAProxy (Debian's package, installed by ``make deps``) in front of several
 ``convmem serve`` processes, configured from ``deploy/haproxy.cfg`` with free loopback
-ports and a fast health check."""
+ports and a fast health check; shared by the tests and ``make soak``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import httpx2
 
 from convmem_bench.pgbouncer import free_port
 
-CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg"
+CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg"  # in the repository
 
 
 def haproxy_binary() -> str:
