@@ -36,9 +36,11 @@ from tests.support.services import (
     PG_HOST,
     PG_PORT,
     PG_USER,
+    RedisClusterServers,
     admin_connect,
     create_database,
     create_supabase_roles,
+    delete_prefixed,
     drop_database,
     pg_url,
 )
@@ -139,7 +141,15 @@ def _make_backend(
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of this run's own: three primaries, three replicas."""
+    cluster = RedisClusterServers().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def single_redis_url() -> str:
     url = os.environ.get("CONVMEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     try:
         redis.Redis.from_url(url, socket_timeout=2).ping()
@@ -150,15 +160,28 @@ def redis_url() -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def redis_url(single_redis_url: str) -> str:
+    """The Redis the cache tests use; modules that also run on a cluster override it."""
+    return single_redis_url
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def redis_or_cluster_url(request: pytest.FixtureRequest, single_redis_url: str) -> str:
+    """A single Redis, then the run's 3-primary, 3-replica cluster: modules whose tests
+    must hold on both override ``redis_url`` with this."""
+    if request.param == "redis-cluster":
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    return single_redis_url
+
+
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix (and channel) of this test's own on the shared Redis."""
     prefix = f"convmem-test-{uuid.uuid4().hex[:12]}:"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        client.delete(key)
-    client.close()
+    delete_prefixed(redis_url, prefix)
 
 
 MemoryFactory = Callable[..., Awaitable[Memory]]

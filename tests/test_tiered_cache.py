@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
-import redis.asyncio as aioredis
 
 from convmem import Turn
 from convmem.cache.protocol import DELETED
@@ -22,6 +21,12 @@ from tests.contract.test_store_contract import Trips
 from tests.support.flows import exchange, request, until
 from tests.support.gated import GatedStore
 from tests.support.tiers import WatchedTier
+
+
+@pytest.fixture
+def redis_url(redis_or_cluster_url: str) -> str:
+    """Every test here runs on a single Redis and on a 3-primary, 3-replica cluster."""
+    return redis_or_cluster_url
 
 
 @pytest.fixture
@@ -251,7 +256,7 @@ async def test_a_corrupt_l2_value_is_a_counted_miss_and_is_repaired(
     thread = await writer.create_thread(turns=exchange(1))
     other = await writer.create_thread(turns=exchange(9))
     key = l2.key(thread.id)
-    raw: aioredis.Redis = l2.client
+    raw = l2.client
     await raw.delete(key)
     if plant == "string":
         await raw.set(key, b"\x80\x04pickled?")

@@ -6,11 +6,19 @@ import asyncio
 import multiprocessing
 import time
 
+import pytest
+
 from convmem import Memory, Turn
 from tests.support.services import pg_url
 from tests.support.workers import alternate
 
 CONTINUATIONS = 200
+
+
+@pytest.fixture
+def redis_url(redis_or_cluster_url: str) -> str:
+    """On a single Redis and on a 3-primary, 3-replica cluster."""
+    return redis_or_cluster_url
 
 
 async def test_alternating_continuations_from_two_processes(

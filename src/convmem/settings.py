@@ -118,8 +118,13 @@ class Settings(BaseSettings):
             "redis",
             "rediss",
             "unix",
+            "redis+cluster",
+            "rediss+cluster",
         }:
-            raise ValueError("the cache URL must be redis://, rediss:// or unix://")
+            raise ValueError(
+                "the cache URL must be redis://, rediss://, unix:// or, for a Redis Cluster, "
+                "redis+cluster://host:port[,host:port…] (rediss+cluster:// with TLS)"
+            )
         return value
 
     @classmethod

@@ -9,10 +9,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
 import psycopg
+import redis
+import redis.cluster
 
 from convmem_bench import postgrest_standin as standin
 from convmem_bench.pgbouncer import free_port, wait_for_port
@@ -105,6 +108,156 @@ class RedisServer:
 
     def stop(self) -> None:
         self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def delete_prefixed(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` on a Redis or (``redis+cluster://``) a cluster."""
+    if url.startswith("redis+cluster://"):
+        host, _, port = url.removeprefix("redis+cluster://").split(",")[0].partition(":")
+        cluster = redis.cluster.RedisCluster(host=host, port=int(port))
+        try:
+            for key in cluster.scan_iter(match=f"{prefix}*", count=1000):
+                cluster.delete(key)
+        finally:
+            cluster.close()
+        return
+    client = redis.Redis.from_url(url)
+    try:
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+class RedisClusterServers:
+    """A Redis Cluster of the test's own: three primaries and three replicas, each a
+    ``redis-server --cluster-enabled yes`` on a free loopback port, joined by
+    ``redis-cli --cluster create``. Nodes may be killed and failed over."""
+
+    def __init__(self, nodes: int = 6) -> None:
+        binary = shutil.which("redis-server")
+        cli = shutil.which("redis-cli")
+        if binary is None or cli is None:
+            raise RuntimeError("redis-server/redis-cli are not installed (Debian redis-server)")
+        self.binary, self.cli = binary, cli
+        self.ports = [free_port() for _ in range(nodes)]
+        self.dir = Path(tempfile.mkdtemp(prefix="convmem-redis-cluster-"))
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])
+
+    def start(self) -> RedisClusterServers:
+        for port in self.ports:
+            self._start_node(port)
+        created = subprocess.run(
+            [
+                self.cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(
+                f"redis-cli --cluster create failed: {created.stdout}{created.stderr}"
+            )
+        self.wait_ok()
+        return self
+
+    def _start_node(self, port: int) -> None:
+        folder = self.dir / str(port)
+        folder.mkdir(exist_ok=True)
+        self.processes[port] = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                # The bus defaults to port + 10000, past 65535 for a high free port.
+                "--cluster-port",
+                str(free_port()),
+                "--cluster-node-timeout",
+                "1000",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(port)
+
+    def cli_call(self, port: int, *args: str) -> str:
+        done = subprocess.run(
+            [self.cli, "-p", str(port), *args], capture_output=True, text=True, timeout=10
+        )
+        return done.stdout
+
+    def primaries(self) -> dict[int, str]:
+        """Live primaries: port -> node id."""
+        for port in self.processes:
+            lines = self.cli_call(port, "cluster", "nodes").splitlines()
+            if lines:
+                found = {}
+                for line in lines:
+                    fields = line.split()
+                    if "master" in fields[2] and "fail" not in fields[2]:
+                        found[int(fields[1].split(":")[1].split("@")[0])] = fields[0]
+                return found
+        return {}
+
+    def replica_of(self, primary_port: int) -> int:
+        node_id = self.primaries()[primary_port]
+        for port in self.processes:
+            for line in self.cli_call(port, "cluster", "nodes").splitlines():
+                fields = line.split()
+                if "slave" in fields[2] and fields[3] == node_id:
+                    return int(fields[1].split(":")[1].split("@")[0])
+            break
+        raise RuntimeError(f"no replica of {primary_port}")
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node says the cluster is ok and sees every slot served."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = [self.cli_call(p, "cluster", "info") for p in self.processes]
+            if states and all("cluster_state:ok" in s for s in states):
+                check = subprocess.run(
+                    [self.cli, "--cluster", "check", f"127.0.0.1:{next(iter(self.processes))}"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
+                if "All 16384 slots covered" in check.stdout and "[ERR]" not in check.stdout:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError("the Redis Cluster did not reach cluster_state:ok")
+
+    def kill(self, port: int) -> None:
+        process = self.processes.pop(port)
+        process.kill()
+        process.wait(10)
+
+    def stop(self) -> None:
+        for port in list(self.processes):
+            self.kill(port)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -11,8 +11,9 @@ Every write compares versions inside Redis, atomically:
 - ``fence`` raises the fence (deletes use an unreachable version).
 
 Keys are hash-tagged, ``<prefix>{<id>}``, so one thread's key lives in one
-Redis Cluster slot; the client has short timeouts and no retries, because the
-circuit breaker above it decides when to try again.
+Redis Cluster slot (the scripts touch one key each); the client has short timeouts
+and no retries, because the circuit breaker above it decides when to try again. A
+single server or a cluster (``redis+cluster://``): see ``redis_connection``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from convmem.cache.codec import decode_thread, encode_header, encode_turn, fence_of
 from convmem.cache.protocol import (
@@ -39,12 +37,14 @@ from convmem.cache.protocol import (
     L2Error,
     Subscribed,
 )
+from convmem.cache.redis_connection import Client, Subscription, announce, connect, identity
 from convmem.records import to_micros
 
 log = logging.getLogger("convmem.cache")
 
 HEARTBEAT_SECONDS: Final = 0.25  # the subscriber pings Redis this often (a quarter lease)
 SILENCE_LIMIT_SECONDS: Final = 3.0  # a ping unanswered this long: the subscription is lost
+IDENTITY_CHECK_SECONDS: Final = 1.0  # a cluster's primaries are checked this often
 
 if TYPE_CHECKING:
     from convmem.models import Thread, Turn
@@ -127,7 +127,7 @@ class RedisCache:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         *,
         prefix: str = "convmem:",
         ttl_seconds: float = 1800.0,
@@ -141,7 +141,8 @@ class RedisCache:
         self.silence_limit_seconds = silence_limit_seconds
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
-        self.channel = f"{prefix}invalidations"
+        # Hash-tagged: on a cluster, the sharded channel lives on one shard.
+        self.channel = f"{prefix}{{invalidations}}"
         self._url = url
         self._socket_timeout = socket_timeout
         self._install = client.register_script(_INSTALL)
@@ -159,7 +160,7 @@ class RedisCache:
         socket_timeout: float = 0.25,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> Self:
-        client = _client(url, socket_timeout)
+        client = connect(url, socket_timeout=socket_timeout, connect_timeout=socket_timeout)
         return cls(
             client,
             prefix=prefix,
@@ -186,58 +187,60 @@ class RedisCache:
         ``L2Error`` when the subscription breaks or a heartbeat stays unanswered for
         ``silence_limit_seconds``.
         """
-        client = aioredis.Redis.from_url(
-            self._url,
-            socket_connect_timeout=self._socket_timeout,
-            socket_timeout=None,
-            retry=Retry(NoBackoff(), 0),
-        )
-        pubsub = client.pubsub()
+        client = connect(self._url, socket_timeout=None, connect_timeout=self._socket_timeout)
+        subscription = Subscription(client, self.channel)
         clock = asyncio.get_running_loop().time
         try:
             requested = clock()
             with _translated():
-                await pubsub.subscribe(self.channel)
+                await subscription.open()
             pinged: float | None = requested  # the SUBSCRIBE's confirmation is awaited like a pong
             next_ping = requested + self.heartbeat_seconds
+            subscribed_as: str | None = None
+            next_identity_check = requested + IDENTITY_CHECK_SECONDS
             while True:
                 now = clock()
                 if pinged is not None and now - pinged > self.silence_limit_seconds:
                     raise L2Error(
                         f"Redis did not answer on {self.channel} for {self.silence_limit_seconds}s"
                     )
+                if subscription.cluster and subscribed_as and now >= next_identity_check:
+                    # A failover changes no subscription but may lose fences: resubscribe,
+                    # and the new identity reads as a restart.
+                    if await self._run_id() != subscribed_as:
+                        raise L2Error("the Redis Cluster's primaries changed (a failover)")
+                    next_identity_check = now + IDENTITY_CHECK_SECONDS
                 if pinged is None and now >= next_ping:
                     with _translated():
-                        await pubsub.ping()
+                        await subscription.ping()
                     pinged, next_ping = now, now + self.heartbeat_seconds
                 # Poll briefly while a ping is unanswered (to see the silence limit pass),
                 # else sleep until the next ping is due.
                 wait = 0.05 if pinged is not None else max(0.0, next_ping - now)
                 with _translated():
-                    message = await pubsub.get_message(timeout=min(wait, self.heartbeat_seconds))
-                if message is None:
+                    event = await subscription.next_event(min(wait, self.heartbeat_seconds))
+                if event is None:
                     continue
-                kind = message["type"]
-                if kind == "pong" and pinged is not None:
+                if event.kind == "pong" and pinged is not None:
                     yield Alive(clock() - pinged)
                     pinged = None
-                elif kind == "subscribe" and pinged is not None:
-                    yield Subscribed(await self._run_id(), clock() - pinged)
+                elif event.kind == "subscribed" and pinged is not None:
+                    subscribed_as = await self._run_id()
+                    yield Subscribed(subscribed_as, clock() - pinged)
                     pinged = None
-                elif kind == "message":
-                    parsed = _parse_invalidation(message["data"])
+                elif event.kind == "message":
+                    parsed = _parse_invalidation(event.data)
                     if parsed is not None:
                         yield parsed
         finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-                await client.aclose()
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                await subscription.aclose()
 
     async def _run_id(self) -> str:
-        """The Redis process' run id: a new one means it restarted (and lost every fence)."""
+        """The Redis process' run id (a cluster's: its primaries'): a new one means it
+        restarted or failed over, and may have lost fences."""
         with _translated():
-            info = await self.client.info("server")
-        return str(info.get("run_id", ""))
+            return await identity(self.client)
 
     async def ping(self) -> None:
         with _translated():
@@ -322,7 +325,7 @@ class RedisCache:
         """Announce a write; returns how many subscribers received it."""
         message = orjson.dumps({"id": thread_id, "v": version, "src": source})
         with _translated():
-            return int(await self.client.publish(self.channel, message))
+            return await announce(self.client, self.channel, message)
 
     def _ttl_ms(self, expires_at: datetime | None, now: datetime | None) -> int:
         """The L2 lifetime, never past the thread's own expiry."""
@@ -337,7 +340,7 @@ def _translated() -> Iterator[None]:
     """redis-py's errors (and socket errors) as ``L2Error``: the one place they are mapped."""
     try:
         yield
-    except (RedisError, OSError) as exc:
+    except (RedisError, RedisClusterException, OSError) as exc:
         raise L2Error(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -348,13 +351,3 @@ def _parse_invalidation(data: bytes) -> Invalidation | None:
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         log.warning("ignoring a malformed invalidation message: %r", data[:200])
         return None
-
-
-def _client(url: str, socket_timeout: float) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=socket_timeout,
-        retry=Retry(NoBackoff(), 0),  # the circuit breaker decides when to try again
-        health_check_interval=0,
-    )
