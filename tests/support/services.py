@@ -223,6 +223,20 @@ class RedisClusterServers:
                 return found
         return {}
 
+    def primary_for(self, key: str) -> int:
+        """The port of the primary serving ``key``'s slot."""
+        port = next(iter(self.processes))
+        slot = int(self.cli_call(port, "cluster", "keyslot", key).strip())
+        for line in self.cli_call(port, "cluster", "nodes").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for served in fields[8:]:
+                low, _, high = served.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    return int(fields[1].split(":")[1].split("@")[0])
+        raise RuntimeError(f"no primary serves slot {slot}")
+
     def replica_of(self, primary_port: int) -> int:
         node_id = self.primaries()[primary_port]
         for port in self.processes:
