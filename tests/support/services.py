@@ -150,6 +150,14 @@ class RedisClusterServers:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])
 
     def start(self) -> RedisClusterServers:
+        """Start and join the nodes; on any failure, stop whatever was started."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> RedisClusterServers:
         for port in self.ports:
             self._start_node(port)
         created = subprocess.run(
