@@ -155,3 +155,15 @@ def test_pal_may_call_it_from_inside_its_own_event_loop(storage: ConvmemStorage)
         return storage.get(f"thread:{thread_id}")
 
     assert asyncio.run(inside_pal()) is not None
+
+
+def test_a_thread_not_written_through_pal_is_unknown_to_pal(storage: ConvmemStorage) -> None:
+    """convmem's own chat threads share the store; pal cannot continue them."""
+
+    async def native() -> str:
+        thread = await storage._memory.create_thread(tool_name="chat")
+        return thread.id
+
+    thread_id = storage._loop.run(native(), timeout=10, what="create")
+    assert storage.get(f"thread:{thread_id}") is None
+    assert pal.get_thread(thread_id) is None

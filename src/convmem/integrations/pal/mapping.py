@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from types import MappingProxyType
 from typing import Any
 
 from convmem.models import Thread, Turn
@@ -63,6 +64,12 @@ def thread_metadata(context: dict[str, Any]) -> dict[str, Any]:
             "initial_context": context["initial_context"],
         }
     }
+
+
+def written_by_pal(thread: Thread) -> bool:
+    """Whether this mapping wrote the thread (it keeps pal's header in its metadata)."""
+    header = thread.metadata.get(PAL)
+    return isinstance(header, dict | MappingProxyType) and "created_at" in header
 
 
 def same_header(context: dict[str, Any], stored: dict[str, Any]) -> bool:

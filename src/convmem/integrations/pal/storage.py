@@ -51,7 +51,13 @@ class ConvmemStorage:
     def get(self, key: str) -> str | None:
         thread_id = _thread_id(key)
         thread = self._run(self._memory.get_thread(thread_id, owner=self._owner), f"get {key}")
-        return None if thread is None else _dump(mapping.to_context(thread))
+        if thread is None:
+            return None
+        if not mapping.written_by_pal(thread):
+            # A conversation of convmem's own tools: pal cannot continue it, as if unknown.
+            log.warning("thread %s was not written through pal: not given to pal", thread_id)
+            return None
+        return _dump(mapping.to_context(thread))
 
     def setex(self, key: str, ttl_seconds: int, value: str) -> None:
         thread_id = _thread_id(key)
@@ -69,10 +75,10 @@ class ConvmemStorage:
         """Close the Memory and stop its loop; a second call does nothing."""
         if self._closed:
             return
-        self._closed = True
         try:
             self._run(self._memory.aclose(), "closing convmem's store")
         finally:
+            self._closed = True
             self._loop.stop()
 
     async def _save(self, thread_id: str, context: dict[str, Any]) -> None:
@@ -106,7 +112,7 @@ class ConvmemStorage:
             await memory.add_turns(thread_id, turns, owner=self._owner)
 
     def _run(self, coroutine: Coroutine[Any, Any, Any], what: str) -> Any:
-        if self._closed and what != "closing convmem's store":
+        if self._closed:
             coroutine.close()
             raise PalStorageError(f"{what}: this storage was shut down")
         try:
