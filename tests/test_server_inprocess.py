@@ -146,9 +146,12 @@ async def test_the_openai_compatible_provider_sends_the_history(
         assert (second["provider"], second["model"]) == ("custom", "m1")
     assert standin.requests[0]["authorization"] == "Bearer sk-test"
     assert standin.requests[0]["body"]["messages"][0] == {"role": "system", "content": "be brief"}
-    history = standin.requests[1]["body"]["messages"][0]["content"]
-    assert "alpha" in history
-    assert "stand-in reply to: alpha" in history  # the earlier turns reached the model
+    # The earlier turns reach the model as native messages, each in its own role.
+    assert standin.requests[1]["body"]["messages"] == [
+        {"role": "user", "content": "alpha"},
+        {"role": "assistant", "content": "stand-in reply to: alpha"},
+        {"role": "user", "content": "beta"},
+    ]
     await provider.aclose()
 
 

@@ -66,8 +66,9 @@ async def test_chat_and_continue_over_streamable_http(live: LiveServer) -> None:
     assert second["content"] == "stand-in reply to: second question"
     assert second["provider"] == "custom"
     assert second["model"] == "standin-model"
-    history = live.standin.requests[-1]["body"]["messages"][0]["content"]
-    assert "first question" in history  # the continuation's history reached the model
+    sent = live.standin.requests[-1]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]  # native messages
+    assert sent[0]["content"] == "first question"  # the continuation's history reached it
 
 
 async def test_one_client_cannot_read_another_clients_thread(live: LiveServer) -> None:

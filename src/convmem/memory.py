@@ -13,7 +13,7 @@ import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
-from convmem import history
+from convmem import history, messages
 from convmem.cache.guard import GuardedL2
 from convmem.cache.local import LocalCache
 from convmem.cache.tiered import Source, TieredCache
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from convmem.cache.protocol import L2Tier
+    from convmem.messages import ChatMessage
     from convmem.models import Thread, ThreadPage, Turn
 
 log = logging.getLogger("convmem")
@@ -362,6 +363,17 @@ class Memory:
             read_file=read_file,
             max_turns=self.max_turns,
         )
+
+    def history_messages(
+        self, thread: Thread, *, max_tokens: int = 8000, ancestors: Sequence[Thread] = ()
+    ) -> list[ChatMessage]:
+        """``thread`` (and its ``ancestors``) as native chat messages within a token budget,
+        with a prefix that stays the same from one request to the next.
+
+        Pure and synchronous: fetch ``ancestors`` first with ``get_ancestors``.
+        See ``convmem.messages.history_messages`` for the rules.
+        """
+        return messages.history_messages(thread, max_tokens=max_tokens, ancestors=ancestors)
 
     async def list_threads(
         self, *, owner: str | None = None, limit: int = 50, cursor: str | None = None

@@ -3,11 +3,14 @@ optionally streamed piece by piece to whoever is listening."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from convmem.errors import ProviderError
+
+if TYPE_CHECKING:
+    from convmem.messages import ChatMessage
 
 __all__ = ["Completion", "Provider", "ProviderError", "TextSink"]
 
@@ -30,13 +33,14 @@ class Provider(Protocol):
         self,
         *,
         prompt: str,
-        history: str,
+        history: Sequence[ChatMessage],
         history_turns: int,
         system_prompt: str | None,
         model: str | None,
         on_text: TextSink | None = None,
     ) -> Completion:
-        """Answer ``prompt`` given the conversation so far (``history``, prompt-ready text).
+        """Answer ``prompt`` given the conversation so far (``history``: native chat
+        messages, oldest first; ``history_turns`` counts every earlier turn, shown or not).
 
         With ``on_text``, the reply is streamed: each piece goes to ``on_text`` as it
         arrives, and the returned completion holds the whole text.

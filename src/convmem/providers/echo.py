@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 from convmem.providers.base import Completion
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from convmem.messages import ChatMessage
     from convmem.providers.base import TextSink
 
 STREAMED_PIECES = 4
@@ -24,7 +27,7 @@ class EchoProvider:
         self,
         *,
         prompt: str,
-        history: str,
+        history: Sequence[ChatMessage],
         history_turns: int,
         system_prompt: str | None,
         model: str | None,

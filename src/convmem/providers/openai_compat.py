@@ -6,15 +6,18 @@ events); one client (one connection pool) lives as long as the provider.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import openai
 
 from convmem.providers.base import Completion, ProviderError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from openai.types.chat import ChatCompletionMessageParam
 
+    from convmem.messages import ChatMessage
     from convmem.providers.base import TextSink
 
 
@@ -40,7 +43,7 @@ class OpenAICompatibleProvider:
         self,
         *,
         prompt: str,
-        history: str,
+        history: Sequence[ChatMessage],
         history_turns: int,
         system_prompt: str | None,
         model: str | None,
@@ -49,8 +52,8 @@ class OpenAICompatibleProvider:
         messages: list[ChatCompletionMessageParam] = []
         if system_prompt:
             messages.append({"role": "system", "content": system_prompt})
-        if history:
-            messages.append({"role": "user", "content": history})
+        # The conversation as it happened, each turn in its own role (see messages.py).
+        messages.extend(cast("list[ChatCompletionMessageParam]", list(history)))
         messages.append({"role": "user", "content": prompt})
         chosen = model or self.default_model
         try:

@@ -28,6 +28,7 @@ from convmem.providers.base import ProviderError
 
 if TYPE_CHECKING:
     from convmem.memory import Memory
+    from convmem.messages import ChatMessage
     from convmem.models import Thread
     from convmem.providers.base import Provider, TextSink
 
@@ -118,14 +119,15 @@ class ConversationService:
             )
         thread: Thread | None = None
         source: Literal["new", "l1", "l2", "store"] = "new"
-        history, earlier = "", 0
+        history: list[ChatMessage] = []
+        earlier = 0
         with _as_tool_failure():
             if continuation_id is not None:
                 thread, source = await self.memory.lookup_thread(continuation_id, owner=owner)
                 if thread is None:
                     raise ToolFailure(_gone(continuation_id, self.memory))
                 ancestors = await self.memory.get_ancestors(thread, owner=owner)
-                history = self.memory.build_history(
+                history = self.memory.history_messages(
                     thread, max_tokens=self.history_tokens, ancestors=ancestors
                 )
                 earlier = thread.version + sum(a.version for a in ancestors)

@@ -1,0 +1,149 @@
+"""``history_messages``: a thread (and its parent chain) as native chat messages within a
+token budget, shaped so that providers can cache the prompt's prefix.
+
+- Each turn is one message in its own role, oldest first; an assistant turn that calls
+  tools (``metadata["tool_calls"]``) and the tool turns answering it
+  (``metadata["tool_call_id"]``) form one block, kept or dropped together, so a
+  provider never sees a tool result without its call or a call without its results.
+- Nothing that changes from one request to the next sits before the turns: no counters,
+  no timestamps. The files the conversation referenced are listed once, in a system
+  message *after* the turns.
+- When the history outgrows the budget, old turns go in whole chunks (each about
+  ``chunk_fraction`` of the budget, fixed from the start of the conversation), not one
+  turn per request: the first message shown stays the same for many requests in a row,
+  so their prompts share everything but their newest turns.
+
+Tokens are estimated as in ``history``: ~4 characters each, no tokenizer.
+"""
+
+from __future__ import annotations
+
+from itertools import accumulate
+from typing import TYPE_CHECKING, Any, Literal, Required, TypedDict
+
+from convmem.errors import InvalidInputError
+from convmem.history import estimate_tokens
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from convmem.models import Thread, Turn
+
+MESSAGE_OVERHEAD_TOKENS = 4  # role and framing, per message
+CHUNK_FRACTION = 0.5
+NOTE_TOKENS = 24  # kept for the note that says how many messages are not shown
+
+
+class ChatMessage(TypedDict, total=False):
+    """A chat-completions message."""
+
+    role: Required[Literal["system", "user", "assistant", "tool"]]
+    content: Required[str]
+    tool_calls: list[dict[str, Any]]
+    tool_call_id: str
+
+
+def history_messages(
+    thread: Thread,
+    *,
+    max_tokens: int = 8000,
+    ancestors: Sequence[Thread] = (),
+    chunk_fraction: float = CHUNK_FRACTION,
+) -> list[ChatMessage]:
+    """The conversation as chat messages, oldest first, within ``max_tokens``.
+
+    Args:
+        thread: the thread being continued.
+        max_tokens: the budget for every message returned (estimated tokens).
+        ancestors: the parent chain, oldest first (``Memory.get_ancestors``).
+        chunk_fraction: how much of the budget old turns are dropped by at once when the
+            history no longer fits (between 0 and 1; larger keeps prefixes stable longer
+            and shows fewer old turns right after a drop).
+    """
+    if max_tokens <= 0:
+        raise InvalidInputError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+    if not 0 < chunk_fraction <= 1:
+        raise InvalidInputError(f"chunk_fraction must be in (0, 1], got {chunk_fraction!r}")
+    turns = [turn for owner in (*ancestors, thread) for turn in owner.turns]
+    if not turns:
+        return []
+    blocks = _blocks([_message(turn) for turn in turns])
+    costs = [sum(_cost(m) for m in block) for block in blocks]
+    files = _files_message(turns)
+    budget = max_tokens - (_cost(files) if files else 0)
+    start = 0
+    if sum(costs) > budget:
+        chunk = max(1, int(max_tokens * chunk_fraction))
+        start = _stable_start(costs, budget - NOTE_TOKENS, chunk)
+    shown = [message for block in blocks[start:] for message in block]
+    if start:
+        left_out = sum(len(block) for block in blocks[:start])
+        note = f"[The {left_out} earliest messages of this conversation are not shown.]"
+        shown.insert(0, {"role": "system", "content": note})
+    if files:
+        shown.append(files)
+    return shown
+
+
+def _message(turn: Turn) -> ChatMessage:
+    message: ChatMessage = {"role": turn.role, "content": turn.content}
+    calls = turn.metadata.get("tool_calls")
+    if turn.role == "assistant" and isinstance(calls, list | tuple) and calls:
+        message["tool_calls"] = [dict(call) for call in calls]
+    call_id = turn.metadata.get("tool_call_id")
+    if turn.role == "tool" and isinstance(call_id, str):
+        message["tool_call_id"] = call_id
+    return message
+
+
+def _blocks(messages: list[ChatMessage]) -> list[list[ChatMessage]]:
+    """A block per message, with tool results joining the call before them."""
+    blocks: list[list[ChatMessage]] = []
+    for message in messages:
+        if message["role"] == "tool" and blocks:
+            blocks[-1].append(message)
+        else:
+            blocks.append([message])
+    return blocks
+
+
+def _cost(message: ChatMessage) -> int:
+    calls = message.get("tool_calls")
+    extra = estimate_tokens(repr(calls)) if calls else 0
+    return estimate_tokens(message["content"]) + extra + MESSAGE_OVERHEAD_TOKENS
+
+
+def _stable_start(costs: list[int], budget: int, chunk: int) -> int:
+    """The first block shown: the earliest chunk boundary whose suffix fits.
+
+    Boundaries are fixed from the conversation's start (a new boundary after every
+    ``chunk`` tokens), so appending turns never moves them: the start stays put until
+    the suffix outgrows the budget, then jumps a whole chunk. If even the last boundary's
+    suffix does not fit (one huge turn), the newest blocks that fit are shown.
+    """
+    suffix = [*reversed(list(accumulate(reversed(costs)))), 0]  # suffix[i] = sum(costs[i:])
+    boundaries: list[int] = []
+    filled = 0
+    for index, cost in enumerate(costs):
+        filled += cost
+        if filled >= chunk:
+            boundaries.append(index + 1)
+            filled = 0
+    for boundary in boundaries:
+        if suffix[boundary] <= budget:
+            return boundary
+    return next(i for i in range(len(costs) + 1) if suffix[i] <= budget)
+
+
+def _files_message(turns: Sequence[Turn]) -> ChatMessage | None:
+    newest: dict[str, None] = {}
+    for turn in reversed(turns):
+        for path in turn.files:
+            newest.setdefault(path, None)
+    if not newest:
+        return None
+    listing = "\n".join(f"- {path}" for path in newest)
+    return {
+        "role": "system",
+        "content": "Files referenced in this conversation (each once, newest first):\n" + listing,
+    }
