@@ -51,7 +51,12 @@ def test_bench_quick_runs_and_writes_its_report(tmp_path: Path) -> None:
     convmem = pal["convmem pal (PostgreSQL + Redis)"]
     assert convmem["cold_store"] is not None
     assert convmem["warm_store"] >= kv["pal_sets_warm"]  # each pal write reaches the store
+    # Prompt-prefix stability: the text-blob history shares almost nothing between two
+    # requests; native messages share most of it.
+    assert len(data["prefix"]) == 4
+    assert all(p["before"] < 0.1 < 0.5 < p["after"] for p in data["prefix"])
     report = (out / "BENCHMARKS.md").read_text()
+    assert "## Prompt-prefix stability" in report
     assert "## pal-mcp-server: round trips of one continued `chat` request" in report
     assert "## Targets" in report
     assert "| convmem, cold |" in report

@@ -44,6 +44,7 @@ class Plan:
     length_latency_ms: float = 10.0
     memory_requests: int = 512
     pal_repeats: int = 5  # continued pal requests (and new pal processes) per storage
+    prefix_exchanges: int = 200  # the conversation the prompt-prefix figure is taken over
 
 
 QUICK = Plan(
@@ -60,6 +61,7 @@ QUICK = Plan(
     length_latency_ms=0.0,
     memory_requests=16,
     pal_repeats=1,
+    prefix_exchanges=30,
 )
 FULL = Plan(
     latencies_ms=(0.0, 1.0, 10.0, 50.0),

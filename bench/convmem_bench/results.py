@@ -87,6 +87,17 @@ class PalResult:
 
 
 @dataclass
+class PrefixResult:
+    """Mean share of each request's prompt equal to a prefix of the previous one's."""
+
+    budget_tokens: int
+    exchange_chars: int  # a question and its answer
+    exchanges: int
+    before: float  # the history as one text message (build_history)
+    after: float  # native messages (history_messages)
+
+
+@dataclass
 class Report:
     machine: str
     quick: bool
@@ -98,6 +109,7 @@ class Report:
     memory: list[MemoryResult] = field(default_factory=list)
     store_appends: list[StoreAppendResult] = field(default_factory=list)  # no cache, per path
     pal: list[PalResult] = field(default_factory=list)  # pal-mcp-server per storage
+    prefix: list[PrefixResult] = field(default_factory=list)  # prompt-prefix stability
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
@@ -117,4 +129,5 @@ class Report:
             memory=[MemoryResult(**m) for m in raw.get("memory", [])],
             store_appends=[StoreAppendResult(**a) for a in raw.get("store_appends", [])],
             pal=[PalResult(**p) for p in raw.get("pal", [])],
+            prefix=[PrefixResult(**p) for p in raw.get("prefix", [])],
         )

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from convmem_bench import measure, memory_use
 from convmem_bench.measure import FULL, QUICK, Plan
 from convmem_bench.pal_bench import measure_pal
+from convmem_bench.prefix import measure_prefix
 from convmem_bench.results import Report, StoreAppendResult
 from convmem_bench.rig import Rig
 from convmem_bench.systems import (
@@ -47,6 +48,7 @@ async def run(
 ) -> Report:
     plan = QUICK if quick else FULL
     report = Report(machine=_machine(), quick=quick)
+    report.prefix = measure_prefix(exchanges=plan.prefix_exchanges)
     prefix = f"convmem-bench-{uuid.uuid4().hex[:8]}:"
     try:
         async with Rig(admin_dsn) as rig:
