@@ -87,6 +87,17 @@ def test_files_are_listed_once_after_the_turns_newest_first() -> None:
     assert messages[-1]["content"].endswith("- /a.py\n- /b.py")
 
 
+def test_a_long_file_list_takes_at_most_a_quarter_of_the_budget() -> None:
+    paths = tuple(f"/src/module_{n:04}.py" for n in range(2000))
+    thread = make([Turn(role="user", content="look", files=paths)])
+    messages = history_messages(thread, max_tokens=1000)
+    listing = messages[-1]["content"]
+    assert cost(messages) <= 1000
+    assert estimate_tokens(listing) <= 250
+    assert listing.endswith("older files)")
+    assert messages[0] == {"role": "user", "content": "look"}
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     exchanges=st.integers(min_value=1, max_value=40),

@@ -69,7 +69,7 @@ def history_messages(
         return []
     blocks = _blocks([_message(turn) for turn in turns])
     costs = [sum(_cost(m) for m in block) for block in blocks]
-    files = _files_message(turns)
+    files = _files_message(turns, max_tokens // 4)
     budget = max_tokens - (_cost(files) if files else 0)
     start = 0
     if sum(costs) > budget:
@@ -135,15 +135,26 @@ def _stable_start(costs: list[int], budget: int, chunk: int) -> int:
     return next(i for i in range(len(costs) + 1) if suffix[i] <= budget)
 
 
-def _files_message(turns: Sequence[Turn]) -> ChatMessage | None:
+def _files_message(turns: Sequence[Turn], budget: int) -> ChatMessage | None:
+    """Each referenced file once, newest first, within ``budget`` tokens (the newest
+    files first; a count of the rest when they do not all fit)."""
     newest: dict[str, None] = {}
     for turn in reversed(turns):
         for path in turn.files:
             newest.setdefault(path, None)
     if not newest:
         return None
-    listing = "\n".join(f"- {path}" for path in newest)
-    return {
-        "role": "system",
-        "content": "Files referenced in this conversation (each once, newest first):\n" + listing,
-    }
+    head = "Files referenced in this conversation (each once, newest first):"
+    lines: list[str] = []
+    used = estimate_tokens(head) + MESSAGE_OVERHEAD_TOKENS + NOTE_TOKENS
+    for path in newest:
+        cost = estimate_tokens(path) + 1
+        if used + cost > budget:
+            break
+        lines.append(f"- {path}")
+        used += cost
+    if not lines:
+        return None
+    if len(lines) < len(newest):
+        lines.append(f"(and {len(newest) - len(lines)} older files)")
+    return {"role": "system", "content": "\n".join([head, *lines])}
