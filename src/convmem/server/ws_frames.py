@@ -76,6 +76,16 @@ def tool_result(request_id: RequestId, payload: dict[str, Any]) -> dict[str, Any
     }
 
 
+def too_large(raw: str, limit: int) -> bool:
+    """Whether a text frame is over ``limit`` bytes of UTF-8. A character is 1 to 4 bytes,
+    so most frames are decided by their length alone, without encoding a copy."""
+    if len(raw) > limit:
+        return True
+    if len(raw) * 4 <= limit:
+        return False
+    return len(raw.encode()) > limit
+
+
 def parse(raw: str) -> object:
     """The frame's JSON, or None. orjson first; the standard library for what orjson
     refuses but JSON allows (integers beyond 64 bits, as some clients' request ids)."""

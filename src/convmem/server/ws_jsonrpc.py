@@ -55,7 +55,7 @@ async def serve_json_rpc(
             await websocket.send_text(text)
 
     async def forward(raw: str) -> None:
-        if len(raw.encode()) > max_frame_bytes:
+        if frames.too_large(raw, max_frame_bytes):
             frame = frames.parse(raw)
             request_id = frame.get("id") if isinstance(frame, dict) else None
             limit = f"frames are limited to {max_frame_bytes} bytes"

@@ -93,7 +93,7 @@ class OpConnection:
 
     async def _frame(self, raw: str) -> None:
         frame = frames.parse(raw)
-        if len(raw.encode()) > self.policy.max_frame_bytes:
+        if frames.too_large(raw, self.policy.max_frame_bytes):
             # Read whole (up to the server's hard cap) only to answer with its id.
             readable = frame if isinstance(frame, dict) else {}
             limit = self.policy.max_frame_bytes
