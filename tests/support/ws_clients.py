@@ -40,6 +40,17 @@ async def _receive(ws: ClientConnection, within: float) -> dict[str, Any]:
     return frame
 
 
+async def _say_hello(url: str, hello: dict[str, Any], within: float) -> ClientConnection:
+    """A connection whose hello the daemon accepted; ``CallFailed`` when refused."""
+    ws = await connect(url, max_size=MAX_SIZE)
+    await ws.send(_dump(hello))
+    ack = await _receive(ws, within)
+    if not ack.get("ok"):
+        await ws.close()
+        raise CallFailed(f"refused: {ack}")
+    return ws
+
+
 def _structured(text: str) -> dict[str, Any]:
     """The chat tool's result from its text output (the SDK writes it as JSON)."""
     value: dict[str, Any] = orjson.loads(text)
@@ -54,21 +65,14 @@ class NextFrameClient:
     ws: ClientConnection | None = None
 
     async def __aenter__(self) -> Self:
-        self.ws = await connect(self.url, max_size=MAX_SIZE)
-        await self.ws.send(
-            _dump(
-                {
-                    "op": "hello",
-                    "protocolVersion": "2024-11-05",
-                    "capabilities": {},
-                    "clientInfo": {"name": "next-frame-shim", "version": "1"},
-                    "token": self.token,
-                }
-            )
-        )
-        ack = await _receive(self.ws, self.timeout)
-        if not ack.get("ok"):
-            raise CallFailed(f"refused: {ack}")
+        hello = {
+            "op": "hello",
+            "protocolVersion": "2024-11-05",
+            "capabilities": {},
+            "clientInfo": {"name": "next-frame-shim", "version": "1"},
+            "token": self.token,
+        }
+        self.ws = await _say_hello(self.url, hello, self.timeout)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -103,11 +107,8 @@ class RequestIdClient:
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     async def __aenter__(self) -> Self:
-        self.ws = await connect(self.url, max_size=MAX_SIZE)
-        await self.ws.send(_dump({"op": "hello", "session_id": "shim-1", "token": self.token}))
-        ack = await _receive(self.ws, self.idle_timeout)
-        if not ack.get("ok"):
-            raise CallFailed(f"refused: {ack}")
+        hello = {"op": "hello", "session_id": "shim-1", "token": self.token}
+        self.ws = await _say_hello(self.url, hello, self.idle_timeout)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
