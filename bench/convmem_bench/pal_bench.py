@@ -26,12 +26,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from mcp import Client, StdioServerParameters
 
 from convmem_bench.chat_standin import ChatCompletionsStandIn
 from convmem_bench.net import RespProxy
 from convmem_bench.results import PalResult
+from convmem_bench.rig import drop_redis_keys
 
 if TYPE_CHECKING:
     from convmem_bench.rig import Endpoint
@@ -95,7 +95,9 @@ async def measure_pal(
                     "PAL_KV_PREFIX": f"{prefix}pal-kv:",
                 }
                 flow = _Flow(args, env, Path(folder), meters, repeats)
-                results.append(await flow.run(system, lambda: _drop(redis_url, prefix)))
+                results.append(
+                    await flow.run(system, lambda: drop_redis_keys(redis_url, f"{prefix}pal"))
+                )
             return results
     finally:
         standin.stop()
@@ -177,12 +179,3 @@ def _median(samples: list[tuple[int, ...] | None], index: int) -> float | None:
     if len(values) < len(samples) or not values:
         return None  # the thread was lost: no count
     return float(statistics.median(values))
-
-
-async def _drop(redis_url: str, prefix: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        async for key in client.scan_iter(match=f"{prefix}pal*"):
-            await client.delete(key)
-    finally:
-        await client.aclose()

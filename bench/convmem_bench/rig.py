@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import redis.asyncio as aioredis
 
 from convmem.stores import store_from_url
 from convmem.stores.postgres import PostgresStore
@@ -132,6 +133,16 @@ class Rig:
         server.start()
         self._stack.callback(server.stop)
         return server
+
+
+async def drop_redis_keys(redis_url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (the bench's keys on the shared Redis)."""
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        async for key in redis.scan_iter(match=f"{prefix}*"):
+            await redis.delete(key)
+    finally:
+        await redis.aclose()
 
 
 def _with_query(dsn: str, parameter: str) -> str:

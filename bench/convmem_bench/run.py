@@ -23,7 +23,7 @@ from convmem_bench.measure import FULL, QUICK, Plan
 from convmem_bench.pal_bench import measure_pal
 from convmem_bench.prefix import measure_prefix
 from convmem_bench.results import Report, StoreAppendResult
-from convmem_bench.rig import Rig
+from convmem_bench.rig import Rig, drop_redis_keys
 from convmem_bench.systems import (
     SEED_SCENARIO,
     System,
@@ -68,7 +68,7 @@ async def run(
                 ):
                     await _by_store(report, plan, rig, store, systems, log)
     finally:
-        await _drop_keys(redis_url, prefix)
+        await drop_redis_keys(redis_url, prefix)
     return report
 
 
@@ -196,15 +196,6 @@ async def _memory(
             f"memory {name:34} baseline {result.baseline_mib:6.1f} MiB, "
             f"peak {result.peak_mib:6.1f} MiB"
         )
-
-
-async def _drop_keys(redis_url: str, prefix: str) -> None:
-    redis = aioredis.Redis.from_url(redis_url)
-    try:
-        async for key in redis.scan_iter(match=f"{prefix}*"):
-            await redis.delete(key)
-    finally:
-        await redis.aclose()
 
 
 def _machine() -> str:
