@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -130,6 +131,33 @@ def delete_prefixed(url: str, prefix: str) -> None:
         client.close()
 
 
+@dataclass(frozen=True)
+class _ClusterNode:
+    """One line of ``CLUSTER NODES``: id, address, flags, primary, slot ranges."""
+
+    node_id: str
+    port: int
+    flags: str
+    primary_id: str
+    slots: list[tuple[int, int]]
+
+    @property
+    def serving(self) -> bool:
+        """A primary that is not failed."""
+        return "master" in self.flags and "fail" not in self.flags
+
+    @classmethod
+    def parse(cls, line: str) -> _ClusterNode:
+        fields = line.split()
+        slots = []
+        for served in fields[8:]:
+            low, _, high = served.partition("-")
+            if low.isdigit():  # not a slot being migrated ([…])
+                slots.append((int(low), int(high or low)))
+        port = int(fields[1].split(":")[1].split("@")[0])
+        return cls(fields[0], port, fields[2], fields[3], slots)
+
+
 class RedisClusterServers:
     """A Redis Cluster of the test's own: three primaries and three replicas, each a
     ``redis-server --cluster-enabled yes`` on a free loopback port, joined by
@@ -218,41 +246,32 @@ class RedisClusterServers:
         )
         return done.stdout
 
-    def primaries(self) -> dict[int, str]:
-        """Live primaries: port -> node id."""
+    def _nodes(self) -> list[_ClusterNode]:
+        """The cluster as a live node sees it (``CLUSTER NODES``)."""
         for port in self.processes:
             lines = self.cli_call(port, "cluster", "nodes").splitlines()
             if lines:
-                found = {}
-                for line in lines:
-                    fields = line.split()
-                    if "master" in fields[2] and "fail" not in fields[2]:
-                        found[int(fields[1].split(":")[1].split("@")[0])] = fields[0]
-                return found
-        return {}
+                return [_ClusterNode.parse(line) for line in lines]
+        return []
+
+    def primaries(self) -> dict[int, str]:
+        """Live primaries: port -> node id."""
+        return {n.port: n.node_id for n in self._nodes() if n.serving}
 
     def primary_for(self, key: str) -> int:
         """The port of the primary serving ``key``'s slot."""
-        port = next(iter(self.processes))
-        slot = int(self.cli_call(port, "cluster", "keyslot", key).strip())
-        for line in self.cli_call(port, "cluster", "nodes").splitlines():
-            fields = line.split()
-            if "master" not in fields[2] or "fail" in fields[2]:
-                continue
-            for served in fields[8:]:
-                low, _, high = served.partition("-")
-                if low.isdigit() and int(low) <= slot <= int(high or low):
-                    return int(fields[1].split(":")[1].split("@")[0])
+        slot = int(self.cli_call(next(iter(self.processes)), "cluster", "keyslot", key))
+        for node in self._nodes():
+            if node.serving and any(low <= slot <= high for low, high in node.slots):
+                return node.port
         raise RuntimeError(f"no primary serves slot {slot}")
 
     def replica_of(self, primary_port: int) -> int:
-        node_id = self.primaries()[primary_port]
-        for port in self.processes:
-            for line in self.cli_call(port, "cluster", "nodes").splitlines():
-                fields = line.split()
-                if "slave" in fields[2] and fields[3] == node_id:
-                    return int(fields[1].split(":")[1].split("@")[0])
-            break
+        nodes = self._nodes()
+        primary = next(n.node_id for n in nodes if n.serving and n.port == primary_port)
+        for node in nodes:
+            if "slave" in node.flags and node.primary_id == primary:
+                return node.port
         raise RuntimeError(f"no replica of {primary_port}")
 
     def wait_ok(self, timeout: float = 30.0) -> None:
