@@ -121,7 +121,8 @@ def build_mcp(service: ConversationService, *, metrics: Metrics, transport: str)
         # The reply streams from the model only when somebody listens: a WebSocket
         # client (stream_chunk frames) or an MCP client that sent a progressToken.
         notifier = progress_notifier(ctx) if ctx is not None else None
-        listeners = [sink for sink in (reply_listener.get(),) if sink is not None]
+        websocket = reply_listener.get()
+        listeners = [websocket] if websocket is not None else []
         if notifier is not None:
             listeners.append(notifier.on_text)
         with _tool_errors("chat"):

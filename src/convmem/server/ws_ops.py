@@ -161,6 +161,7 @@ class OpConnection:
         if arguments is None and isinstance(tool, dict):
             arguments = tool.get("arguments")
         arguments = {} if arguments is None else arguments
+
         problem = None
         if request_id is None:
             problem = f"{op} needs a request_id or id (a string or number)"
@@ -170,14 +171,14 @@ class OpConnection:
             problem = "arguments must be a JSON object"
         elif str(request_id) in self.calls:
             problem = "a call with this request_id is running"
-        if problem is not None or request_id is None or not isinstance(name, str):
-            await self.send(frames.failure(op, request_id, "bad_request", problem or ""))
+        else:
+            key = str(request_id)
+            chatty = self.always_stream or "request_id" in frame
+            self.calls[key] = asyncio.create_task(
+                self._call(name, arguments, request_id, key, chatty=chatty)
+            )
             return
-        chatty = self.always_stream or "request_id" in frame
-        key = str(request_id)
-        self.calls[key] = asyncio.create_task(
-            self._call(name, arguments, request_id, key, chatty=chatty)
-        )
+        await self.send(frames.failure(op, request_id, "bad_request", problem))
 
     async def _call(
         self,
