@@ -135,5 +135,10 @@ class Subscription:
         return None
 
     async def aclose(self) -> None:
-        await self._pubsub.aclose()
-        await self._client.aclose()
+        """Close the subscription and its client; the client even when closing the
+        subscription fails or is cancelled (a subscriber stops by cancellation), else
+        its connections leak until garbage collection."""
+        try:
+            await self._pubsub.aclose()
+        finally:
+            await self._client.aclose()
