@@ -16,6 +16,7 @@ without the last writes) counts as a restart too.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -25,6 +26,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.event import (
+    AsyncAfterSlotsCacheRefreshEvent,
+    AsyncEventListenerInterface,
+    EventDispatcher,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -56,7 +62,8 @@ def connect(url: str, *, socket_timeout: float | None, connect_timeout: float) -
     for address in parts.netloc.rpartition("@")[2].split(","):
         host, _, port = address.rpartition(":")
         nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
-    return RedisCluster(
+    events = EventDispatcher()
+    client = _Cluster(
         startup_nodes=nodes,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
@@ -64,7 +71,52 @@ def connect(url: str, *, socket_timeout: float | None, connect_timeout: float) -
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         retry=no_retry,
+        event_dispatcher=events,
     )
+    events.register_listeners({AsyncAfterSlotsCacheRefreshEvent: [_NodeRecorder(client)]})
+    return client
+
+
+class _Cluster(RedisCluster):
+    """A cluster client that also closes the nodes a topology refresh dropped.
+
+    When a failover removes a node from the slot map, redis-py stops using it but
+    leaves the connections that were busy at that moment open, so they leak until
+    garbage collection (redis-py #3572, #4053). Every node seen after a refresh is
+    remembered here (a handful over a client's life) and closed with the client.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seen_nodes: dict[int, ClusterNode] = {}
+
+    async def aclose(self) -> None:
+        current = {
+            id(node)
+            for cache in (self.nodes_manager.nodes_cache, self.nodes_manager.startup_nodes)
+            for node in cache.values()
+        }
+        try:
+            await super().aclose()
+        finally:
+            for key, node in self.seen_nodes.items():
+                if key not in current:
+                    with contextlib.suppress(Exception):  # a dead node's sockets still close
+                        await node.disconnect()
+            self.seen_nodes.clear()
+
+
+class _NodeRecorder(AsyncEventListenerInterface):
+    """Remembers the nodes in the slot map after every refresh (see ``_Cluster``)."""
+
+    def __init__(self, client: _Cluster) -> None:
+        self._client = client
+
+    async def listen(self, event: object) -> None:
+        manager = self._client.nodes_manager
+        for cache in (manager.nodes_cache, manager.startup_nodes):
+            for node in cache.values():
+                self._client.seen_nodes.setdefault(id(node), node)
 
 
 async def identity(client: Client) -> str:
