@@ -116,7 +116,7 @@ def clean_pg(pg_database: str) -> str:
     return pg_database
 
 
-def _make_backend(
+def make_backend(
     name: str, request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> Backend:
     if name == "sqlite":
@@ -190,7 +190,7 @@ MemoryFactory = Callable[..., Awaitable[Memory]]
 @pytest.fixture(params=["sqlite", "postgres"])
 async def cache_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     """A store for the cache tests: the embedded one and Postgres (wire-counted)."""
-    made = _make_backend(request.param, request, tmp_path, FakeClock())
+    made = make_backend(request.param, request, tmp_path, FakeClock())
     async with made.store:
         yield made
 
@@ -228,7 +228,7 @@ async def memories(
 
 @pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    made = _make_backend(request.param, request, tmp_path, FakeClock())
+    made = make_backend(request.param, request, tmp_path, FakeClock())
     async with made.store:
         yield made
 

@@ -34,7 +34,9 @@ SUPPORT = Path(__file__).parent / "support"
 PASTE_ORDER = (
     "postgres/0001_init.sql",
     "postgres/0002_functions.sql",
+    "postgres/0003_reseal.sql",
     "supabase/0102_row_level_security.sql",
+    "supabase/0103_lock_down_reseal.sql",
 )
 
 
@@ -86,6 +88,22 @@ def recorded(database: str) -> list[tuple[int, str]]:
     return [(int(v), str(n)) for v, n in rows]  # type: ignore[call-overload]
 
 
+def assert_locked_down(database: str) -> None:
+    """Row-level security on every convmem table; no convmem function for the public API."""
+    with admin_connect(database) as conn:
+        unlocked = conn.execute(
+            "SELECT relname FROM pg_class WHERE relname LIKE 'convmem\\_%' AND relkind = 'r'"
+            " AND NOT relrowsecurity"
+        ).fetchall()
+        callable_by_public = conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.proname LIKE 'convmem\\_%'"
+            " AND (has_function_privilege('anon', p.oid, 'EXECUTE')"
+            "   OR has_function_privilege('authenticated', p.oid, 'EXECUTE'))"
+        ).fetchall()
+    assert unlocked == []
+    assert callable_by_public == []
+
+
 def test_the_paste_order_is_every_supabase_migration() -> None:
     names = [f"{m.name}.sql" for m in migrations_for("supabase")]
     assert [p.split("/")[1] for p in PASTE_ORDER] == names
@@ -99,20 +117,11 @@ async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_s
     assert recorded(fresh_database) == [
         (1, "0001_init"),
         (2, "0002_functions"),
+        (3, "0003_reseal"),
         (102, "0102_row_level_security"),
+        (103, "0103_lock_down_reseal"),
     ]
-    with admin_connect(fresh_database) as conn:
-        unlocked = conn.execute(
-            "SELECT relname FROM pg_class WHERE relname LIKE 'convmem\\_%' AND relkind = 'r'"
-            " AND NOT relrowsecurity"
-        ).fetchall()
-        callable_by_public = conn.execute(
-            "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.proname LIKE 'convmem\\_%'"
-            " AND (has_function_privilege('anon', p.oid, 'EXECUTE')"
-            "   OR has_function_privilege('authenticated', p.oid, 'EXECUTE'))"
-        ).fetchall()
-    assert unlocked == []
-    assert callable_by_public == []
+    assert_locked_down(fresh_database)
     # Pasting again changes nothing and fails nothing.
     for path in PASTE_ORDER:
         paste(fresh_database, path)
@@ -143,13 +152,25 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     url = pg_url(fresh_database)
     first = convmem("migrate", "--store", url)
     assert first.returncode == 0, first.stderr
-    assert "applied 0001_init, 0002_functions" in first.stdout
+    assert "applied 0001_init, 0002_functions, 0003_reseal" in first.stdout
     again = convmem("migrate", "--store", url)
     assert "nothing was pending" in again.stdout
     # A Supabase project migrated this way later gets only its row-level security.
     supabase = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
-    assert "applied 0102_row_level_security" in supabase.stdout
-    assert [v for v, _ in recorded(fresh_database)] == [1, 2, 102]
+    assert "applied 0102_row_level_security, 0103_lock_down_reseal" in supabase.stdout
+    assert [v for v, _ in recorded(fresh_database)] == [1, 2, 3, 102, 103]
+
+
+def test_a_project_on_the_previous_release_gets_the_rotation_functions_locked_down(
+    fresh_database: str,
+) -> None:
+    for path in ("postgres/0001_init.sql", "postgres/0002_functions.sql"):
+        paste(fresh_database, path)
+    paste(fresh_database, "supabase/0102_row_level_security.sql")
+    result = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
+    assert result.returncode == 0, result.stderr
+    assert "applied 0003_reseal, 0103_lock_down_reseal" in result.stdout
+    assert_locked_down(fresh_database)
 
 
 def test_migrate_applies_only_what_is_newer_than_the_pasted_files(fresh_database: str) -> None:
@@ -183,7 +204,10 @@ async def test_a_supabase_project_on_the_first_schema_upgrades_in_place(
             )
     result = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
     assert result.returncode == 0, result.stderr
-    assert "applied 0002_functions, 0102_row_level_security" in result.stdout
+    assert (
+        "applied 0002_functions, 0003_reseal, 0102_row_level_security, 0103_lock_down_reseal"
+        in result.stdout
+    )
     standin = PostgrestStandIn(pg_url(fresh_database)).start()
     try:
         store = SupabaseStore.from_url(standin.url, service_key=standin.service_key, limits=LIMITS)

@@ -13,14 +13,17 @@ from typing import Any, cast
 
 import pytest
 
-from convmem import Turn
+from convmem import Memory, Thread, Turn
 from convmem.cache.protocol import DELETED
 from convmem.cache.redis import RedisCache
+from convmem.encryption import Encryption, new_key
 from tests.conftest import LIMITS, Backend, MemoryFactory
 from tests.contract.test_store_contract import Trips
 from tests.support.flows import exchange, request, until
 from tests.support.gated import GatedStore
 from tests.support.tiers import WatchedTier
+
+KEY = new_key()
 
 
 @pytest.fixture
@@ -29,12 +32,34 @@ def redis_url(redis_or_cluster_url: str) -> str:
     return redis_or_cluster_url
 
 
+@pytest.fixture(params=["plain", "encrypted"])
+def memories(request: pytest.FixtureRequest, memories: MemoryFactory) -> MemoryFactory:
+    """Every test here runs with encryption at rest off and on: the cache protocol must
+    not depend on what the copies it moves hold."""
+    if request.param == "plain":
+        return memories
+
+    async def encrypted(store: Any = None, *, cache: Any = None, **overrides: Any) -> Memory:
+        if cache is not None:
+            overrides.setdefault("encryption", Encryption([KEY]))
+        else:
+            overrides.setdefault("encryption_keys", [KEY])
+        return await memories(store, cache=cache, **overrides)
+
+    return encrypted
+
+
 @pytest.fixture
 async def l2(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisCache]:
     """The test's own view of L2, to inspect and tamper with what the instances share."""
     cache = RedisCache.from_url(redis_url, prefix=redis_prefix)
     yield cache
     await cache.aclose()
+
+
+def opened(memory: Memory, copy: Thread | None) -> Thread | None:
+    """A copy read straight from the store or Redis, as the instance's L1 would hold it."""
+    return None if copy is None else memory.sealing.open_thread(copy)
 
 
 # -- the request budget ---------------------------------------------------------
@@ -68,7 +93,7 @@ async def test_budget_with_redis_cold_l2_cold_l2_warm_and_warm(
         assert trips.count == 1
     assert warm_l2.stats.store_reads == 0
     final = await warm_l2.get_thread(thread.id)
-    assert final == await cache_backend.store.load(thread.id, owner=None)
+    assert final == opened(warm_l2, await cache_backend.store.load(thread.id, owner=None))
     assert final is not None
     assert final.version == 10
 
@@ -86,7 +111,7 @@ async def test_the_l2_copy_is_extended_in_place_by_an_append(
     assert await l2.client.hlen(l2.key(thread.id)) == 42 + 4
     cached = await l2.get(thread.id)
     assert cached is not None
-    assert cached == await memory.get_thread(thread.id)
+    assert opened(memory, cached) == await memory.get_thread(thread.id)
     await tier.aclose()
 
 
@@ -215,7 +240,8 @@ async def test_writers_racing_on_a_thread_whose_l2_copy_is_behind(
     first, second, old = await memories(cache=tier), await memories(), await memories()
     thread = await first.create_thread(turns=exchange(1))
     await old.get_thread(thread.id)  # an instance holding version 2
-    await cache_backend.store.append(thread.id, exchange(2), owner=None)  # L2 missed this write
+    missed = first.sealing.seal_turns(thread.id, exchange(2))
+    await cache_backend.store.append(thread.id, missed, owner=None)  # L2 missed this write
     assert await l2.version(thread.id) == 2  # L2 is behind the store (4)
 
     # first's L2 step is held back until second's has run: the L2 writes arrive out of order.
@@ -272,7 +298,7 @@ async def test_a_corrupt_l2_value_is_a_counted_miss_and_is_repaired(
     reader = await memories()
     assert await reader.get_thread(thread.id) == thread
     assert reader.stats.l2_corrupt == 1
-    assert await l2.get(thread.id) == thread  # repaired: a valid copy is back
+    assert opened(reader, await l2.get(thread.id)) == thread  # repaired: a valid copy is back
     newcomer = await memories()
     assert await newcomer.get_thread(thread.id) == thread
     assert newcomer.stats.l2_hits == 1

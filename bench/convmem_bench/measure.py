@@ -16,6 +16,7 @@ import orjson
 from convmem.cache.codec import encode_turn
 from convmem.export import turn_to_dict
 from convmem.models import Turn
+from convmem.sealing import NO_SEALING, Sealing
 from convmem.stores.base import NewThread
 from convmem_bench.flows import Flow, exchange
 from convmem_bench.results import ConcurrencyResult, FlowResult, LayerResult, StoreAppendResult
@@ -45,6 +46,8 @@ class Plan:
     memory_requests: int = 512
     pal_repeats: int = 5  # continued pal requests (and new pal processes) per storage
     prefix_exchanges: int = 200  # the conversation the prompt-prefix figure is taken over
+    encryption_latencies_ms: tuple[float, ...] = (0.0, 1.0)
+    encryption_rounds: int = 5  # off and on alternate this many times
 
 
 QUICK = Plan(
@@ -61,6 +64,8 @@ QUICK = Plan(
     length_latency_ms=0.0,
     memory_requests=16,
     pal_repeats=1,
+    encryption_latencies_ms=(1.0,),
+    encryption_rounds=1,
     prefix_exchanges=30,
 )
 FULL = Plan(
@@ -79,10 +84,12 @@ def history_turns(turns: int) -> list[Turn]:
     return [t for n in range(turns // 2) for t in exchange(-n - 1)]
 
 
-async def new_thread(store: Store, turns: int) -> str:
+async def new_thread(store: Store, turns: int, sealing: Sealing = NO_SEALING) -> str:
+    """A thread of ``turns`` turns, created straight in ``store``, sealed as ``sealing`` does."""
     thread_id = str(uuid.uuid4())
-    await store.create(NewThread(thread_id, "chat", None, None, {}), [])
-    batch = history_turns(turns)
+    metadata = sealing.seal_metadata(thread_id, {})
+    await store.create(NewThread(thread_id, "chat", None, None, metadata), [])
+    batch = sealing.seal_turns(thread_id, history_turns(turns))
     for start in range(0, len(batch), 500):
         await store.append(thread_id, batch[start : start + 500], owner=None)
     return thread_id
@@ -90,7 +97,7 @@ async def new_thread(store: Store, turns: int) -> str:
 
 async def new_threads(system: System, count: int, turns: int) -> list[str]:
     """Threads of ``turns`` turns, kept by the system its own way where it has one."""
-    threads = [await new_thread(system.store, turns) for _ in range(count)]
+    threads = [await new_thread(system.store, turns, system.sealing) for _ in range(count)]
     await keep_own_copies(system.flow, threads, turns)
     return threads
 

@@ -98,6 +98,21 @@ class PrefixResult:
 
 
 @dataclass
+class EncryptionResult:
+    """A continued request with encryption off and on, side by side (medians)."""
+
+    state: str  # warm (L1) or cold
+    latency_ms: float
+    off_p50_ms: float
+    on_p50_ms: float
+    round_trips_on: float
+
+    @property
+    def overhead(self) -> float:
+        return self.on_p50_ms / self.off_p50_ms - 1
+
+
+@dataclass
 class Report:
     machine: str
     quick: bool
@@ -110,6 +125,7 @@ class Report:
     store_appends: list[StoreAppendResult] = field(default_factory=list)  # no cache, per path
     pal: list[PalResult] = field(default_factory=list)  # pal-mcp-server per storage
     prefix: list[PrefixResult] = field(default_factory=list)  # prompt-prefix stability
+    encryption: list[EncryptionResult] = field(default_factory=list)  # at rest, off vs on
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
@@ -130,4 +146,5 @@ class Report:
             store_appends=[StoreAppendResult(**a) for a in raw.get("store_appends", [])],
             pal=[PalResult(**p) for p in raw.get("pal", [])],
             prefix=[PrefixResult(**p) for p in raw.get("prefix", [])],
+            encryption=[EncryptionResult(**e) for e in raw.get("encryption", [])],
         )

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 
 from convmem_bench import measure, memory_use
+from convmem_bench.encryption_bench import measure_encryption
 from convmem_bench.measure import FULL, QUICK, Plan
 from convmem_bench.pal_bench import measure_pal
 from convmem_bench.prefix import measure_prefix
@@ -58,6 +59,7 @@ async def run(
                     await _seed_scenario(report, plan, rig, systems, log)
                 await _layers(report, plan, rig, redis_url, prefix, log)
                 await _memory(report, plan, rig, redis_url, prefix, setup, log)
+            report.encryption = await measure_encryption(rig, redis_url, prefix, plan, log)
             report.pal = await measure_pal(
                 rig.endpoints["postgres"], redis_url, prefix, repeats=plan.pal_repeats, log=log
             )

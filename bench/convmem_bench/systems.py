@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
 from convmem.memory import Memory
+from convmem.sealing import NO_SEALING, Sealing
 from convmem.settings import Settings
 from convmem.stores import store_from_url
 from convmem_bench import peers
@@ -36,6 +37,7 @@ class System:
     flow: Flow
     store: Store  # where threads are created for it (directly, not through the proxy)
     round_trips: Callable[[], int]  # store round trips so far, counted on the wire
+    sealing: Sealing = NO_SEALING  # how the flow's Memory seals what it stores
 
     @property
     def name(self) -> str:
@@ -64,19 +66,24 @@ CACHE_STATES = (
 )
 
 
-def convmem_settings(store_url: str, redis_url: str | None, prefix: str) -> Settings:
+def convmem_settings(store_url: str, redis_url: str | None, prefix: str, **more: Any) -> Settings:
     return Settings.of(
         store_url=store_url,
         cache_url=redis_url,
         cache_prefix=prefix,
         max_turns=100_000,  # the 1000-turn threads
+        **more,
     )
 
 
 async def open_memory(
-    stack: contextlib.AsyncExitStack, endpoint: Endpoint, redis_url: str | None, prefix: str
+    stack: contextlib.AsyncExitStack,
+    endpoint: Endpoint,
+    redis_url: str | None,
+    prefix: str,
+    **more: Any,
 ) -> Memory:
-    settings = convmem_settings(endpoint.url, redis_url, prefix)
+    settings = convmem_settings(endpoint.url, redis_url, prefix, **more)
     store = await stack.enter_async_context(endpoint.open_store(limits=settings.thread_limits))
     return await stack.enter_async_context(Memory.from_settings(settings, store=store))
 
@@ -116,7 +123,7 @@ async def open_convmem_by_store(
         for state in CACHE_STATES:
             memory = cached if state.redis else plain
             flow = ConvMemFlow(f"{state.label} · {store}", memory, forget=state.forget)
-            systems.append(System(flow, setup, _counter(endpoint, memory.store)))
+            systems.append(System(flow, setup, round_trip_counter(endpoint, memory.store)))
         yield systems
 
 
@@ -227,5 +234,5 @@ class _SeedParts:
         raise ValueError(f"no system named {name!r}; the seed scenario has {SEED_SCENARIO}")
 
 
-def _counter(endpoint: Endpoint, store: Store) -> Callable[[], int]:
+def round_trip_counter(endpoint: Endpoint, store: Store) -> Callable[[], int]:
     return lambda: endpoint.round_trips(store)

@@ -171,6 +171,45 @@ def purge(store: StoreOption = None) -> None:
 
 
 @app.command()
+def keygen() -> None:
+    """Print a new random encryption key for CONVMEM_ENCRYPTION_KEYS."""
+    from convmem.encryption import new_key
+
+    console.print(new_key(), highlight=False)
+
+
+@app.command("rotate-keys")
+def rotate_keys(
+    store: StoreOption = None,
+    after: Annotated[
+        str | None, typer.Option("--after", help="Resume after this thread id (as printed).")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="Threads per page.")] = 100,
+) -> None:
+    """Seal every stored thread under the first of CONVMEM_ENCRYPTION_KEYS, online."""
+    from convmem.encryption.rotation import Rotation
+    from convmem.encryption.rotation import rotate_keys as rotate
+
+    def report(progress: Rotation) -> None:
+        console.print(
+            f"scanned {progress.scanned} thread(s), resealed {progress.resealed}"
+            f" ({progress.rows} row(s)), up to {progress.last_id}",
+            highlight=False,
+        )
+
+    done = _run(store, lambda m: rotate(m, after=after, batch=batch, on_batch=report))
+    console.print(
+        f"done: {done.scanned} thread(s) scanned, {done.resealed} resealed, {done.gone} gone"
+        f" or expired, {len(done.failed)} failed",
+        highlight=False,
+    )
+    for thread_id, why in done.failed:
+        errors.print(f"[bold red]failed:[/] {thread_id}: {why}", highlight=False)
+    if done.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def demo(
     store: StoreOption = None,
     cache: Annotated[

@@ -17,6 +17,7 @@ class is enough to handle all of them::
     │   ├── ThreadExpiredError    past its ``expires_at``; start a new thread
     │   └── ThreadFullError       at its maximum number of turns; start a new thread
     ├── IdempotencyConflictError  a turn key reused for a different turn
+    ├── DecryptionError           a stored thread that cannot be decrypted (key missing, tampered)
     ├── ProviderError             the model provider failed or answered nothing usable
     └── StoreError                the store failed; the message says which and why
         └── StoreUnavailableError the store could not be reached; retry later
@@ -89,6 +90,16 @@ class ThreadFullError(ThreadError):
 
 class IdempotencyConflictError(ConvMemError):
     """A turn key was already used in this thread for a turn with other content."""
+
+
+class DecryptionError(ConvMemError):
+    """A thread's stored ciphertext cannot be opened: encrypted under a key that is not
+    configured, altered, truncated, moved from another thread, or stored in clear while
+    encryption is on. Nothing is returned for that thread; other threads are unaffected."""
+
+    def __init__(self, message: str, *, thread_id: str) -> None:
+        super().__init__(message)
+        self.thread_id = thread_id
 
 
 class ProviderError(ConvMemError):

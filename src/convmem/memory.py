@@ -19,6 +19,7 @@ from convmem.cache.local import LocalCache
 from convmem.cache.tiered import Source, TieredCache
 from convmem.errors import (
     ConfigurationError,
+    DecryptionError,
     InvalidInputError,
     StoreError,
     ThreadNotFoundError,
@@ -26,10 +27,11 @@ from convmem.errors import (
 from convmem.export import export_thread
 from convmem.limits import InputLimits
 from convmem.models import freeze_mapping
+from convmem.sealing import NO_SEALING, Sealing
 from convmem.settings import Settings
 from convmem.stats import Stats
 from convmem.stores import store_from_url
-from convmem.stores.base import NewThread, Store
+from convmem.stores.base import NewThread, Resealed, Store
 from convmem.stores.guard import StoreGuard
 from convmem.validation import (
     check_length,
@@ -79,6 +81,8 @@ class Memory:
         store_timeout_seconds: the deadline of every store call; one that misses it (or an
             unreachable store) raises ``StoreUnavailableError`` and opens the store breaker.
         store_breaker_reset_seconds: how long calls then fail at once before one probes.
+        encryption: seals turns and thread metadata before they reach the store or
+            Redis (``convmem.encryption.Encryption``); L1 holds plaintext.
         timer: the one monotonic clock of L1's TTL, the lease and both breakers (tests pass
             a fake one); wall time is the store's ``clock``.
 
@@ -100,6 +104,7 @@ class Memory:
         lease_seconds: float = 1.0,
         store_timeout_seconds: float = 5.0,
         store_breaker_reset_seconds: float = 1.0,
+        encryption: Sealing | None = None,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(store, Store):
@@ -111,6 +116,7 @@ class Memory:
                 f"consistency must be 'default' or 'strict', got {consistency!r}"
             )
         self.store = store
+        self._sealing = encryption or NO_SEALING
         self._guard = StoreGuard(
             timeout=store_timeout_seconds, reset_after=store_breaker_reset_seconds, timer=timer
         )
@@ -140,6 +146,7 @@ class Memory:
             lease_seconds=lease_seconds,
             timer=timer,
             guard=self._guard,
+            sealing=self._sealing,
         )
 
     @classmethod
@@ -208,10 +215,16 @@ class Memory:
             lease_seconds=settings.cache_lease_seconds,
             store_timeout_seconds=settings.store_timeout_seconds,
             store_breaker_reset_seconds=settings.store_breaker_reset_seconds,
+            encryption=_encryption(settings),
             timer=timer,
         )
         memory._owned = owned
         return memory
+
+    @property
+    def sealing(self) -> Sealing:
+        """How this Memory seals what it stores (``NO_SEALING`` with encryption off)."""
+        return self._sealing
 
     @property
     def max_turns(self) -> int:
@@ -282,10 +295,13 @@ class Memory:
             raise InvalidInputError("tool_name must be a string or None")
         if tool_name is not None:
             check_length(tool_name, "tool_name", self._limits.max_name_chars)
-        spec = NewThread(thread_id or str(uuid.uuid4()), tool_name, parent_id, owner, frozen)
-        thread = await self._write(lambda: self.store.create(spec, turns))
-        await self._cache.created(thread)
-        return thread
+        thread_id = thread_id or str(uuid.uuid4())
+        spec = NewThread(
+            thread_id, tool_name, parent_id, owner, self._sealing.seal_metadata(thread_id, frozen)
+        )
+        sealed = self._sealing.seal_turns(thread_id, turns)
+        stored = await self._write(lambda: self.store.create(spec, sealed))
+        return await self._cache.created(stored)
 
     async def add_turns(
         self, thread_id: str, turns: Sequence[Turn], *, owner: str | None = None
@@ -304,7 +320,8 @@ class Memory:
         validate_thread_id(thread_id)
         validate_owner(owner, self._limits)
         validate_turns(turns, self._limits, allow_empty=False)
-        result = await self._write(lambda: self.store.append(thread_id, turns, owner=owner))
+        sealed = self._sealing.seal_turns(thread_id, turns)
+        result = await self._write(lambda: self.store.append(thread_id, sealed, owner=owner))
         return await self._cache.appended(result, owner)
 
     async def get_thread(self, thread_id: str, *, owner: str | None = None) -> Thread | None:
@@ -380,7 +397,10 @@ class Memory:
     ) -> ThreadPage:
         """A page of ``owner``'s live threads, most recently updated first."""
         validate_owner(owner, self._limits)
-        return await self._read(lambda: self.store.list(owner=owner, limit=limit, cursor=cursor))
+        page = await self._read(lambda: self.store.list(owner=owner, limit=limit, cursor=cursor))
+        if not self._sealing.encrypts:
+            return page
+        return replace(page, threads=tuple(self._sealing.open_summary(t) for t in page.threads))
 
     async def delete_thread(self, thread_id: str, *, owner: str | None = None) -> bool:
         """Delete a thread and its turns; False if ``owner`` had no such thread."""
@@ -413,6 +433,50 @@ class Memory:
         if thread is None:
             raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
         return export_thread(thread, format)
+
+    # -- maintenance -------------------------------------------------------------
+
+    async def scan_threads(
+        self, *, after: str | None = None, limit: int = 100
+    ) -> tuple[tuple[str, str | None], ...]:
+        """Every thread's ``(id, owner)`` in id order after ``after``, whatever its owner or
+        expiry: for maintenance such as key rotation, never for serving a client."""
+        if after is not None:
+            validate_thread_id(after)
+        return await self._read(lambda: self.store.scan(after=after, limit=limit))
+
+    async def reseal_thread(self, thread_id: str, *, owner: str | None) -> int | None:
+        """Seal a stored thread's turns and metadata under the newest encryption key (one
+        read and at most one write); returns how many rows changed, or None when the
+        thread is gone or expired. Its cached copies are dropped, so Redis no longer
+        holds it under the old key.
+
+        Raises:
+            ConfigurationError: encryption is off.
+            DecryptionError: part of the thread cannot be opened with the configured keys.
+        """
+        if not self._sealing.encrypts:
+            raise ConfigurationError("key rotation needs encryption keys (CONVMEM_ENCRYPTION_KEYS)")
+        stored = await self._read(lambda: self.store.load(thread_id, owner=owner))
+        if stored is None:
+            return None
+        sealing = self._sealing
+        try:
+            turns = [
+                Resealed(turn.content, resealed)
+                for turn in stored.turns
+                if (resealed := sealing.reseal_turn(thread_id, turn)) is not None
+            ]
+            metadata = sealing.reseal_metadata(thread_id, stored.metadata)
+        except DecryptionError:
+            self._stats.decryption_errors += 1
+            raise
+        changed = 0
+        if turns or metadata is not None:
+            header = None if metadata is None else (stored.metadata, metadata)
+            changed = await self._write(lambda: self.store.reseal(thread_id, turns, header))
+        await self._cache.evict(thread_id)
+        return changed
 
     async def purge_expired(self) -> int:
         """Delete every expired thread from the store; return how many."""
@@ -462,6 +526,22 @@ class Memory:
         except StoreError:
             self._stats.store_errors += 1
             raise
+
+
+def _encryption(settings: Settings) -> Sealing | None:
+    if settings.encryption_keys is None:
+        return None
+    try:
+        from convmem.encryption import Encryption  # needs the ``encryption`` extra
+    except ImportError as exc:
+        raise ConfigurationError(
+            "encryption keys are set but the cipher library is missing:"
+            " pip install 'convmem[encryption]'"
+        ) from exc
+    return Encryption(
+        settings.encryption_keys.get_secret_value(),
+        accept_plaintext=settings.encryption_accept_plaintext,
+    )
 
 
 def _redis_tier(settings: Settings) -> L2Tier | None:

@@ -99,6 +99,19 @@ class Settings(BaseSettings):
         None, validation_alias=_env("pg_prepared_statements")
     )
 
+    encryption_keys: SecretStr | None = Field(None, validation_alias=_env("encryption_keys"))
+    encryption_accept_plaintext: bool = Field(
+        False, validation_alias=_env("encryption_accept_plaintext")
+    )
+
+    @field_validator("encryption_keys", mode="before")
+    @classmethod
+    def _joined_keys(cls, value: object) -> object:
+        """``encryption_keys=[...]`` in code, a comma-separated string in the environment."""
+        if isinstance(value, list | tuple):
+            return ",".join(str(key) for key in value)
+        return value
+
     @field_validator("store_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:

@@ -23,7 +23,8 @@ class Stats:
     delta_refreshes: int = 0  # stale copies brought up to date with load_since
     l2_errors: int = 0  # Redis calls that failed (each opens the circuit)
     l2_skipped: int = 0  # Redis calls not made because the circuit was open
-    l2_corrupt: int = 0  # L2 values that failed to decode (dropped)
+    l2_corrupt: int = 0  # L2 values that failed to decode or decrypt (dropped)
+    decryption_errors: int = 0  # stored threads that could not be decrypted (see DecryptionError)
     invalidations_received: int = 0
     invalidations_published: int = 0
     pending_fence_overflow: int = 0

@@ -27,9 +27,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convmem import Memory, Turn
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Event
 
 FULL = os.environ.get("CONVMEM_CHAOS") == "full"
 
@@ -59,13 +62,13 @@ def two_workers(folder: Path, **common: Any) -> list[WorkerPlan]:
     ]
 
 
-def run_worker(plan: WorkerPlan) -> None:
+def run_worker(plan: WorkerPlan, ready: Event) -> None:
     """A process of its own: mixed appends and reads until the time is up."""
-    record = asyncio.run(_work(plan))
+    record = asyncio.run(_work(plan, ready))
     Path(plan.out).write_text(json.dumps(record))
 
 
-async def _work(plan: WorkerPlan) -> dict[str, Any]:
+async def _work(plan: WorkerPlan, ready: Event) -> dict[str, Any]:
     rng = random.Random(plan.seed)
     acks: list[tuple[str, int, float, str]] = []
     reads: list[tuple[str, int, float]] = []
@@ -81,6 +84,7 @@ async def _work(plan: WorkerPlan) -> dict[str, Any]:
         **plan.settings,
     )
     await memory.open()
+    ready.set()
     try:
         end = time.monotonic() + plan.seconds
         n = 0
@@ -143,12 +147,20 @@ class Outcome:
 
 
 def run_workers(plans: list[WorkerPlan], during: Callable[[], None]) -> list[dict[str, Any]]:
-    """Start every worker, run ``during`` (the faults) meanwhile, and collect their records."""
+    """Start every worker, run ``during`` (the faults) once all are open, and collect
+    their records. (Faults that began while a worker was still starting would test its
+    start-up instead: a spawned process on a loaded machine takes seconds to open.)"""
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=run_worker, args=(plan,)) for plan in plans]
+    ready = [context.Event() for _ in plans]
+    processes = [
+        context.Process(target=run_worker, args=(plan, opened))
+        for plan, opened in zip(plans, ready, strict=True)
+    ]
     for process in processes:
         process.start()
     try:
+        for opened in ready:
+            opened.wait(60)
         during()
     finally:
         for process in processes:

@@ -21,7 +21,7 @@ from convmem.errors import (
     ThreadNotFoundError,
 )
 from convmem.models import Thread, Turn
-from convmem.stores.base import NewThread
+from convmem.stores.base import NewThread, Resealed
 from tests.conftest import LIMITS, Backend
 
 
@@ -230,6 +230,57 @@ async def test_purge_deletes_expired_threads_only(backend: Backend) -> None:
     backend.clock.advance(-LIMITS.ttl)  # even seen from the past, the purged ones are gone
     for thread in old:
         assert await backend.store.load(thread.id, owner=None) is None
+
+
+async def test_scan_pages_through_every_thread_of_every_owner_in_id_order(
+    raw_backend: Backend,
+) -> None:
+    made = [await make_thread(raw_backend, 0, owner=owner) for owner in ("ann", "bob", None)]
+    raw_backend.clock.advance(LIMITS.ttl + timedelta(seconds=1))
+    made.append(await make_thread(raw_backend, 0, owner="ann"))  # the first three expired
+    expected = sorted((t.id, t.owner) for t in made)
+    seen: list[tuple[str, str | None]] = []
+    after: str | None = None
+    while True:
+        trips = Trips(raw_backend)
+        page = await raw_backend.store.scan(after=after, limit=3)
+        assert trips.count == 1
+        seen.extend(page)
+        if len(page) < 3:
+            break
+        after = page[-1][0]
+    assert seen == expected
+    with pytest.raises(InvalidInputError):
+        await raw_backend.store.scan(after=None, limit=0)
+
+
+async def test_reseal_rewrites_payloads_that_still_hold_the_expected_content(
+    raw_backend: Backend,
+) -> None:
+    thread = await raw_backend.store.create(
+        spec("ann", metadata={"m": 1}),
+        [user("one", key="k1", files=("a.py",)), user("two"), user("three")],
+    )
+    replaced = [
+        Resealed("one", Turn(role="user", content="ONE", seq=1, model_name="m", files=("b",))),
+        Resealed("stale", Turn(role="user", content="TWO", seq=2)),  # moved on: untouched
+    ]
+    trips = Trips(raw_backend)
+    changed = await raw_backend.store.reseal(thread.id, replaced, ({"m": 1}, {"sealed": "x"}))
+    assert trips.count == 1
+    assert changed == 2  # one turn and the metadata
+    loaded = await raw_backend.store.load(thread.id, owner="ann")
+    assert loaded is not None
+    assert [t.content for t in loaded.turns] == ["ONE", "two", "three"]
+    first = loaded.turns[0]
+    assert (first.seq, first.key, first.model_name, first.files) == (1, "k1", "m", ("b",))
+    assert first.created_at == thread.turns[0].created_at
+    assert loaded.version == 3
+    assert dict(loaded.metadata) == {"sealed": "x"}
+    # Metadata that moved on is left alone too; a retried append still finds its key.
+    assert await raw_backend.store.reseal(thread.id, [], ({"m": 1}, {"other": 1})) == 0
+    retried = await raw_backend.store.append(thread.id, [user("ONE", key="k1")], owner="ann")
+    assert (retried.inserted, retried.version) == (0, 3)
 
 
 async def test_a_full_thread_refuses_appends_and_writes_nothing(backend: Backend) -> None:

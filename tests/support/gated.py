@@ -8,14 +8,14 @@ test to open the gate before returning (a "slow reader").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from convmem.stores.base import Store
 
 if TYPE_CHECKING:
     from convmem.models import Thread, ThreadPage, Turn
-    from convmem.stores.base import AppendResult, NewThread, ThreadDelta
+    from convmem.stores.base import AppendResult, NewThread, Resealed, ThreadDelta
 
 
 class GatedStore(Store):
@@ -73,3 +73,14 @@ class GatedStore(Store):
 
     async def purge_expired(self) -> int:
         return await self.inner.purge_expired()
+
+    async def scan(self, *, after: str | None, limit: int) -> tuple[tuple[str, str | None], ...]:
+        return await self.inner.scan(after=after, limit=limit)
+
+    async def reseal(
+        self,
+        thread_id: str,
+        turns: Sequence[Resealed],
+        metadata: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+    ) -> int:
+        return await self.inner.reseal(thread_id, turns, metadata)

@@ -15,6 +15,9 @@ tier. Staleness is bounded by a ``Lease``: L1 and L2 are read only while this
 instance has heard from Redis within the lease (and, after a break, for a whole
 lease), unless it is the only instance; writes Redis missed are replayed in the
 background every quarter lease until it takes them.
+
+With encryption on (``sealing``), the store and L2 hold sealed copies; a copy is
+opened once, when it is lifted into L1, which alone holds plaintext.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from convmem.cache.bus import InvalidationListener
 from convmem.cache.lease import Lease
 from convmem.cache.protocol import DELETED, CorruptPayload, L2Error
 from convmem.cache.watermarks import Watermarks
-from convmem.errors import StoreError, ThreadNotFoundError
+from convmem.errors import DecryptionError, StoreError, ThreadNotFoundError
+from convmem.sealing import NO_SEALING, Sealing
 from convmem.stores.base import extend_thread
 from convmem.stores.guard import StoreGuard
 
@@ -64,8 +68,10 @@ class TieredCache:
         lease_seconds: float = 1.0,
         timer: Callable[[], float] = time.monotonic,
         guard: StoreGuard | None = None,
+        sealing: Sealing = NO_SEALING,
     ) -> None:
         self.store = store
+        self.sealing = sealing
         self.guard = guard or StoreGuard(timer=timer)
         self.l1 = l1
         self.l2 = l2
@@ -205,7 +211,7 @@ class TieredCache:
                 return (copy if copy.owner == owner else None), "l2"
             self.stats.l2_misses += 1
         self.stats.misses += 1
-        thread = await self._load(thread_id, owner)
+        thread, stored = await self._load(thread_id, owner)
         log.debug("CACHE MISS thread=%s version=%s", thread_id, thread.version if thread else None)
         if thread is None:
             return None, "store"
@@ -213,12 +219,22 @@ class TieredCache:
         # A copy read before contact with Redis broke or came back may predate a write
         # Redis has not been told of yet (or a fence it lost in a restart): not installed;
         # nor while Redis is silent (it may be hung: no call waits for it).
-        if self.l2 is not None and epoch == self._epoch and (trusted or self._in_contact()):
-            await _l2(self.l2.install(thread, now))
+        if (
+            self.l2 is not None
+            and stored is not None
+            and epoch == self._epoch
+            and (trusted or self._in_contact())
+        ):
+            await _l2(self.l2.install(stored, now))
         return thread, "store"
 
-    async def _load(self, thread_id: str, owner: str | None) -> Thread | None:
-        """From the store: only the missing turns when an older copy is at hand."""
+    async def _load(self, thread_id: str, owner: str | None) -> tuple[Thread | None, Thread | None]:
+        """From the store: only the missing turns when an older copy is at hand.
+
+        Returns the thread and the copy L2 may take: the sealed copy as stored, or None
+        after a sealed delta refresh (sealing the whole thread again to install it would
+        cost a cipher call per turn; the writer already brought L2 up to date).
+        """
         self.stats.store_reads += 1
         base = self.l1.get(thread_id)
         if base is not None and base.owner == owner:
@@ -227,16 +243,31 @@ class TieredCache:
             )
             if delta is None:
                 self.l1.discard(thread_id)
-                return None
+                return None, None
             self.stats.delta_refreshes += 1
-            return extend_thread(base, delta.turns, delta.updated_at, delta.expires_at)
-        return await self._store(lambda: self.store.load(thread_id, owner=owner))
+            turns = self._opened(thread_id, lambda: self.sealing.open_turns(thread_id, delta.turns))
+            thread = extend_thread(base, turns, delta.updated_at, delta.expires_at)
+            return thread, (None if self.sealing.encrypts else thread)
+        stored = await self._store(lambda: self.store.load(thread_id, owner=owner))
+        if stored is None:
+            return None, None
+        return self._opened(thread_id, lambda: self.sealing.open_thread(stored)), stored
+
+    def _opened(self, thread_id: str, opening: Callable[[], T]) -> T:
+        """Open what the store returned; a thread that cannot be opened is counted."""
+        try:
+            return opening()
+        except DecryptionError as exc:
+            self.stats.decryption_errors += 1
+            log.error("thread %s cannot be decrypted: %s", thread_id, exc)
+            raise
 
     async def _l2_get(self, thread_id: str) -> Thread | None:
         assert self.l2 is not None
         try:
-            return await _l2(self.l2.get(thread_id))
-        except CorruptPayload as exc:
+            copy = await _l2(self.l2.get(thread_id))
+            return None if copy is None else self.sealing.open_thread(copy)
+        except (CorruptPayload, DecryptionError) as exc:
             self.stats.l2_corrupt += 1
             log.warning("corrupt L2 value for thread %s dropped: %s", thread_id, exc)
             await _l2(self.l2.drop(thread_id))
@@ -250,10 +281,13 @@ class TieredCache:
 
     # -- writes ----------------------------------------------------------------
 
-    async def created(self, thread: Thread) -> None:
+    async def created(self, stored: Thread) -> Thread:
+        """Cache a thread the store just created (as stored); return it opened."""
+        thread = self._opened(stored.id, lambda: self.sealing.open_thread(stored))
         self._install_l1(thread, self._epoch)
         if self.l2 is not None:
-            await _l2(self.l2.install(thread, self.store.clock()))
+            await _l2(self.l2.install(stored, self.store.clock()))
+        return thread
 
     async def appended(self, result: AppendResult, owner: str | None) -> Thread:
         """Bring every tier up to the committed append; return the whole thread."""
@@ -275,7 +309,11 @@ class TieredCache:
             )
             await _l2(self.l2.publish(thread_id, version, self.instance_id))
         cached = self.l1.get(thread_id)
-        if cached is not None and (extended := result.applied_to(cached)) is not None:
+        if cached is not None and cached.version == result.base_version:
+            turns = self._opened(
+                thread_id, lambda: self.sealing.open_turns(thread_id, result.new_turns)
+            )
+            extended = extend_thread(cached, turns, result.updated_at, result.expires_at)
             self.l1.put(extended, base=cached)
             return extended
         thread = await self.get(thread_id, owner)

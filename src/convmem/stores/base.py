@@ -123,6 +123,15 @@ def _seq(turn: Turn) -> int:
     return turn.seq
 
 
+@dataclass(frozen=True, slots=True)
+class Resealed:
+    """A stored turn sealed again: ``turn`` (with its ``seq``) replaces the row's payload
+    if the row's content is still ``expected``."""
+
+    expected: str
+    turn: Turn
+
+
 class Store(ABC):
     """The source of truth. Construct without I/O; ``open()`` (or ``async with``) connects."""
 
@@ -205,6 +214,25 @@ class Store(ABC):
     @abstractmethod
     async def purge_expired(self) -> int:
         """Delete every expired thread (1 round trip); return how many."""
+
+    # -- maintenance (encryption key rotation) -------------------------------------
+
+    @abstractmethod
+    async def scan(self, *, after: str | None, limit: int) -> tuple[tuple[str, str | None], ...]:
+        """Up to ``limit`` threads' ``(id, owner)`` in id order after ``after``, whatever
+        their owner or expiry (1 round trip)."""
+
+    @abstractmethod
+    async def reseal(
+        self,
+        thread_id: str,
+        turns: Sequence[Resealed],
+        metadata: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Rewrite stored payloads in place (1 round trip): each turn's columns where the
+        row still holds ``expected`` content, the thread's metadata ``(old, new)`` where it
+        still equals ``old``. Seq, role, key, times and the version do not change (the
+        plaintext is the same). Returns how many rows changed."""
 
 
 class SnapshotStore(Store):

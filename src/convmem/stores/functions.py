@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import uuid
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -30,7 +31,7 @@ from convmem.records import (
     turn_params,
 )
 from convmem.stores import common
-from convmem.stores.base import AppendResult, NewThread, SnapshotStore
+from convmem.stores.base import AppendResult, NewThread, Resealed, SnapshotStore
 
 if TYPE_CHECKING:
     from convmem.errors import ConvMemError
@@ -41,6 +42,9 @@ ROW_FIELDS: Final = (*TURN_COLUMNS, *HEADER_ONLY)
 TIME_FIELDS: Final = frozenset({"created_at", "updated_at", "expires_at"})
 _TURN_WIDTH: Final = len(TURN_COLUMNS)
 _INDEX = {name: i for i, name in enumerate(ROW_FIELDS)}
+
+# A REST retry record younger than this may still be read by a retry; reseal keeps it.
+RETRY_RECORD_AGE: Final = timedelta(minutes=1)
 
 Row = Sequence[Any]  # one convmem_row, values in ROW_FIELDS order, times as aware datetimes
 
@@ -164,6 +168,37 @@ class FunctionStore(SnapshotStore):
         return int(
             await self._value(Call("convmem_purge", {"p_now": self.clock()}, returns_rows=False))
         )
+
+    async def scan(self, *, after: str | None, limit: int) -> tuple[tuple[str, str | None], ...]:
+        common.check_list_limit(limit)
+        pairs = await self._value(
+            Call("convmem_scan", {"p_after": after, "p_limit": limit}, returns_rows=False)
+        )
+        return tuple((str(thread_id), owner) for thread_id, owner in pairs or ())
+
+    async def reseal(
+        self,
+        thread_id: str,
+        turns: Sequence[Resealed],
+        metadata: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+    ) -> int:
+        changed = await self._value(
+            Call(
+                "convmem_reseal",
+                {
+                    "p_id": thread_id,
+                    "p_turns": [
+                        {"seq": r.turn.seq, "expected": r.expected, **turn_params(r.turn)}
+                        for r in turns
+                    ],
+                    "p_metadata_old": None if metadata is None else dict(metadata[0]),
+                    "p_metadata_new": None if metadata is None else dict(metadata[1]),
+                    "p_records_before": self.clock() - RETRY_RECORD_AGE,
+                },
+                returns_rows=False,
+            )
+        )
+        return int(changed or 0)
 
     async def schema_version(self) -> int:
         """The newest migration recorded in the database (0 when none is)."""

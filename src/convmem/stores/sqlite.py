@@ -29,11 +29,18 @@ from convmem.records import (
     turn_params,
 )
 from convmem.stores import common
-from convmem.stores.base import AppendResult, Clock, NewThread, SnapshotStore, utc_now
+from convmem.stores.base import (
+    AppendResult,
+    Clock,
+    NewThread,
+    Resealed,
+    SnapshotStore,
+    utc_now,
+)
 from convmem.stores.migrations import migrations_for, pending
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
 
     from convmem.limits import ThreadLimits
@@ -345,6 +352,51 @@ class SqliteStore(SnapshotStore):
 
         return await self._run(lambda: self._transaction(purge))
 
+    async def scan(self, *, after: str | None, limit: int) -> tuple[tuple[str, str | None], ...]:
+        common.check_list_limit(limit)
+
+        def scan(conn: sqlite3.Connection) -> tuple[tuple[str, str | None], ...]:
+            return tuple(
+                (str(row[0]), row[1])
+                for row in conn.execute(
+                    "SELECT id, owner FROM convmem_threads WHERE ? IS NULL OR id > ?"
+                    " ORDER BY id LIMIT ?",
+                    (after, after, limit),
+                )
+            )
+
+        return await self._run(lambda: scan(self._db()))
+
+    async def reseal(
+        self,
+        thread_id: str,
+        turns: Sequence[Resealed],
+        metadata: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+    ) -> int:
+        rows = [(*_payload(r.turn), thread_id, r.turn.seq, r.expected) for r in turns]
+
+        def reseal(conn: sqlite3.Connection) -> int:
+            changed = 0
+            for row in rows:
+                changed += conn.execute(
+                    "UPDATE convmem_turns SET content = ?, tool_name = ?, model_provider = ?,"
+                    " model_name = ?, files = ?, images = ?, metadata = ?"
+                    " WHERE thread_id = ? AND seq = ? AND content = ?",
+                    row,
+                ).rowcount
+            if metadata is not None:
+                found = conn.execute(
+                    "SELECT metadata FROM convmem_threads WHERE id = ?", (thread_id,)
+                ).fetchone()
+                if found is not None and orjson.loads(found[0]) == dict(metadata[0]):
+                    changed += conn.execute(
+                        "UPDATE convmem_threads SET metadata = ? WHERE id = ?",
+                        (_json(dict(metadata[1])), thread_id),
+                    ).rowcount
+            return changed
+
+        return await self._run(lambda: self._transaction(reseal))
+
 
 def _header(row: Sequence[Any]) -> dict[str, Any]:
     header = dict(zip(THREAD_COLUMNS, row, strict=True))
@@ -374,11 +426,13 @@ def _turn(row: Sequence[Any]) -> Turn:
 
 
 def _turn_row(thread_id: str, seq: int, turn: Turn, now: datetime) -> tuple[Any, ...]:
+    return (thread_id, seq, turn.role, *_payload(turn), turn.key, to_micros(now))
+
+
+def _payload(turn: Turn) -> tuple[Any, ...]:
+    """The columns from ``content`` to ``metadata``: what sealing replaces."""
     p = turn_params(turn)
     return (
-        thread_id,
-        seq,
-        p["role"],
         p["content"],
         p["tool_name"],
         p["model_provider"],
@@ -386,8 +440,6 @@ def _turn_row(thread_id: str, seq: int, turn: Turn, now: datetime) -> tuple[Any,
         _json(p["files"]),
         _json(p["images"]),
         _json(p["metadata"]),
-        p["key"],
-        to_micros(now),
     )
 
 

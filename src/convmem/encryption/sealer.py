@@ -1,0 +1,233 @@
+"""``Encryption``: seals turns and thread metadata before they leave the process.
+
+A sealed turn keeps in clear only what the store needs (seq, role, key, timestamps);
+its content, files, images, metadata, tool and model names travel as one ciphertext in
+``content``, written ``cm1.<key id>.<base64url>``. Sealed thread metadata is a mapping
+with one entry, ``{"cm1": "<key id>.<base64url>"}``.
+
+The cipher is AES-SIV (RFC 5297), a deterministic authenticated cipher: the same turn
+sealed twice under one key gives the same ciphertext, so a retried append compares
+equal in the store and idempotency works unchanged. The price, said in the README: an
+attacker with the database learns which turns of one thread carry identical
+plaintext (threads have different keys). The associated data binds each ciphertext to
+its thread and role, so a ciphertext moved to another thread or relabelled fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any, Final
+
+import orjson
+from cryptography.exceptions import InvalidTag
+
+from convmem.encryption.keys import KeyRing
+from convmem.errors import DecryptionError, InvalidTurnError
+from convmem.models import Thread, ThreadSummary, Turn, turn_from_storage
+
+PREFIX: Final = "cm1."
+METADATA_FIELD: Final = "cm1"
+_TURN_AAD: Final = b"convmem turn v1"
+_METADATA_AAD: Final = b"convmem thread metadata v1"
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+class Encryption:
+    """Encryption at rest with ``keys`` (the first encrypts, every one decrypts).
+
+    ``accept_plaintext`` lets turns written before encryption was turned on be read
+    until ``convmem rotate-keys`` has sealed them; while it is on, whoever can write to
+    the database can also plant unsealed turns, so turn it off when rotation is done.
+    """
+
+    encrypts = True
+
+    def __init__(self, keys: str | Iterable[str], *, accept_plaintext: bool = False) -> None:
+        self.ring = KeyRing(keys)
+        self.accept_plaintext = accept_plaintext
+
+    @property
+    def current_key_id(self) -> str:
+        return self.ring.current.id
+
+    # -- sealing ------------------------------------------------------------------
+
+    def seal_turn(self, thread_id: str, turn: Turn) -> Turn:
+        payload = orjson.dumps(
+            [
+                turn.content,
+                turn.tool_name,
+                turn.model_provider,
+                turn.model_name,
+                turn.files,
+                turn.images,
+                dict(turn.metadata),
+            ]
+        )
+        key = self.ring.current
+        sealed = self.ring.cipher(key.id, thread_id).encrypt(
+            payload, [_TURN_AAD, thread_id.encode(), turn.role.encode()]
+        )
+        return Turn(
+            role=turn.role,
+            content=f"{PREFIX}{key.id}.{_b64(sealed)}",
+            key=turn.key,
+            seq=turn.seq,
+            created_at=turn.created_at,
+        )
+
+    def seal_turns(self, thread_id: str, turns: Sequence[Turn]) -> Sequence[Turn]:
+        return [self.seal_turn(thread_id, turn) for turn in turns]
+
+    def seal_metadata(self, thread_id: str, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+        key = self.ring.current
+        sealed = self.ring.cipher(key.id, thread_id).encrypt(
+            orjson.dumps(dict(metadata)), [_METADATA_AAD, thread_id.encode()]
+        )
+        return {METADATA_FIELD: f"{key.id}.{_b64(sealed)}"}
+
+    # -- opening ------------------------------------------------------------------
+
+    def open_turn(self, thread_id: str, turn: Turn) -> Turn:
+        content = turn.content
+        if not content.startswith(PREFIX):
+            return self._unsealed(thread_id, turn, f"turn {turn.seq}")
+        key_id, ciphertext = self._split(thread_id, content[len(PREFIX) :], f"turn {turn.seq}")
+        payload = self._decrypt(
+            thread_id,
+            key_id,
+            ciphertext,
+            [_TURN_AAD, thread_id.encode(), turn.role.encode()],
+            f"turn {turn.seq}",
+        )
+        try:
+            text, tool_name, provider, model, files, images, metadata = orjson.loads(payload)
+            return turn_from_storage(
+                turn.seq,
+                turn.role,
+                text,
+                tool_name,
+                provider,
+                model,
+                files,
+                images,
+                metadata,
+                turn.key,
+                turn.created_at,
+            )
+        except (orjson.JSONDecodeError, ValueError, TypeError, InvalidTurnError) as exc:
+            # Authenticated, so written by a holder of the key: a bug, never tampering.
+            raise DecryptionError(
+                f"turn {turn.seq} of thread {thread_id} decrypted to an unexpected shape",
+                thread_id=thread_id,
+            ) from exc
+
+    def open_turns(self, thread_id: str, turns: Sequence[Turn]) -> tuple[Turn, ...]:
+        return tuple(self.open_turn(thread_id, turn) for turn in turns)
+
+    def open_metadata(self, thread_id: str, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+        sealed = metadata.get(METADATA_FIELD) if len(metadata) == 1 else None
+        if not isinstance(sealed, str):
+            if self.accept_plaintext:
+                return metadata
+            raise _in_clear(thread_id, "its metadata")
+        key_id, ciphertext = self._split(thread_id, sealed, "its metadata")
+        payload = self._decrypt(
+            thread_id, key_id, ciphertext, [_METADATA_AAD, thread_id.encode()], "its metadata"
+        )
+        opened = orjson.loads(payload)
+        if not isinstance(opened, dict):
+            raise DecryptionError(
+                f"the metadata of thread {thread_id} decrypted to an unexpected shape",
+                thread_id=thread_id,
+            )
+        return MappingProxyType(opened) if opened else _EMPTY
+
+    def open_thread(self, thread: Thread) -> Thread:
+        return replace(
+            thread,
+            turns=self.open_turns(thread.id, thread.turns),
+            metadata=self.open_metadata(thread.id, thread.metadata),
+        )
+
+    def open_summary(self, summary: ThreadSummary) -> ThreadSummary:
+        return replace(summary, metadata=self.open_metadata(summary.id, summary.metadata))
+
+    # -- rotation -----------------------------------------------------------------
+
+    def reseal_turn(self, thread_id: str, turn: Turn) -> Turn | None:
+        """``turn`` (as stored) sealed under the current key, or None if it already is.
+
+        A turn stored in clear is sealed too: rotation is how threads written before
+        encryption was turned on get encrypted.
+        """
+        if turn.content.startswith(f"{PREFIX}{self.ring.current.id}."):
+            return None
+        opened = self.open_turn(thread_id, turn) if turn.content.startswith(PREFIX) else turn
+        return self.seal_turn(thread_id, opened)
+
+    def reseal_metadata(
+        self, thread_id: str, metadata: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None:
+        """Thread metadata (as stored) sealed under the current key, or None if it is."""
+        sealed = metadata.get(METADATA_FIELD) if len(metadata) == 1 else None
+        if isinstance(sealed, str) and sealed.startswith(f"{self.ring.current.id}."):
+            return None
+        opened = (
+            metadata if not isinstance(sealed, str) else self.open_metadata(thread_id, metadata)
+        )
+        return self.seal_metadata(thread_id, opened)
+
+    # -- parts --------------------------------------------------------------------
+
+    def _unsealed(self, thread_id: str, turn: Turn, what: str) -> Turn:
+        if self.accept_plaintext:
+            return turn
+        raise _in_clear(thread_id, what)
+
+    def _split(self, thread_id: str, text: str, what: str) -> tuple[str, bytes]:
+        key_id, _, encoded = text.partition(".")
+        if not self.ring.knows(key_id):
+            raise DecryptionError(
+                f"{what} of thread {thread_id} is encrypted under key id {key_id!r}, which is"
+                " not among the configured encryption keys; add that key back (keys after the"
+                " first still decrypt)",
+                thread_id=thread_id,
+            )
+        try:
+            return key_id, base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise _tampered(thread_id, what) from exc
+
+    def _decrypt(
+        self, thread_id: str, key_id: str, ciphertext: bytes, aad: list[bytes], what: str
+    ) -> bytes:
+        try:
+            return self.ring.cipher(key_id, thread_id).decrypt(ciphertext, aad)
+        except (InvalidTag, ValueError) as exc:
+            raise _tampered(thread_id, what) from exc
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _tampered(thread_id: str, what: str) -> DecryptionError:
+    return DecryptionError(
+        f"{what} of thread {thread_id} failed authentication: its ciphertext was altered,"
+        " truncated or moved from another thread or turn",
+        thread_id=thread_id,
+    )
+
+
+def _in_clear(thread_id: str, what: str) -> DecryptionError:
+    return DecryptionError(
+        f"{what} of thread {thread_id} is stored in clear while encryption is on; run"
+        " `convmem rotate-keys` to seal threads written before encryption was turned on"
+        " (CONVMEM_ENCRYPTION_ACCEPT_PLAINTEXT=1 reads them meanwhile)",
+        thread_id=thread_id,
+    )

@@ -1,0 +1,69 @@
+"""What the cache and ``Memory`` need of encryption at rest, and the no-op default.
+
+Sealing sits between the model and everything below L1 (DESIGN.md): turns and thread
+metadata are sealed once before they reach the store, the store and L2 keep them
+sealed, and they are opened once when a copy is lifted into L1, which holds plaintext.
+Without encryption the sealing is the identity (``NO_SEALING``), so the cache has one
+code path. ``convmem.encryption.Encryption`` is the real one; this module imports no
+cipher, so ``import convmem`` does not need the ``encryption`` extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+if TYPE_CHECKING:
+    from convmem.models import Thread, ThreadSummary, Turn
+
+
+class Sealing(Protocol):
+    @property
+    def encrypts(self) -> bool:
+        """False for the identity: a sealed copy is then also a plaintext one."""
+        ...
+
+    def seal_turns(self, thread_id: str, turns: Sequence[Turn]) -> Sequence[Turn]: ...
+    def seal_metadata(self, thread_id: str, metadata: Mapping[str, Any]) -> Mapping[str, Any]: ...
+    def open_turns(self, thread_id: str, turns: Sequence[Turn]) -> tuple[Turn, ...]: ...
+    def open_thread(self, thread: Thread) -> Thread: ...
+    def open_summary(self, summary: ThreadSummary) -> ThreadSummary: ...
+    def reseal_turn(self, thread_id: str, turn: Turn) -> Turn | None:
+        """The stored turn sealed under the current key; None when nothing is to do."""
+        ...
+
+    def reseal_metadata(
+        self, thread_id: str, metadata: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None: ...
+
+
+class _NoSealing:
+    """Encryption off: everything passes through unchanged."""
+
+    encrypts = False
+
+    def seal_turns(self, thread_id: str, turns: Sequence[Turn]) -> Sequence[Turn]:
+        return turns
+
+    def seal_metadata(self, thread_id: str, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+        return metadata
+
+    def open_turns(self, thread_id: str, turns: Sequence[Turn]) -> tuple[Turn, ...]:
+        return tuple(turns)
+
+    def open_thread(self, thread: Thread) -> Thread:
+        return thread
+
+    def open_summary(self, summary: ThreadSummary) -> ThreadSummary:
+        return summary
+
+    def reseal_turn(self, thread_id: str, turn: Turn) -> Turn | None:
+        return None
+
+    def reseal_metadata(
+        self, thread_id: str, metadata: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None:
+        return None
+
+
+NO_SEALING: Final[Sealing] = _NoSealing()

@@ -1,0 +1,89 @@
+"""A store seen through encryption at rest, so the whole store contract runs sealed.
+
+``SealedStore`` seals what goes in and opens what comes out with the product's own
+``Encryption``, exactly as ``Memory`` and the cache do around a real store: the store
+underneath holds only ciphertext, and every contract case (round trips, idempotency by
+key, conflicts, limits, verbatim text) must still hold. The maintenance calls (scan,
+reseal) work on stored payloads as they are: they pass through, and their contract
+cases run on the stores without this view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from convmem.encryption import Encryption
+from convmem.stores.base import AppendResult, Store, ThreadDelta
+
+if TYPE_CHECKING:
+    from convmem.models import Thread, ThreadPage, Turn
+    from convmem.stores.base import NewThread, Resealed
+
+
+class SealedStore(Store):
+    def __init__(self, inner: Store, encryption: Encryption) -> None:
+        super().__init__(limits=inner.limits, clock=inner.clock)
+        self.inner = inner
+        self.encryption = encryption
+
+    async def open(self, *, migrate: bool = True) -> None:
+        await self.inner.open(migrate=migrate)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def migrate(self) -> list[str]:
+        return await self.inner.migrate()
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
+        thread = await self.inner.load(thread_id, owner=owner)
+        return None if thread is None else self.encryption.open_thread(thread)
+
+    async def load_since(
+        self, thread_id: str, version: int, *, owner: str | None
+    ) -> ThreadDelta | None:
+        delta = await self.inner.load_since(thread_id, version, owner=owner)
+        if delta is None:
+            return None
+        return replace(delta, turns=self.encryption.open_turns(thread_id, delta.turns))
+
+    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
+        sealed = replace(thread, metadata=self.encryption.seal_metadata(thread.id, thread.metadata))
+        stored = await self.inner.create(sealed, self.encryption.seal_turns(thread.id, turns))
+        return self.encryption.open_thread(stored)
+
+    async def append(
+        self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
+    ) -> AppendResult:
+        result = await self.inner.append(
+            thread_id, self.encryption.seal_turns(thread_id, turns), owner=owner
+        )
+        return replace(result, turns=self.encryption.open_turns(thread_id, result.turns))
+
+    async def list(
+        self, *, owner: str | None, limit: int = 50, cursor: str | None = None
+    ) -> ThreadPage:
+        page = await self.inner.list(owner=owner, limit=limit, cursor=cursor)
+        return replace(page, threads=tuple(self.encryption.open_summary(t) for t in page.threads))
+
+    async def delete(self, thread_id: str, *, owner: str | None) -> bool:
+        return await self.inner.delete(thread_id, owner=owner)
+
+    async def purge_expired(self) -> int:
+        return await self.inner.purge_expired()
+
+    async def scan(self, *, after: str | None, limit: int) -> tuple[tuple[str, str | None], ...]:
+        return await self.inner.scan(after=after, limit=limit)
+
+    async def reseal(
+        self,
+        thread_id: str,
+        turns: Sequence[Resealed],
+        metadata: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+    ) -> int:
+        return await self.inner.reseal(thread_id, turns, metadata)
