@@ -55,7 +55,14 @@ def test_bench_quick_runs_and_writes_its_report(tmp_path: Path) -> None:
     # requests; native messages share most of it.
     assert len(data["prefix"]) == 4
     assert all(p["before"] < 0.1 < 0.5 < p["after"] for p in data["prefix"])
+    # Encryption at rest costs no round trip: counted at the proxy, warm 1, cold 2.
+    encryption = {e["state"]: e for e in data["encryption"]}
+    assert set(encryption) == {"warm (L1)", "cold"}
+    assert encryption["warm (L1)"]["round_trips_on"] == 1.0
+    assert encryption["cold"]["round_trips_on"] == 2.0
+    assert all(e["off_p50_ms"] > 0 and e["on_p50_ms"] > 0 for e in encryption.values())
     report = (out / "BENCHMARKS.md").read_text()
+    assert "## Encryption at rest: a continued request with it off and on" in report
     assert "## Prompt-prefix stability" in report
     assert "## pal-mcp-server: round trips of one continued `chat` request" in report
     assert "## Targets" in report

@@ -11,11 +11,13 @@ import asyncio
 import sqlite3
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
+from mcp import Client
 
 from convmem import Memory, Turn
 from convmem.encryption import Encryption, new_key
@@ -25,6 +27,10 @@ from convmem.errors import (
     DecryptionError,
     IdempotencyConflictError,
 )
+from convmem.providers.echo import EchoProvider
+from convmem.server.mcp_app import build_mcp
+from convmem.server.metrics import Metrics
+from convmem.server.service import ConversationService
 from convmem.stores.base import Resealed
 from convmem_bench.postgrest_standin import PostgrestStandIn
 from tests.conftest import Backend, MemoryFactory
@@ -356,3 +362,39 @@ def test_a_resealed_turn_keeps_its_place() -> None:
     assert resealed.seq == 3
     assert encryption.reseal_turn(thread_id, resealed) is None
     assert Resealed(old.content, resealed).expected == old.content
+
+
+async def test_mcp_chat_under_encryption_and_a_thread_that_cannot_be_opened(
+    tmp_path: Path,
+) -> None:
+    """Through the MCP tools: conversations continue as ever, the file holds no
+    plaintext, and a tampered thread is a tool error saying what to do (and a metric)."""
+    url = f"sqlite:///{tmp_path}/mcp.db"
+    async with Memory.from_url(url, encryption_keys=[KEY_A]) as memory:
+        metrics = Metrics(memory)
+        client = Client(
+            build_mcp(
+                ConversationService(memory, EchoProvider()), metrics=metrics, transport="test"
+            )
+        )
+        async with client:
+            first = (
+                await client.call_tool("chat", {"prompt": f"remember {SECRET}"})
+            ).structured_content
+            assert first is not None
+            cid = first["continuation_id"]
+            again = await client.call_tool(
+                "chat", {"prompt": "what was it?", "continuation_id": cid}
+            )
+            assert not again.is_error
+            with sqlite3.connect(tmp_path / "mcp.db") as conn:
+                assert SECRET not in repr(conn.execute("SELECT * FROM convmem_turns").fetchall())
+                conn.execute("UPDATE convmem_turns SET role = 'system' WHERE seq = 1")
+            await memory.evict(cid)
+            broken = await client.call_tool("chat", {"prompt": "and now?", "continuation_id": cid})
+            assert broken.is_error
+            message = broken.content[0].text  # type: ignore[union-attr]
+            assert "cannot be decrypted" in message
+            assert "without continuation_id" in message
+            assert KEY_A not in message
+        assert b"convmem_decryption_errors_total 1.0" in metrics.render()

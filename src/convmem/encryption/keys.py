@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from convmem.errors import ConfigurationError
 
 KEY_BYTES: Final = 32
+KEY_ID_CHARS: Final = 8
 _THREAD_KEY_BYTES: Final = 64  # AES-256-SIV: two 256-bit halves (MAC and cipher)
 _CACHED_THREAD_KEYS: Final = 4096  # deriving one costs ~7 µs; a lookup ~0.1 µs
 
@@ -54,7 +55,7 @@ def parse_key(text: str) -> MasterKey:
             " make one with `convmem keygen`"
         )
     digest = hashlib.sha256(b"convmem key id\0" + secret).hexdigest()
-    return MasterKey(digest[:8], secret)
+    return MasterKey(digest[:KEY_ID_CHARS], secret)
 
 
 def parse_keys(keys: str | Iterable[str]) -> tuple[MasterKey, ...]:

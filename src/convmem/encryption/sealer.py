@@ -2,8 +2,8 @@
 
 A sealed turn keeps in clear only what the store needs (seq, role, key, timestamps);
 its content, files, images, metadata, tool and model names travel as one ciphertext in
-``content``, written ``cm1.<key id>.<base64url>``. Sealed thread metadata is a mapping
-with one entry, ``{"cm1": "<key id>.<base64url>"}``.
+``content``, written ``cm1.<key id>.<base64>``. Sealed thread metadata is a mapping
+with one entry, ``{"cm1": "<key id>.<base64>"}``.
 
 The cipher is AES-SIV (RFC 5297), a deterministic authenticated cipher: the same turn
 sealed twice under one key gives the same ciphertext, so a retried append compares
@@ -15,21 +15,25 @@ its thread and role, so a ciphertext moved to another thread or relabelled fails
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+import pybase64
 from cryptography.exceptions import InvalidTag
 
-from convmem.encryption.keys import KeyRing
+from convmem.encryption.keys import KEY_ID_CHARS, KeyRing
 from convmem.errors import DecryptionError, InvalidTurnError
 from convmem.models import Thread, ThreadSummary, Turn, turn_from_storage
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
 PREFIX: Final = "cm1."
+_KEY_AT: Final = len(PREFIX)
+_KEY_END: Final = _KEY_AT + KEY_ID_CHARS  # then ".", then the ciphertext
 METADATA_FIELD: Final = "cm1"
 _TURN_AAD: Final = b"convmem turn v1"
 _METADATA_AAD: Final = b"convmem thread metadata v1"
@@ -57,77 +61,102 @@ class Encryption:
     # -- sealing ------------------------------------------------------------------
 
     def seal_turn(self, thread_id: str, turn: Turn) -> Turn:
-        payload = orjson.dumps(
-            [
-                turn.content,
-                turn.tool_name,
-                turn.model_provider,
-                turn.model_name,
-                turn.files,
-                turn.images,
-                dict(turn.metadata),
-            ]
-        )
-        key = self.ring.current
-        sealed = self.ring.cipher(key.id, thread_id).encrypt(
-            payload, [_TURN_AAD, thread_id.encode(), turn.role.encode()]
-        )
-        return Turn(
-            role=turn.role,
-            content=f"{PREFIX}{key.id}.{_b64(sealed)}",
-            key=turn.key,
-            seq=turn.seq,
-            created_at=turn.created_at,
-        )
+        return self.seal_turns(thread_id, (turn,))[0]
 
     def seal_turns(self, thread_id: str, turns: Sequence[Turn]) -> Sequence[Turn]:
-        return [self.seal_turn(thread_id, turn) for turn in turns]
+        key = self.ring.current
+        cipher = self.ring.cipher(key.id, thread_id)
+        thread = thread_id.encode()
+        head = f"{PREFIX}{key.id}."
+        sealed = []
+        for turn in turns:
+            payload = orjson.dumps(
+                [
+                    turn.content,
+                    turn.tool_name,
+                    turn.model_provider,
+                    turn.model_name,
+                    turn.files,
+                    turn.images,
+                    dict(turn.metadata),
+                ]
+            )
+            ciphertext = cipher.encrypt(payload, [_TURN_AAD, thread, turn.role.encode()])
+            sealed.append(
+                turn_from_storage(
+                    turn.seq,
+                    turn.role,
+                    head + _text(ciphertext),
+                    None,
+                    None,
+                    None,
+                    (),
+                    (),
+                    _EMPTY,
+                    turn.key,
+                    turn.created_at,
+                )
+            )
+        return sealed
 
     def seal_metadata(self, thread_id: str, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
         key = self.ring.current
         sealed = self.ring.cipher(key.id, thread_id).encrypt(
             orjson.dumps(dict(metadata)), [_METADATA_AAD, thread_id.encode()]
         )
-        return {METADATA_FIELD: f"{key.id}.{_b64(sealed)}"}
+        return {METADATA_FIELD: f"{key.id}.{_text(sealed)}"}
 
     # -- opening ------------------------------------------------------------------
 
     def open_turn(self, thread_id: str, turn: Turn) -> Turn:
-        content = turn.content
-        if not content.startswith(PREFIX):
-            return self._unsealed(thread_id, turn, f"turn {turn.seq}")
-        key_id, ciphertext = self._split(thread_id, content[len(PREFIX) :], f"turn {turn.seq}")
-        payload = self._decrypt(
-            thread_id,
-            key_id,
-            ciphertext,
-            [_TURN_AAD, thread_id.encode(), turn.role.encode()],
-            f"turn {turn.seq}",
-        )
-        try:
-            text, tool_name, provider, model, files, images, metadata = orjson.loads(payload)
-            return turn_from_storage(
-                turn.seq,
-                turn.role,
-                text,
-                tool_name,
-                provider,
-                model,
-                files,
-                images,
-                metadata,
-                turn.key,
-                turn.created_at,
-            )
-        except (orjson.JSONDecodeError, ValueError, TypeError, InvalidTurnError) as exc:
-            # Authenticated, so written by a holder of the key: a bug, never tampering.
-            raise DecryptionError(
-                f"turn {turn.seq} of thread {thread_id} decrypted to an unexpected shape",
-                thread_id=thread_id,
-            ) from exc
+        return self.open_turns(thread_id, (turn,))[0]
 
     def open_turns(self, thread_id: str, turns: Sequence[Turn]) -> tuple[Turn, ...]:
-        return tuple(self.open_turn(thread_id, turn) for turn in turns)
+        """The turns as written. Opening is on the path of every cold read, so the
+        per-thread work (the cipher, the associated data) is done once per call."""
+        thread = thread_id.encode()
+        ciphers: dict[str, AESSIV] = {}
+        opened = []
+        for turn in turns:
+            content = turn.content
+            if not content.startswith(PREFIX):
+                opened.append(self._unsealed(thread_id, turn, f"turn {turn.seq}"))
+                continue
+            key_id = content[_KEY_AT:_KEY_END]
+            cipher = ciphers.get(key_id)
+            if cipher is None:
+                cipher = ciphers[key_id] = self._cipher(thread_id, key_id, f"turn {turn.seq}")
+            try:
+                if content[_KEY_END] != ".":
+                    raise ValueError("no key id")
+                ciphertext = pybase64.b64decode(content[_KEY_END + 1 :], validate=True)
+                payload = cipher.decrypt(ciphertext, [_TURN_AAD, thread, turn.role.encode()])
+            except (InvalidTag, ValueError, IndexError) as exc:  # (base64 errors are ValueErrors)
+                raise _tampered(thread_id, f"turn {turn.seq}") from exc
+            try:
+                text, tool_name, provider, model, files, images, metadata = orjson.loads(payload)
+                opened.append(
+                    turn_from_storage(
+                        turn.seq,
+                        turn.role,
+                        text,
+                        tool_name,
+                        provider,
+                        model,
+                        files,
+                        images,
+                        metadata,
+                        turn.key,
+                        turn.created_at,
+                    )
+                )
+            except (orjson.JSONDecodeError, ValueError, TypeError, InvalidTurnError) as exc:
+                # Authenticated, so written by a holder of the key: a bug, never tampering.
+                raise DecryptionError(
+                    f"turn {turn.seq} of thread {thread_id} decrypted to an unexpected shape",
+                    thread_id=thread_id,
+                ) from exc
+        return tuple(opened)
 
     def open_metadata(self, thread_id: str, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
         sealed = metadata.get(METADATA_FIELD) if len(metadata) == 1 else None
@@ -189,8 +218,7 @@ class Encryption:
             return turn
         raise _in_clear(thread_id, what)
 
-    def _split(self, thread_id: str, text: str, what: str) -> tuple[str, bytes]:
-        key_id, _, encoded = text.partition(".")
+    def _cipher(self, thread_id: str, key_id: str, what: str) -> AESSIV:
         if not self.ring.knows(key_id):
             raise DecryptionError(
                 f"{what} of thread {thread_id} is encrypted under key id {key_id!r}, which is"
@@ -198,9 +226,14 @@ class Encryption:
                 " first still decrypt)",
                 thread_id=thread_id,
             )
+        return self.ring.cipher(key_id, thread_id)
+
+    def _split(self, thread_id: str, text: str, what: str) -> tuple[str, bytes]:
+        key_id, _, encoded = text.partition(".")
+        self._cipher(thread_id, key_id, what)
         try:
-            return key_id, base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        except (binascii.Error, ValueError) as exc:
+            return key_id, pybase64.b64decode(encoded, validate=True)
+        except ValueError as exc:
             raise _tampered(thread_id, what) from exc
 
     def _decrypt(
@@ -212,8 +245,11 @@ class Encryption:
             raise _tampered(thread_id, what) from exc
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+def _text(ciphertext: bytes) -> str:
+    """Ciphertext as text columns and Redis strings hold it: base64. pybase64's SIMD
+    codec decodes a turn in ~1.5 µs where the standard library takes 5–10 µs, and every
+    cold read decodes each turn once."""
+    return pybase64.b64encode(ciphertext).decode("ascii")
 
 
 def _tampered(thread_id: str, what: str) -> DecryptionError:

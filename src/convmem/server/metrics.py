@@ -45,6 +45,11 @@ class _MemoryCollector(Collector):
         )
         yield CounterMetricFamily("convmem_l2_errors", "Failed Redis calls", value=stats.l2_errors)
         yield CounterMetricFamily(
+            "convmem_decryption_errors",
+            "Stored threads that could not be decrypted (missing key, tampering)",
+            value=stats.decryption_errors,
+        )
+        yield CounterMetricFamily(
             "convmem_invalidations_received",
             "Invalidations from other instances",
             value=stats.invalidations_received,

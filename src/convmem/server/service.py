@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from convmem.errors import (
     ConvMemError,
+    DecryptionError,
     InvalidInputError,
     StoreUnavailableError,
     ThreadExpiredError,
@@ -270,5 +271,10 @@ def _as_tool_failure() -> Iterator[None]:
         raise ToolFailure(f"{exc}: call chat without continuation_id to start over") from exc
     except (InvalidInputError, ProviderError) as exc:
         raise ToolFailure(str(exc)) from exc
+    except DecryptionError as exc:  # the detail (which key, what failed) is in the log
+        raise ToolFailure(
+            f"conversation {exc.thread_id} cannot be decrypted with this server's keys; call"
+            " chat without continuation_id to start a new one"
+        ) from exc
     except ConvMemError as exc:
         raise ToolFailure(f"the conversation store failed: {exc}; try again") from exc
