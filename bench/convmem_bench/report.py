@@ -171,6 +171,16 @@ def targets(report: Report) -> list[tuple[str, str, bool | None]]:
                 long <= 1.3 * short,
             )
         )
+    for e in report.encryption:
+        if e.latency_ms == 1.0:
+            rows.append(
+                (
+                    f"encryption at rest, {e.state}: ≤ {ENCRYPTION_TARGET:.0%} more per"
+                    " request at 1 ms per round trip (50 turns)",
+                    f"{e.overhead:+.1%} ({e.on_p50_ms:.2f} vs {e.off_p50_ms:.2f} ms)",
+                    e.overhead <= ENCRYPTION_TARGET,
+                )
+            )
     return rows
 
 
@@ -517,6 +527,16 @@ def _encryption_section(report: Report) -> list[str]:
             f"| {e.state} | {e.latency_ms:g} ms | {e.off_p50_ms:.2f} ms | {e.on_p50_ms:.2f} ms"
             f" | {e.overhead:+.1%} | {e.round_trips_on:.1f} | {met} |"
         )
+    lines += [
+        "",
+        "Where a cold request's extra time goes (timed inside one process, 50–100-turn",
+        "threads): opening the turns, about 20 µs each (AES-SIV ~7 µs, building the turn",
+        "twice, base64 ~1.5 µs with pybase64, 5–10 µs without), so ~1 ms per 50 turns; and",
+        "the sealed rows being about 1.4× the plaintext (base64 and the tag), which the",
+        "store read (+0.5 ms) and the Redis install (+0.6 ms) carry. A warm request seals",
+        "and opens only its two new turns. Compressing before encrypting would shrink the",
+        "rows but lets ciphertext lengths leak content, so it is not done.",
+    ]
     return lines
 
 
