@@ -8,14 +8,20 @@ test to open the gate before returning (a "slow reader").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from convmem.stores.base import Store
 
 if TYPE_CHECKING:
     from convmem.models import Thread, ThreadPage, Turn
-    from convmem.stores.base import AppendResult, NewThread, Resealed, ThreadDelta
+    from convmem.stores.base import (
+        AppendResult,
+        MetadataSwap,
+        NewThread,
+        Resealed,
+        ThreadDelta,
+    )
 
 
 class GatedStore(Store):
@@ -81,6 +87,6 @@ class GatedStore(Store):
         self,
         thread_id: str,
         turns: Sequence[Resealed],
-        metadata: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+        metadata: MetadataSwap | None = None,
     ) -> int:
         return await self.inner.reseal(thread_id, turns, metadata)

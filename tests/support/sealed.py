@@ -10,16 +10,16 @@ cases run on the stores without this view.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from convmem.encryption import Encryption
 from convmem.stores.base import AppendResult, Store, ThreadDelta
 
 if TYPE_CHECKING:
     from convmem.models import Thread, ThreadPage, Turn
-    from convmem.stores.base import NewThread, Resealed
+    from convmem.stores.base import MetadataSwap, NewThread, Resealed
 
 
 class SealedStore(Store):
@@ -84,6 +84,6 @@ class SealedStore(Store):
         self,
         thread_id: str,
         turns: Sequence[Resealed],
-        metadata: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+        metadata: MetadataSwap | None = None,
     ) -> int:
         return await self.inner.reseal(thread_id, turns, metadata)

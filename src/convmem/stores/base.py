@@ -123,6 +123,9 @@ def _seq(turn: Turn) -> int:
     return turn.seq
 
 
+MetadataSwap = tuple[Mapping[str, Any], Mapping[str, Any]]  # (expected, new) thread metadata
+
+
 @dataclass(frozen=True, slots=True)
 class Resealed:
     """A stored turn sealed again: ``turn`` (with its ``seq``) replaces the row's payload
@@ -227,7 +230,7 @@ class Store(ABC):
         self,
         thread_id: str,
         turns: Sequence[Resealed],
-        metadata: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+        metadata: MetadataSwap | None = None,
     ) -> int:
         """Rewrite stored payloads in place (1 round trip): each turn's columns where the
         row still holds ``expected`` content, the thread's metadata ``(old, new)`` where it

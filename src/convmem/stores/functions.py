@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -31,7 +31,13 @@ from convmem.records import (
     turn_params,
 )
 from convmem.stores import common
-from convmem.stores.base import AppendResult, NewThread, Resealed, SnapshotStore
+from convmem.stores.base import (
+    AppendResult,
+    MetadataSwap,
+    NewThread,
+    Resealed,
+    SnapshotStore,
+)
 
 if TYPE_CHECKING:
     from convmem.errors import ConvMemError
@@ -180,7 +186,7 @@ class FunctionStore(SnapshotStore):
         self,
         thread_id: str,
         turns: Sequence[Resealed],
-        metadata: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+        metadata: MetadataSwap | None = None,
     ) -> int:
         changed = await self._value(
             Call(

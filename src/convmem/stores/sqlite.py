@@ -32,6 +32,7 @@ from convmem.stores import common
 from convmem.stores.base import (
     AppendResult,
     Clock,
+    MetadataSwap,
     NewThread,
     Resealed,
     SnapshotStore,
@@ -40,7 +41,7 @@ from convmem.stores.base import (
 from convmem.stores.migrations import migrations_for, pending
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Sequence
     from datetime import datetime
 
     from convmem.limits import ThreadLimits
@@ -371,7 +372,7 @@ class SqliteStore(SnapshotStore):
         self,
         thread_id: str,
         turns: Sequence[Resealed],
-        metadata: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+        metadata: MetadataSwap | None = None,
     ) -> int:
         rows = [(*_payload(r.turn), thread_id, r.turn.seq, r.expected) for r in turns]
 
