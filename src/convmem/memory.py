@@ -400,7 +400,12 @@ class Memory:
         page = await self._read(lambda: self.store.list(owner=owner, limit=limit, cursor=cursor))
         if not self._sealing.encrypts:
             return page
-        return replace(page, threads=tuple(self._sealing.open_summary(t) for t in page.threads))
+        try:
+            opened = tuple(self._sealing.open_summary(t) for t in page.threads)
+        except DecryptionError:
+            self._stats.decryption_errors += 1
+            raise
+        return replace(page, threads=opened)
 
     async def delete_thread(self, thread_id: str, *, owner: str | None = None) -> bool:
         """Delete a thread and its turns; False if ``owner`` had no such thread."""
@@ -471,10 +476,10 @@ class Memory:
         except DecryptionError:
             self._stats.decryption_errors += 1
             raise
-        changed = 0
-        if turns or metadata is not None:
-            header = None if metadata is None else (stored.metadata, metadata)
-            changed = await self._write(lambda: self.store.reseal(thread_id, turns, header))
+        if not turns and metadata is None:
+            return 0
+        header = None if metadata is None else (stored.metadata, metadata)
+        changed = await self._write(lambda: self.store.reseal(thread_id, turns, header))
         await self._cache.evict(thread_id)
         return changed
 
