@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -11,11 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from convmem import Memory, Turn
 from tests.support.services import pg_url
 
 
-def convmem(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+def convmem(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "convmem", *args],
         capture_output=True,
@@ -106,3 +110,54 @@ def test_bad_input_is_a_clear_message_not_a_traceback(
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_keygen_then_rotate_keys_seals_every_thread_and_reports(tmp_path: Path) -> None:
+    """The operator's path: threads written in clear and under an old key, a new key put
+    first, `convmem rotate-keys`, then the old key removed."""
+    old_key = convmem("keygen").stdout.strip()
+    new_key = convmem("keygen").stdout.strip()
+    assert len(old_key) == 44
+    assert old_key != new_key
+    url = f"sqlite:///{tmp_path}/rotate.db"
+
+    async def write() -> list[str]:
+        async with (
+            Memory.from_url(url) as plain,
+            Memory.from_url(url, encryption_keys=[old_key]) as sealed,
+        ):
+            ids = [(await plain.create_thread(turns=[Turn(role="user", content="clear")])).id]
+            for owner in ("ann", "bob"):
+                thread = await sealed.create_thread(
+                    owner=owner, turns=[Turn(role="user", content=f"for {owner}")]
+                )
+                ids.append(thread.id)
+            return ids
+
+    ids = asyncio.run(write())
+    both = {
+        "CONVMEM_STORE_URL": url,
+        "CONVMEM_ENCRYPTION_KEYS": f"{new_key},{old_key}",
+        "CONVMEM_ENCRYPTION_ACCEPT_PLAINTEXT": "1",
+    }
+    result = convmem("rotate-keys", "--batch", "2", env=both)
+    assert result.returncode == 0, result.stderr
+    assert "scanned 2 thread(s)" in result.stdout  # progress after the first page
+    assert "done: 3 thread(s) scanned, 3 resealed, 0 gone or expired, 0 failed" in result.stdout
+    again = convmem("rotate-keys", env=both)
+    assert "3 thread(s) scanned, 0 resealed" in again.stdout
+
+    async def read() -> list[str]:
+        async with Memory.from_url(url, encryption_keys=[new_key]) as memory:
+            threads = [
+                await memory.get_thread(thread_id, owner=owner)
+                for thread_id, owner in zip(ids, (None, "ann", "bob"), strict=True)
+            ]
+            return [t.turns[0].content for t in threads if t is not None]
+
+    assert asyncio.run(read()) == ["clear", "for ann", "for bob"]
+    # A key that opens nothing: the thread is reported and the command fails.
+    lost = convmem("rotate-keys", env={**both, "CONVMEM_ENCRYPTION_KEYS": old_key})
+    assert lost.returncode == 1
+    assert f"failed: {ids[1]}" in lost.stderr
+    assert "not among the configured encryption keys" in lost.stderr
