@@ -398,3 +398,22 @@ async def test_mcp_chat_under_encryption_and_a_thread_that_cannot_be_opened(
             assert "without continuation_id" in message
             assert KEY_A not in message
         assert b"convmem_decryption_errors_total 1.0" in metrics.render()
+
+
+async def test_a_retry_across_a_key_change_is_still_idempotent(backend: Backend) -> None:
+    """The retried turn was committed under the old key; the retry comes from an instance
+    that already encrypts with the new one (or after a rotation resealed the turn)."""
+    before = Memory(backend.store, encryption=Encryption([KEY_A]))
+    thread = await before.create_thread(turns=secret_turns("1"))
+    after = Memory(backend.store, encryption=Encryption([KEY_B, KEY_A]))
+    retried = await after.add_turns(thread.id, [*secret_turns("1")[:1], *secret_turns("2")])
+    assert retried.version == 4  # the keyed turn once, the two new ones added
+    assert [t.key for t in retried.turns].count("user-1") == 1
+    with pytest.raises(IdempotencyConflictError):
+        await after.add_turns(thread.id, [Turn(role="user", content="changed", key="user-1")])
+    # After a rotation the row is under the new key; an instance still sealing with the
+    # old one (new key second, mid-rollout) retries it.
+    await rotate_keys(after)
+    staged = Memory(backend.store, encryption=Encryption([KEY_A, KEY_B]))
+    again = await staged.add_turns(thread.id, secret_turns("1")[:1])
+    assert again.version == 4

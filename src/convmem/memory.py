@@ -20,6 +20,7 @@ from convmem.cache.tiered import Source, TieredCache
 from convmem.errors import (
     ConfigurationError,
     DecryptionError,
+    IdempotencyConflictError,
     InvalidInputError,
     StoreError,
     ThreadNotFoundError,
@@ -321,8 +322,43 @@ class Memory:
         validate_owner(owner, self._limits)
         validate_turns(turns, self._limits, allow_empty=False)
         sealed = self._sealing.seal_turns(thread_id, turns)
-        result = await self._write(lambda: self.store.append(thread_id, sealed, owner=owner))
+        try:
+            result = await self._write(lambda: self.store.append(thread_id, sealed, owner=owner))
+        except IdempotencyConflictError as conflict:
+            if not self._sealing.encrypts:
+                raise
+            # A retry sealed under another key than the turn it repeats (the keys
+            # changed in between, or a rotation resealed it) differs in the store only.
+            sealed = await self._as_stored(thread_id, turns, sealed, owner, conflict)
+            result = await self._write(lambda: self.store.append(thread_id, sealed, owner=owner))
         return await self._cache.appended(result, owner)
+
+    async def _as_stored(
+        self,
+        thread_id: str,
+        turns: Sequence[Turn],
+        sealed: Sequence[Turn],
+        owner: str | None,
+        conflict: IdempotencyConflictError,
+    ) -> list[Turn]:
+        """``sealed`` with each keyed turn that repeats a stored one (the same role and
+        content once opened) replaced by the stored ciphertext; a key stored for other
+        content is a conflict still. One store read, on this rare path only."""
+        stored = await self._read(lambda: self.store.load(thread_id, owner=owner))
+        if stored is None:
+            raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
+        by_key = {t.key: t for t in stored.turns if t.key is not None}
+        result = []
+        for turn, mine in zip(turns, sealed, strict=True):
+            prior = by_key.get(turn.key) if turn.key is not None else None
+            if prior is None:
+                result.append(mine)
+                continue
+            (plain,) = self._sealing.open_turns(thread_id, (prior,))
+            if (plain.role, plain.content) != (turn.role, turn.content):
+                raise conflict
+            result.append(replace(mine, content=prior.content))
+        return result
 
     async def get_thread(self, thread_id: str, *, owner: str | None = None) -> Thread | None:
         """The thread with all its turns, or None if it is unknown, expired or not ``owner``'s.
