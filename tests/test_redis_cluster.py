@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Iterator
 
 import pytest
@@ -54,8 +55,25 @@ async def test_invalidations_travel_on_one_shard_and_are_not_broadcast(
     assert not any(classic.values()), classic  # nothing on the broadcast channels
 
 
+@pytest.fixture
+def garbage_collected() -> Iterator[None]:
+    """Collect garbage when the test is done, after its instances are closed (request
+    this fixture first: it is torn down last)."""
+    yield
+    gc.collect()
+
+
+# redis-py's asyncio cluster client leaves connections open on nodes a failover removes
+# (redis-py #3572, #4053), and on the extra nodes it queries while it looks for the new
+# slot map; `cache/redis_connection.py` closes every node it can see, but those queried
+# nodes never reach the client's caches. Their sockets are closed by the garbage
+# collector, with a ResourceWarning: collected within this test (see the fixture above)
+# and only here not an error.
+@pytest.mark.filterwarnings(
+    "ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning"
+)
 async def test_failovers_under_load_fail_no_call_and_lose_no_turn(
-    memories: MemoryFactory, own_cluster: RedisClusterServers
+    garbage_collected: None, memories: MemoryFactory, own_cluster: RedisClusterServers
 ) -> None:
     """A manual failover of the primary holding the invalidation channel, then another
     primary SIGKILLed, while one instance writes and another reads."""
@@ -110,16 +128,21 @@ async def test_failovers_under_load_fail_no_call_and_lose_no_turn(
         other = next(p for p in own_cluster.primaries() if p != replica)
         own_cluster.kill(other)
         await asyncio.to_thread(own_cluster.wait_ok)
-        await asyncio.sleep(2.0)  # L2 resumes once the breaker lets it
+        # L2 serves again once the breaker lets it and the reader trusts its copies (a
+        # whole lease of contact after the resubscription the failover caused).
+        await until(
+            lambda: reader.stats.subscribed and reader.stats.cache_trusted,
+            "the reader to trust its cache again",
+            30,
+        )
         l2_hits_before = reader.stats.l2_hits
-        await asyncio.sleep(1.0)
+        await until(lambda: reader.stats.l2_hits > l2_hits_before, "an L2 hit after both", 30)
     finally:
         stop.set()
         with contextlib.suppress(Exception):
             await loops
     assert failures == [], (len(failures), sorted({f[:60] for f in failures}))
     assert writer.stats.redis_restarts + reader.stats.redis_restarts >= 1  # failover seen
-    assert reader.stats.l2_hits > l2_hits_before  # L2 serves again after both failovers
     for thread in threads:
         stored = await writer.store.load(thread.id, owner=None)
         assert stored is not None
