@@ -8,26 +8,18 @@ test to open the gate before returning (a "slow reader").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from convmem.stores.base import Store
+from tests.support.delegating import DelegatingStore
 
 if TYPE_CHECKING:
-    from convmem.models import Thread, ThreadPage, Turn
-    from convmem.stores.base import (
-        AppendResult,
-        MetadataSwap,
-        NewThread,
-        Resealed,
-        ThreadDelta,
-    )
+    from convmem.models import Thread
+    from convmem.stores.base import Store, ThreadDelta
 
 
-class GatedStore(Store):
+class GatedStore(DelegatingStore):
     def __init__(self, inner: Store) -> None:
-        super().__init__(limits=inner.limits, clock=inner.clock)
-        self.inner = inner
+        super().__init__(inner)
         self.armed = False
         self.loaded = asyncio.Event()  # set once a gated read has its rows
         self.release = asyncio.Event()
@@ -37,17 +29,8 @@ class GatedStore(Store):
             self.loaded.set()
             await self.release.wait()
 
-    async def open(self, *, migrate: bool = True) -> None:
-        await self.inner.open(migrate=migrate)
-
     async def aclose(self) -> None:
         pass  # the inner store belongs to the fixture
-
-    async def migrate(self) -> list[str]:
-        return await self.inner.migrate()
-
-    async def ping(self) -> None:
-        await self.inner.ping()
 
     async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
         thread = await self.inner.load(thread_id, owner=owner)
@@ -60,33 +43,3 @@ class GatedStore(Store):
         delta = await self.inner.load_since(thread_id, version, owner=owner)
         await self._gate()
         return delta
-
-    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
-        return await self.inner.create(thread, turns)
-
-    async def append(
-        self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
-    ) -> AppendResult:
-        return await self.inner.append(thread_id, turns, owner=owner)
-
-    async def list(
-        self, *, owner: str | None, limit: int = 50, cursor: str | None = None
-    ) -> ThreadPage:
-        return await self.inner.list(owner=owner, limit=limit, cursor=cursor)
-
-    async def delete(self, thread_id: str, *, owner: str | None) -> bool:
-        return await self.inner.delete(thread_id, owner=owner)
-
-    async def purge_expired(self) -> int:
-        return await self.inner.purge_expired()
-
-    async def scan(self, *, after: str | None, limit: int) -> tuple[tuple[str, str | None], ...]:
-        return await self.inner.scan(after=after, limit=limit)
-
-    async def reseal(
-        self,
-        thread_id: str,
-        turns: Sequence[Resealed],
-        metadata: MetadataSwap | None = None,
-    ) -> int:
-        return await self.inner.reseal(thread_id, turns, metadata)

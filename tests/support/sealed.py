@@ -3,9 +3,9 @@
 ``SealedStore`` seals what goes in and opens what comes out with the product's own
 ``Encryption``, exactly as ``Memory`` and the cache do around a real store: the store
 underneath holds only ciphertext, and every contract case (round trips, idempotency by
-key, conflicts, limits, verbatim text) must still hold. The maintenance calls (scan,
-reseal) work on stored payloads as they are: they pass through, and their contract
-cases run on the stores without this view.
+key, conflicts, limits, verbatim text) must still hold. The other calls, the maintenance
+calls (scan, reseal) among them, work on stored payloads as they are: they pass through,
+and the contract cases of scan and reseal run on the stores without this view.
 """
 
 from __future__ import annotations
@@ -14,31 +14,18 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from convmem.encryption import Encryption
-from convmem.stores.base import AppendResult, Store, ThreadDelta
+from tests.support.delegating import DelegatingStore
 
 if TYPE_CHECKING:
+    from convmem.encryption import Encryption
     from convmem.models import Thread, ThreadPage, Turn
-    from convmem.stores.base import MetadataSwap, NewThread, Resealed
+    from convmem.stores.base import AppendResult, NewThread, Store, ThreadDelta
 
 
-class SealedStore(Store):
+class SealedStore(DelegatingStore):
     def __init__(self, inner: Store, encryption: Encryption) -> None:
-        super().__init__(limits=inner.limits, clock=inner.clock)
-        self.inner = inner
+        super().__init__(inner)
         self.encryption = encryption
-
-    async def open(self, *, migrate: bool = True) -> None:
-        await self.inner.open(migrate=migrate)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def migrate(self) -> list[str]:
-        return await self.inner.migrate()
-
-    async def ping(self) -> None:
-        await self.inner.ping()
 
     async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
         thread = await self.inner.load(thread_id, owner=owner)
@@ -70,20 +57,3 @@ class SealedStore(Store):
     ) -> ThreadPage:
         page = await self.inner.list(owner=owner, limit=limit, cursor=cursor)
         return replace(page, threads=tuple(self.encryption.open_summary(t) for t in page.threads))
-
-    async def delete(self, thread_id: str, *, owner: str | None) -> bool:
-        return await self.inner.delete(thread_id, owner=owner)
-
-    async def purge_expired(self) -> int:
-        return await self.inner.purge_expired()
-
-    async def scan(self, *, after: str | None, limit: int) -> tuple[tuple[str, str | None], ...]:
-        return await self.inner.scan(after=after, limit=limit)
-
-    async def reseal(
-        self,
-        thread_id: str,
-        turns: Sequence[Resealed],
-        metadata: MetadataSwap | None = None,
-    ) -> int:
-        return await self.inner.reseal(thread_id, turns, metadata)

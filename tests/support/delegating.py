@@ -1,0 +1,75 @@
+"""A store that passes every call to the store it wraps: the base of the test wrappers
+that change one part of a real store's behaviour (``GatedStore``, ``SealedStore``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from convmem.stores.base import Store
+
+if TYPE_CHECKING:
+    from convmem.models import Thread, ThreadPage, Turn
+    from convmem.stores.base import (
+        AppendResult,
+        MetadataSwap,
+        NewThread,
+        Resealed,
+        ThreadDelta,
+    )
+
+
+class DelegatingStore(Store):
+    def __init__(self, inner: Store) -> None:
+        super().__init__(limits=inner.limits, clock=inner.clock)
+        self.inner = inner
+
+    async def open(self, *, migrate: bool = True) -> None:
+        await self.inner.open(migrate=migrate)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def migrate(self) -> list[str]:
+        return await self.inner.migrate()
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
+        return await self.inner.load(thread_id, owner=owner)
+
+    async def load_since(
+        self, thread_id: str, version: int, *, owner: str | None
+    ) -> ThreadDelta | None:
+        return await self.inner.load_since(thread_id, version, owner=owner)
+
+    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
+        return await self.inner.create(thread, turns)
+
+    async def append(
+        self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
+    ) -> AppendResult:
+        return await self.inner.append(thread_id, turns, owner=owner)
+
+    async def list(
+        self, *, owner: str | None, limit: int = 50, cursor: str | None = None
+    ) -> ThreadPage:
+        return await self.inner.list(owner=owner, limit=limit, cursor=cursor)
+
+    async def delete(self, thread_id: str, *, owner: str | None) -> bool:
+        return await self.inner.delete(thread_id, owner=owner)
+
+    async def purge_expired(self) -> int:
+        return await self.inner.purge_expired()
+
+    async def scan(self, *, after: str | None, limit: int) -> tuple[tuple[str, str | None], ...]:
+        return await self.inner.scan(after=after, limit=limit)
+
+    async def reseal(
+        self,
+        thread_id: str,
+        turns: Sequence[Resealed],
+        metadata: MetadataSwap | None = None,
+    ) -> int:
+        return await self.inner.reseal(thread_id, turns, metadata)
