@@ -164,10 +164,14 @@ class Encryption:
             if self.accept_plaintext:
                 return metadata
             raise _in_clear(thread_id, "its metadata")
-        key_id, ciphertext = self._split(thread_id, sealed, "its metadata")
-        payload = self._decrypt(
-            thread_id, key_id, ciphertext, [_METADATA_AAD, thread_id.encode()], "its metadata"
-        )
+        key_id, _, encoded = sealed.partition(".")
+        cipher = self._cipher(thread_id, key_id, "its metadata")
+        try:
+            payload = cipher.decrypt(
+                pybase64.b64decode(encoded, validate=True), [_METADATA_AAD, thread_id.encode()]
+            )
+        except (InvalidTag, ValueError) as exc:  # (base64 errors are ValueErrors)
+            raise _tampered(thread_id, "its metadata") from exc
         opened = orjson.loads(payload)
         if not isinstance(opened, dict):
             raise DecryptionError(
@@ -227,22 +231,6 @@ class Encryption:
                 thread_id=thread_id,
             )
         return self.ring.cipher(key_id, thread_id)
-
-    def _split(self, thread_id: str, text: str, what: str) -> tuple[str, bytes]:
-        key_id, _, encoded = text.partition(".")
-        self._cipher(thread_id, key_id, what)
-        try:
-            return key_id, pybase64.b64decode(encoded, validate=True)
-        except ValueError as exc:
-            raise _tampered(thread_id, what) from exc
-
-    def _decrypt(
-        self, thread_id: str, key_id: str, ciphertext: bytes, aad: list[bytes], what: str
-    ) -> bytes:
-        try:
-            return self.ring.cipher(key_id, thread_id).decrypt(ciphertext, aad)
-        except (InvalidTag, ValueError) as exc:
-            raise _tampered(thread_id, what) from exc
 
 
 def _text(ciphertext: bytes) -> str:
