@@ -11,12 +11,12 @@ from convmem.breaker import CircuitState
 from convmem.cache.guard import GuardedL2
 from convmem.cache.protocol import (
     Alive,
-    AppendOutcome,
     CorruptPayload,
     Invalidation,
     L2Error,
     L2Skipped,
     Subscribed,
+    WriteOutcome,
 )
 from convmem.models import Thread, Turn
 from convmem.stats import Stats
@@ -69,9 +69,22 @@ class FakeTier:
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
-    ) -> AppendOutcome:
+    ) -> WriteOutcome:
         self._call()
-        return AppendOutcome.EXTENDED
+        return WriteOutcome.EXTENDED
+
+    async def remove(
+        self,
+        thread_id: str,
+        base: int,
+        version: int,
+        seqs: Sequence[int],
+        updated_at: datetime,
+        expires_at: datetime,
+        now: datetime,
+    ) -> WriteOutcome:
+        self._call()
+        return WriteOutcome.EXTENDED
 
     async def fence(self, thread_id: str, version: int) -> bool:
         self._call()
@@ -95,7 +108,7 @@ def guarded(tier: FakeTier, timer: FakeTimer, **options: int) -> tuple[GuardedL2
     return GuardedL2(tier, stats, source="me", reset_after=5.0, timer=timer, **options), stats
 
 
-async def append(guard: GuardedL2, thread_id: str, version: int) -> AppendOutcome:
+async def append(guard: GuardedL2, thread_id: str, version: int) -> WriteOutcome:
     return await guard.append(thread_id, version - 2, version, (), NOW, NOW, NOW)
 
 

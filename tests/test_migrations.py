@@ -35,8 +35,10 @@ PASTE_ORDER = (
     "postgres/0001_init.sql",
     "postgres/0002_functions.sql",
     "postgres/0003_reseal.sql",
+    "postgres/0004_revisions.sql",
     "supabase/0102_row_level_security.sql",
     "supabase/0103_lock_down_reseal.sql",
+    "supabase/0104_lock_down_revisions.sql",
 )
 
 
@@ -118,8 +120,10 @@ async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_s
         (1, "0001_init"),
         (2, "0002_functions"),
         (3, "0003_reseal"),
+        (4, "0004_revisions"),
         (102, "0102_row_level_security"),
         (103, "0103_lock_down_reseal"),
+        (104, "0104_lock_down_revisions"),
     ]
     assert_locked_down(fresh_database)
     # Pasting again changes nothing and fails nothing.
@@ -139,6 +143,8 @@ async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_s
                 [Turn(role="user", content="pasted")],
             )
             await store.append(created.id, [Turn(role="assistant", content="works")], owner=None)
+            await store.append(created.id, [Turn(role="assistant", content="popped")], owner=None)
+            await store.pop(created.id, owner=None)
             loaded = await store.load(created.id, owner=None)
         assert loaded is not None
         assert [t.content for t in loaded.turns] == ["pasted", "works"]
@@ -152,13 +158,16 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     url = pg_url(fresh_database)
     first = convmem("migrate", "--store", url)
     assert first.returncode == 0, first.stderr
-    assert "applied 0001_init, 0002_functions, 0003_reseal" in first.stdout
+    assert "applied 0001_init, 0002_functions, 0003_reseal, 0004_revisions" in first.stdout
     again = convmem("migrate", "--store", url)
     assert "nothing was pending" in again.stdout
     # A Supabase project migrated this way later gets only its row-level security.
     supabase = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
-    assert "applied 0102_row_level_security, 0103_lock_down_reseal" in supabase.stdout
-    assert [v for v, _ in recorded(fresh_database)] == [1, 2, 3, 102, 103]
+    assert (
+        "applied 0102_row_level_security, 0103_lock_down_reseal, 0104_lock_down_revisions"
+        in " ".join(supabase.stdout.split())
+    )
+    assert [v for v, _ in recorded(fresh_database)] == [1, 2, 3, 4, 102, 103, 104]
 
 
 def test_a_project_on_the_previous_release_gets_the_rotation_functions_locked_down(
@@ -169,7 +178,10 @@ def test_a_project_on_the_previous_release_gets_the_rotation_functions_locked_do
     paste(fresh_database, "supabase/0102_row_level_security.sql")
     result = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
     assert result.returncode == 0, result.stderr
-    assert "applied 0003_reseal, 0103_lock_down_reseal" in result.stdout
+    assert (
+        "applied 0003_reseal, 0004_revisions, 0103_lock_down_reseal, 0104_lock_down_revisions"
+        in " ".join(result.stdout.split())
+    )
     assert_locked_down(fresh_database)
 
 
@@ -205,8 +217,8 @@ async def test_a_supabase_project_on_the_first_schema_upgrades_in_place(
     result = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
     assert result.returncode == 0, result.stderr
     assert (
-        "applied 0002_functions, 0003_reseal, 0102_row_level_security, 0103_lock_down_reseal"
-        in result.stdout
+        "applied 0002_functions, 0003_reseal, 0004_revisions, 0102_row_level_security,"
+        " 0103_lock_down_reseal, 0104_lock_down_revisions" in " ".join(result.stdout.split())
     )
     standin = PostgrestStandIn(pg_url(fresh_database)).start()
     try:

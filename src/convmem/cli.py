@@ -117,7 +117,7 @@ def list_threads(
     for t in page.threads:
         table.add_row(
             t.tool_name or "-",
-            str(t.version),
+            str(t.turns),
             t.updated_at.strftime("%Y-%m-%d %H:%M"),
             t.expires_at.strftime("%Y-%m-%d %H:%M"),
             t.parent_id or "-",

@@ -53,7 +53,7 @@ async def _continue(memory: Memory, thread_id: str, number: int) -> tuple[Thread
         raise RuntimeError("the demo thread vanished (expired or deleted by someone else)")
     memory.build_history(thread, max_tokens=8000, ancestors=await memory.get_ancestors(thread))
     prompt = f"question {number}"
-    reply = echo_model(prompt, thread.version)
+    reply = echo_model(prompt, len(thread.turns))
     saved = await memory.add_turns(
         thread_id,
         [
@@ -95,7 +95,7 @@ async def run_demo(
             source,
             after.store_reads - stats.store_reads,
             after.store_writes - stats.store_writes,
-            thread.version,
+            len(thread.turns),
         )
         rows.append(row)
         on_request(row)
@@ -115,7 +115,7 @@ async def run_demo(
                 ),
             ],
         )
-        row = DemoRequest(1, "new", "created", 0, first.stats.store_writes, thread.version)
+        row = DemoRequest(1, "new", "created", 0, first.stats.store_writes, len(thread.turns))
         rows.append(row)
         on_request(row)
 

@@ -56,6 +56,10 @@ class InvalidTurnError(InvalidInputError):
     """A turn is malformed: bad role, wrong field type, duplicate key, or bad text."""
 
 
+class TurnNotFoundError(InvalidInputError):
+    """A fork point names a turn the thread does not have (never had, or was removed)."""
+
+
 class LimitExceededError(InvalidInputError):
     """Content, metadata or a batch of turns is larger than the configured limit."""
 

@@ -50,7 +50,7 @@ def _markdown(thread: Thread) -> str:
         f"# Thread {thread.id}",
         "",
         f"- tool: {thread.tool_name or '-'}",
-        f"- turns: {thread.version}",
+        f"- turns: {len(thread.turns)}",
         f"- created: {thread.created_at.isoformat()}",
         f"- updated: {thread.updated_at.isoformat()}",
         f"- expires: {thread.expires_at.isoformat()}",

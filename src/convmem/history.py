@@ -72,7 +72,7 @@ def build_history(
         "=== CONVERSATION HISTORY (CONTINUATION) ===",
         f"Thread: {thread.id}",
         f"Tool: {thread.tool_name or 'unknown'}",
-        f"Turn {thread.version}{limit}",
+        f"Turn {len(thread.turns)}{limit}",
     ]
     if ancestors:
         head.append(f"Parent threads: {' -> '.join(t.id for t in ancestors)}")

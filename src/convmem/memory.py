@@ -360,6 +360,95 @@ class Memory:
             result.append(replace(mine, content=prior.content))
         return result
 
+    async def pop_turn(self, thread_id: str, *, owner: str | None = None) -> Turn | None:
+        """Remove the thread's newest turn and return it (None when it has none), in one
+        store round trip. Its seq is not reused; its key is free again, so a retry of
+        the append that made it inserts it anew.
+
+        Raises:
+            InvalidInputError: a bad id or owner (nothing written).
+            ThreadNotFoundError, ThreadExpiredError: see their docs.
+        """
+        _, removed = await self._remove(thread_id, owner, 1)
+        return removed[-1] if removed else None
+
+    async def rewind_thread(
+        self, thread_id: str, turns: int = 1, *, owner: str | None = None
+    ) -> tuple[Thread, tuple[Turn, ...]]:
+        """Remove the newest ``turns`` turns (all there are, if fewer) in one store round
+        trip; return the thread as it now is and the removed turns, oldest first."""
+        return await self._remove(thread_id, owner, turns)
+
+    async def clear_thread(self, thread_id: str, *, owner: str | None = None) -> Thread:
+        """Remove every turn and keep the thread (its id, owner, metadata, forks), in one
+        store round trip; return it as it now is."""
+        thread, _ = await self._remove(thread_id, owner, None)
+        return thread
+
+    async def _remove(
+        self, thread_id: str, owner: str | None, count: int | None
+    ) -> tuple[Thread, tuple[Turn, ...]]:
+        """Pop ``count`` turns or clear them all (``None``); every tier follows."""
+        validate_thread_id(thread_id)
+        validate_owner(owner, self._limits)
+        if count is None:
+            removal = await self._write(lambda: self.store.clear(thread_id, owner=owner))
+        else:
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise InvalidInputError(f"turns must be a positive integer, got {count!r}")
+            removal = await self._write(lambda: self.store.pop(thread_id, owner=owner, count=count))
+        thread = await self._cache.removed(removal, owner)
+        try:
+            return thread, self._sealing.open_turns(thread_id, removal.turns)
+        except DecryptionError:
+            self._stats.decryption_errors += 1
+            raise
+
+    async def fork_thread(
+        self,
+        thread_id: str,
+        *,
+        at_seq: int | None = None,
+        owner: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Thread:
+        """A new thread that continues ``thread_id`` from its turn ``at_seq`` (default:
+        its newest; 0: from before its first): its history is the parent's turns up to
+        there, then its own. No turn is copied. The fork takes the parent's tool name,
+        owner and (unless ``metadata`` is given) metadata; the parent is not changed.
+
+        One store round trip when the parent is cached (else one more to read it).
+
+        Raises:
+            InvalidInputError: a bad id, owner, metadata or ``at_seq`` (nothing written).
+            TurnNotFoundError: the parent has no turn ``at_seq`` (never had, or removed).
+            ThreadNotFoundError, ThreadExpiredError: for the parent.
+        """
+        validate_thread_id(thread_id)
+        validate_owner(owner, self._limits)
+        if at_seq is not None and (
+            not isinstance(at_seq, int) or isinstance(at_seq, bool) or at_seq < 0
+        ):
+            raise InvalidInputError(f"at_seq must be a turn's seq, 0 or None, got {at_seq!r}")
+        parent = await self._cache.get(thread_id, owner)
+        if parent is None:
+            raise ThreadNotFoundError(
+                f"no thread {thread_id} (unknown, expired, or another owner's)",
+                thread_id=thread_id,
+            )
+        frozen = parent.metadata if metadata is None else freeze_mapping(metadata, what="metadata")
+        validate_metadata(frozen, self._limits, what="thread metadata")
+        fork_id = str(uuid.uuid4())
+        spec = NewThread(
+            fork_id,
+            parent.tool_name,
+            thread_id,
+            owner,
+            self._sealing.seal_metadata(fork_id, frozen),
+        )
+        stored = await self._write(lambda: self.store.fork(spec, at_seq=at_seq))
+        return await self._cache.created(stored)
+
     async def get_thread(self, thread_id: str, *, owner: str | None = None) -> Thread | None:
         """The thread with all its turns, or None if it is unknown, expired or not ``owner``'s.
 
@@ -383,17 +472,22 @@ class Memory:
     async def get_ancestors(
         self, thread: Thread, *, owner: str | None = None
     ) -> tuple[Thread, ...]:
-        """The chain of parent threads of ``thread``, oldest first (cached reads)."""
+        """The chain of parent threads of ``thread``, oldest first (cached reads), each
+        cut where its child forked from it (turns up to the child's ``parent_seq``)."""
         chain: list[Thread] = []
         seen = {thread.id}
-        parent_id = thread.parent_id
+        parent_id, cut = thread.parent_id, thread.parent_seq
         while parent_id is not None and parent_id not in seen and len(chain) < MAX_ANCESTRY:
             parent = await self.get_thread(parent_id, owner=owner)
             if parent is None:
                 break
-            chain.append(parent)
+            if cut is not None and parent.newest_seq > cut:
+                kept = tuple(t for t in parent.turns if t.seq <= cut)
+                chain.append(replace(parent, turns=kept))
+            else:
+                chain.append(parent)
             seen.add(parent_id)
-            parent_id = parent.parent_id
+            parent_id, cut = parent.parent_id, parent.parent_seq
         return tuple(reversed(chain))
 
     def build_history(

@@ -1,7 +1,9 @@
 """The data model: immutable ``Thread`` and ``Turn``, and the listing types.
 
-A ``Thread`` is a conversation resumed by its id (the MCP ``continuation_id``);
-its ``version`` is its number of turns, so a larger version is always a newer copy.
+A ``Thread`` is a conversation resumed by its id (the MCP ``continuation_id``); its
+``version`` is its revision: every committed write (append, pop, clear) raises it and
+nothing lowers it, so a larger version is always a newer copy. A turn's ``seq`` is the
+version its append committed, so seqs rise with the thread and are never reused.
 Objects are frozen: caches hand the same instance to many readers safely.
 """
 
@@ -196,7 +198,14 @@ def _all_str(items: tuple[object, ...] | list[object]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Thread:
-    """A conversation: its header and all its turns, ordered by ``seq``."""
+    """A conversation: its header and all its turns, ordered by ``seq``.
+
+    ``version`` is the thread's revision (see the module docstring); left at 0 it is
+    taken from the newest turn, as for a thread that was only ever appended to.
+    ``parent_id`` and ``parent_seq`` make a fork: the parent's turns up to
+    ``parent_seq`` come before this thread's own (all of them when ``parent_seq`` is
+    None, as for a continuation made before forks existed).
+    """
 
     id: str
     turns: tuple[Turn, ...]
@@ -207,11 +216,20 @@ class Thread:
     created_at: datetime
     updated_at: datetime
     expires_at: datetime
+    version: int = 0
+    parent_seq: int | None = None
+
+    def __post_init__(self) -> None:
+        newest = self.turns[-1].seq if self.turns else 0
+        if self.version == 0:
+            object.__setattr__(self, "version", newest)
+        elif self.version < newest:
+            raise ValueError(f"version {self.version} is below the newest turn's seq {newest}")
 
     @property
-    def version(self) -> int:
-        """The number of turns; grows by one per appended turn, never shrinks."""
-        return len(self.turns)
+    def newest_seq(self) -> int:
+        """The seq of the newest turn, 0 when there is none."""
+        return self.turns[-1].seq if self.turns else 0
 
     def is_expired(self, now: datetime) -> bool:
         """True when the thread may no longer be served or continued."""
@@ -220,10 +238,11 @@ class Thread:
 
 @dataclass(frozen=True, slots=True)
 class ThreadSummary:
-    """A thread's header without its turns, as listings return it."""
+    """A thread's header without its turns, as listings return it (``turns``: how many)."""
 
     id: str
     version: int
+    turns: int
     tool_name: str | None
     parent_id: str | None
     owner: str | None

@@ -41,6 +41,8 @@ THREAD_COLUMNS = (
     "created_at",
     "updated_at",
     "expires_at",
+    "parent_seq",
+    "turn_count",
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -73,6 +75,8 @@ def thread_from_values(header: Mapping[str, Any], turns: tuple[Turn, ...]) -> Th
         created_at=header["created_at"],
         updated_at=header["updated_at"],
         expires_at=header["expires_at"],
+        version=header["version"],
+        parent_seq=header["parent_seq"],
     )
 
 
@@ -80,6 +84,7 @@ def summary_from_values(header: Mapping[str, Any]) -> ThreadSummary:
     return ThreadSummary(
         id=header["id"],
         version=header["version"],
+        turns=header["turn_count"],
         tool_name=header["tool_name"],
         parent_id=header["parent_id"],
         owner=header["owner"],

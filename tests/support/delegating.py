@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         AppendResult,
         MetadataSwap,
         NewThread,
+        Removal,
         Resealed,
         ThreadDelta,
     )
@@ -51,6 +52,15 @@ class DelegatingStore(Store):
         self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
     ) -> AppendResult:
         return await self.inner.append(thread_id, turns, owner=owner)
+
+    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
+        return await self.inner.pop(thread_id, owner=owner, count=count)
+
+    async def clear(self, thread_id: str, *, owner: str | None) -> Removal:
+        return await self.inner.clear(thread_id, owner=owner)
+
+    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
+        return await self.inner.fork(thread, at_seq=at_seq)
 
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None

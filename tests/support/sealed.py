@@ -19,7 +19,7 @@ from tests.support.delegating import DelegatingStore
 if TYPE_CHECKING:
     from convmem.encryption import Encryption
     from convmem.models import Thread, ThreadPage, Turn
-    from convmem.stores.base import AppendResult, NewThread, Store, ThreadDelta
+    from convmem.stores.base import AppendResult, NewThread, Removal, Store, ThreadDelta
 
 
 class SealedStore(DelegatingStore):
@@ -51,6 +51,14 @@ class SealedStore(DelegatingStore):
             thread_id, self.encryption.seal_turns(thread_id, turns), owner=owner
         )
         return replace(result, turns=self.encryption.open_turns(thread_id, result.turns))
+
+    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
+        removal = await self.inner.pop(thread_id, owner=owner, count=count)
+        return replace(removal, turns=self.encryption.open_turns(thread_id, removal.turns))
+
+    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
+        sealed = replace(thread, metadata=self.encryption.seal_metadata(thread.id, thread.metadata))
+        return self.encryption.open_thread(await self.inner.fork(sealed, at_seq=at_seq))
 
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
-from convmem.cache.protocol import Alive, AppendOutcome, Invalidation, Subscribed
+from convmem.cache.protocol import Alive, Invalidation, Subscribed, WriteOutcome
 from convmem.cache.redis import RedisCache
 from convmem.models import Thread, Turn
 
@@ -29,7 +29,7 @@ class WatchedTier:
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
-    ) -> AppendOutcome:
+    ) -> WriteOutcome:
         self.appended.append(len(turns))
         if self.release is not None:
             await self.release.wait()
@@ -49,6 +49,18 @@ class WatchedTier:
 
     async def install(self, thread: Thread, now: datetime) -> bool:
         return await self.inner.install(thread, now)
+
+    async def remove(
+        self,
+        thread_id: str,
+        base: int,
+        version: int,
+        seqs: Sequence[int],
+        updated_at: datetime,
+        expires_at: datetime,
+        now: datetime,
+    ) -> WriteOutcome:
+        return await self.inner.remove(thread_id, base, version, seqs, updated_at, expires_at, now)
 
     async def fence(self, thread_id: str, version: int) -> bool:
         return await self.inner.fence(thread_id, version)

@@ -3,10 +3,13 @@
 Fields of ``convmem:{<id>}``:
 
 =========  ====================================================================
-``v``      the thread's version (its number of turns)
-``h``      the header that never changes: id, tool, parent, owner, metadata, created
+``v``      the thread's version (its revision: every write raises it)
+``n``      how many turns the thread holds
+``h``      the header that never changes: id, tool, parent and cut, owner, metadata,
+           created
 ``u``/``e`` updated_at / expires_at, in microseconds since the epoch
-``1``..``v`` one JSON array per turn, by seq: an append adds fields, O(turns added)
+``<seq>``  one JSON array per turn, named by its seq: an append adds fields and a pop
+           removes them, O(turns changed). With ``n == v`` they are ``1``..``v``.
 ``f``      a fence: no copy below this version may be served or installed
 =========  ====================================================================
 
@@ -29,9 +32,12 @@ from convmem.models import turn_from_storage
 from convmem.records import from_micros, thread_from_values, to_micros
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from convmem.models import Thread, Turn
 
-FORMAT = 2  # 2: turns as arrays
+FORMAT = 3  # 2: turns as arrays; 3: fields named by seq, ``n``, the fork's cut
+META_FIELDS = frozenset({b"v", b"n", b"h", b"u", b"e", b"f"})
 
 
 def encode_header(thread: Thread) -> bytes:
@@ -41,6 +47,7 @@ def encode_header(thread: Thread) -> bytes:
             "id": thread.id,
             "tool_name": thread.tool_name,
             "parent_id": thread.parent_id,
+            "parent_seq": thread.parent_seq,
             "owner": thread.owner,
             "metadata": dict(thread.metadata),
             "created_at": to_micros(thread.created_at),
@@ -84,18 +91,20 @@ def decode_thread(thread_id: str, fields: dict[bytes, bytes]) -> Thread | None:
         return None
     try:
         version = int(fields[b"v"])
+        count = int(fields[b"n"])
         header: dict[str, Any] = orjson.loads(fields[b"h"])
         updated_at = from_micros(int(fields[b"u"]))
         expires_at = from_micros(int(fields[b"e"]))
         if header.get("fmt") != FORMAT or header.get("id") != thread_id:
             raise CorruptPayload("foreign header")
-        if len(fields) != version + 4 + (b"f" in fields):
-            raise CorruptPayload("turn fields do not match the version")
-        turns = _decode_turns(fields, version)
+        if len(fields) != count + 5 + (b"f" in fields):
+            raise CorruptPayload("turn fields do not match the count")
+        turns = _decode_turns(fields, *_turn_names(fields, version, count))
         header.update(
             created_at=from_micros(header["created_at"]),
             updated_at=updated_at,
             expires_at=expires_at,
+            version=version,
         )
         thread = thread_from_values(header, turns)
     except CorruptPayload:
@@ -118,9 +127,22 @@ def _turn_fields(version: int) -> tuple[bytes, ...]:
     return names[:version]
 
 
-def _decode_turns(fields: dict[bytes, bytes], version: int) -> tuple[Turn, ...]:
+def _turn_names(
+    fields: dict[bytes, bytes], version: int, count: int
+) -> tuple[Sequence[bytes], Sequence[int]]:
+    """The turn fields and their seqs, in seq order: ``1``..``v`` for a thread only ever
+    appended to (the common case: nothing to sort), else the numeric fields sorted."""
+    if count == version:
+        return _turn_fields(version), range(1, version + 1)
+    seqs = sorted(int(name) for name in fields if name not in META_FIELDS)
+    return [b"%d" % seq for seq in seqs], seqs
+
+
+def _decode_turns(
+    fields: dict[bytes, bytes], names: Sequence[bytes], seqs: Sequence[int]
+) -> tuple[Turn, ...]:
     # One JSON document for all the turns: one parser call instead of one per turn.
-    raw = b"[" + b",".join([fields[name] for name in _turn_fields(version)]) + b"]"
+    raw = b"[" + b",".join([fields[name] for name in names]) + b"]"
     turns: list[Turn] = []
     append = turns.append
     last_micros, created = None, None
@@ -135,7 +157,7 @@ def _decode_turns(fields: dict[bytes, bytes], version: int) -> tuple[Turn, ...]:
         metadata,
         key,
         micros,
-    ) in enumerate(orjson.loads(raw), 1):
+    ) in zip(seqs, orjson.loads(raw), strict=True):
         if micros != last_micros:  # the turns of one append share their time: convert once
             last_micros = micros
             created = None if micros is None else from_micros(micros)

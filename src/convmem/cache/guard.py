@@ -4,7 +4,7 @@ Three jobs, kept out of the cache's read/write protocol:
 
 - **Circuit breaking.** The first failure opens the circuit: until a probe succeeds,
   calls raise ``L2Skipped`` at once instead of waiting for a socket timeout.
-- **Fence replay.** A write (append, fence, publish) that did not reach Redis leaves
+- **Fence replay.** A write (append, remove, fence, publish) that did not reach Redis leaves
   other instances and L2 unaware of a committed version. The guard remembers
   ``(thread, version)`` and, before Redis is trusted again (the half-open probe, or
   ``replay()`` when the subscription comes back), fences L2 at that version and
@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from convmem.breaker import CircuitBreaker, CircuitState
 from convmem.cache.protocol import (
     Alive,
-    AppendOutcome,
     CorruptPayload,
     Invalidation,
     L2Error,
     L2Skipped,
     Subscribed,
+    WriteOutcome,
 )
 
 if TYPE_CHECKING:
@@ -107,9 +107,24 @@ class GuardedL2:
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
-    ) -> AppendOutcome:
+    ) -> WriteOutcome:
         return await self._guarded(
             lambda: self.tier.append(thread_id, base, version, turns, updated_at, expires_at, now),
+            missed=(thread_id, version),
+        )
+
+    async def remove(
+        self,
+        thread_id: str,
+        base: int,
+        version: int,
+        seqs: Sequence[int],
+        updated_at: datetime,
+        expires_at: datetime,
+        now: datetime,
+    ) -> WriteOutcome:
+        return await self._guarded(
+            lambda: self.tier.remove(thread_id, base, version, seqs, updated_at, expires_at, now),
             missed=(thread_id, version),
         )
 

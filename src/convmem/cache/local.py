@@ -81,14 +81,14 @@ class LocalCache:
     def put(self, thread: Thread, *, base: Thread | None = None) -> bool:
         """Install ``thread`` unless a newer copy is cached; return whether it was installed.
 
-        ``base`` is the copy ``thread`` extends, if any: its size is then reused so an
-        append costs O(turns added), not O(thread).
+        ``base`` is the copy ``thread`` extends by appended turns, if any: its size is
+        then reused so an append costs O(turns added), not O(thread).
         """
         current = self._entries.get(thread.id)
         if current is not None and current.thread.version > thread.version:
             return False
         if base is not None and current is not None and current.thread is base:
-            size = current.size + turns_size(thread.turns[base.version :])
+            size = current.size + turns_size(thread.turns[len(base.turns) :])
         else:
             size = _THREAD_OVERHEAD + turns_size(thread.turns)
             if thread.metadata:

@@ -31,10 +31,10 @@ class CorruptPayload(Exception):
     """An L2 value that is not a convmem thread (foreign, truncated or garbled)."""
 
 
-class AppendOutcome(enum.Enum):
-    """What an append did to the L2 copy of a thread."""
+class WriteOutcome(enum.Enum):
+    """What a write (an append, a pop, a clear) did to the L2 copy of a thread."""
 
-    EXTENDED = "extended"  # the copy was at the writer's base version: turns added in place
+    EXTENDED = "extended"  # the copy was at the writer's base version: changed in place
     ALREADY_NEWER = "already_newer"  # L2 holds (or is fenced at) this version or a newer one
     FENCED = "fenced"  # the copy was older or missing: fenced at the new version
 
@@ -82,7 +82,17 @@ class L2Tier(Protocol):
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
-    ) -> AppendOutcome: ...
+    ) -> WriteOutcome: ...
+    async def remove(
+        self,
+        thread_id: str,
+        base: int,
+        version: int,
+        seqs: Sequence[int],
+        updated_at: datetime,
+        expires_at: datetime,
+        now: datetime,
+    ) -> WriteOutcome: ...
     async def fence(self, thread_id: str, version: int) -> bool: ...
     async def drop(self, thread_id: str) -> None: ...
     async def publish(self, thread_id: str, version: int, source: str) -> int: ...

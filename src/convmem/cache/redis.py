@@ -23,6 +23,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 import orjson
@@ -31,11 +32,11 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from convmem.cache.codec import decode_thread, encode_header, encode_turn, fence_of
 from convmem.cache.protocol import (
     Alive,
-    AppendOutcome,
     CorruptPayload,
     Invalidation,
     L2Error,
     Subscribed,
+    WriteOutcome,
 )
 from convmem.cache.redis_connection import Client, Subscription, announce, connect, identity
 from convmem.records import to_micros
@@ -49,17 +50,17 @@ IDENTITY_CHECK_SECONDS: Final = 1.0  # a cluster's primaries are checked this of
 if TYPE_CHECKING:
     from convmem.models import Thread, Turn
 
-# KEYS[1]; ARGV: version, ttl_ms, header, updated_us, expires_us, turn 1, turn 2, ...
+# KEYS[1]; ARGV: version, ttl_ms, header, updated_us, expires_us, then seq, turn, seq, turn...
 _INSTALL: Final = """
 local v = tonumber(ARGV[1])
 local cur = redis.call('HMGET', KEYS[1], 'v', 'f')
 local cv, cf = tonumber(cur[1]), tonumber(cur[2])
 if (cf and v < cf) or (cv and cv >= v) then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'h', ARGV[3], 'u', ARGV[4], 'e', ARGV[5])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'h', ARGV[3], 'u', ARGV[4], 'e', ARGV[5],
+           'n', tostring((#ARGV - 5) / 2))
 local batch = {}
 for i = 6, #ARGV do
-  batch[#batch + 1] = tostring(i - 5)
   batch[#batch + 1] = ARGV[i]
   if #batch >= 400 then redis.call('HSET', KEYS[1], unpack(batch)); batch = {} end
 end
@@ -69,7 +70,8 @@ return 1
 """
 
 # KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, new turn 1, ...
-# Returns 1 updated in place, 2 already as new or newer, 0 fenced (see _APPEND_OUTCOMES).
+# (the new turns hold seq base + 1, base + 2, ...).
+# Returns 1 updated in place, 2 already as new or newer, 0 fenced (see _OUTCOMES).
 _APPEND: Final = """
 local base, nv = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cur = redis.call('HMGET', KEYS[1], 'v', 'f')
@@ -81,8 +83,36 @@ if cv and cv == base then
     fields[#fields + 1] = ARGV[i]
   end
   redis.call('HSET', KEYS[1], unpack(fields))
+  redis.call('HINCRBY', KEYS[1], 'n', #ARGV - 5)
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 1
+end
+if (cv and cv >= nv) or (cf and cf >= nv) then return 2 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'f', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 0
+"""
+
+# KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, removed seq 1, ...
+# A pop or a clear: the copy at the writer's base version loses those turns in place,
+# O(turns removed); a copy that does not hold them all is not the base: fenced. Returns
+# as _APPEND does.
+_REMOVE: Final = """
+local base, nv = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cur = redis.call('HMGET', KEYS[1], 'v', 'f')
+local cv, cf = tonumber(cur[1]), tonumber(cur[2])
+if cv and cv == base then
+  local gone = 0
+  for i = 6, #ARGV, 400 do
+    gone = gone + redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 399, #ARGV)))
+  end
+  if gone == #ARGV - 5 then
+    redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[4], 'e', ARGV[5])
+    redis.call('HINCRBY', KEYS[1], 'n', -gone)
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return 1
+  end
 end
 if (cv and cv >= nv) or (cf and cf >= nv) then return 2 end
 redis.call('DEL', KEYS[1])
@@ -115,10 +145,10 @@ return 1
 """
 
 
-_APPEND_OUTCOMES: Final = {
-    1: AppendOutcome.EXTENDED,
-    2: AppendOutcome.ALREADY_NEWER,
-    0: AppendOutcome.FENCED,
+_OUTCOMES: Final = {
+    1: WriteOutcome.EXTENDED,
+    2: WriteOutcome.ALREADY_NEWER,
+    0: WriteOutcome.FENCED,
 }
 
 
@@ -147,6 +177,7 @@ class RedisCache:
         self._socket_timeout = socket_timeout
         self._install = client.register_script(_INSTALL)
         self._append = client.register_script(_APPEND)
+        self._remove = client.register_script(_REMOVE)
         self._fence = client.register_script(_FENCE)
         self._drop = client.register_script(_DROP)
 
@@ -280,7 +311,7 @@ class RedisCache:
             encode_header(thread),
             to_micros(thread.updated_at),
             to_micros(thread.expires_at),
-            *(encode_turn(t) for t in thread.turns),
+            *chain.from_iterable((t.seq, encode_turn(t)) for t in thread.turns),
         ]
         with _translated():
             return bool(await self._install(keys=[self.key(thread.id)], args=args))
@@ -294,7 +325,7 @@ class RedisCache:
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
-    ) -> AppendOutcome:
+    ) -> WriteOutcome:
         """Extend the cached copy in place if it is at ``base``; else fence at ``version``."""
         args: list[Any] = [
             base,
@@ -306,7 +337,31 @@ class RedisCache:
         ]
         with _translated():
             status = int(await self._append(keys=[self.key(thread_id)], args=args))
-        return _APPEND_OUTCOMES[status]
+        return _OUTCOMES[status]
+
+    async def remove(
+        self,
+        thread_id: str,
+        base: int,
+        version: int,
+        seqs: Sequence[int],
+        updated_at: datetime,
+        expires_at: datetime,
+        now: datetime,
+    ) -> WriteOutcome:
+        """Remove turns ``seqs`` from the cached copy in place if it is at ``base``; else
+        fence at ``version``."""
+        args: list[Any] = [
+            base,
+            version,
+            max(self._ttl_ms(expires_at, now), 1),
+            to_micros(updated_at),
+            to_micros(expires_at),
+            *seqs,
+        ]
+        with _translated():
+            status = int(await self._remove(keys=[self.key(thread_id)], args=args))
+        return _OUTCOMES[status]
 
     async def fence(self, thread_id: str, version: int) -> bool:
         """Fence the key at ``version`` unless it is there already; True if raised."""

@@ -3,10 +3,11 @@
 Read: L1 (if it may be trusted now) → L2 → store, one in-flight load per thread
 and owner (single-flight); every copy is checked against the thread's watermark,
 and results are installed upwards with set-if-newer. A stale L1 copy is brought up
-to date with ``load_since`` (turns never change once committed).
+to date with ``load_since``: the turns appended since, or the whole thread after a pop
+or clear (turns never change once committed; they can only be removed).
 
 Write (after the store committed, the only step that can fail the call): L2 is
-extended in place or fenced, L1 is extended, the watermark is raised and
+changed in place (turns added or removed) or fenced, L1 likewise, the watermark is raised and
 ``(id, version)`` is published, so the next read anywhere is a hit or a fresh load.
 
 Redis faults never fail a call: L2 is a ``GuardedL2`` (circuit breaker, replay of
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from convmem.cache.local import LocalCache
     from convmem.models import Thread
     from convmem.stats import Stats
-    from convmem.stores.base import AppendResult, Store
+    from convmem.stores.base import AppendResult, Removal, Store
 
 log = logging.getLogger("convmem.cache")
 T = TypeVar("T")
@@ -246,7 +247,7 @@ class TieredCache:
                 return None, None
             self.stats.delta_refreshes += 1
             turns = self._opened(thread_id, lambda: self.sealing.open_turns(thread_id, delta.turns))
-            thread = extend_thread(base, turns, delta.updated_at, delta.expires_at)
+            thread = delta.applied_to(base, turns)
             return thread, (None if self.sealing.encrypts else thread)
         stored = await self._store(lambda: self.store.load(thread_id, owner=owner))
         if stored is None:
@@ -318,6 +319,39 @@ class TieredCache:
             return extended
         thread = await self.get(thread_id, owner)
         if thread is None:  # deleted right after the append
+            raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
+        return thread
+
+    async def removed(self, removal: Removal, owner: str | None) -> Thread:
+        """Bring every tier up to a committed pop or clear; return the whole thread.
+
+        As for an append: each tier's copy at the writer's base version loses the turns
+        in place, any other copy is fenced (L2) or left below the watermark (L1).
+        """
+        thread_id, version = removal.thread_id, removal.version
+        if removal.seqs:  # an empty pop changed nothing and tells no one
+            self.watermarks.raise_to(thread_id, version)
+            self._inflight.pop((thread_id, owner), None)
+            if self.l2 is not None:
+                await _l2(
+                    self.l2.remove(
+                        thread_id,
+                        removal.base_version,
+                        version,
+                        removal.seqs,
+                        removal.updated_at,
+                        removal.expires_at,
+                        self.store.clock(),
+                    )
+                )
+                await _l2(self.l2.publish(thread_id, version, self.instance_id))
+        cached = self.l1.get(thread_id)
+        revised = None if cached is None else removal.applied_to(cached)
+        if revised is not None:
+            self.l1.put(revised)
+            return revised
+        thread = await self.get(thread_id, owner)
+        if thread is None:  # deleted right after the write
             raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
         return thread
 

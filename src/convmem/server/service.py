@@ -131,7 +131,7 @@ class ConversationService:
                 history = self.memory.history_messages(
                     thread, max_tokens=self.history_tokens, ancestors=ancestors
                 )
-                earlier = thread.version + sum(a.version for a in ancestors)
+                earlier = len(thread.turns) + sum(len(a.turns) for a in ancestors)
             completion = await self.provider.complete(
                 prompt=prompt,
                 history=history,
@@ -162,7 +162,7 @@ class ConversationService:
                 saved = await self.memory.create_thread(tool_name="chat", turns=turns, owner=owner)
             else:
                 saved = await self.memory.add_turns(thread.id, turns, owner=owner)
-        remaining = max(self.memory.max_turns - saved.version, 0)
+        remaining = max(self.memory.max_turns - len(saved.turns), 0)
         offer = None
         if remaining:
             offer = ContinuationOffer(
@@ -201,7 +201,7 @@ class ConversationService:
                 ThreadSummaryView(
                     continuation_id=t.id,
                     tool_name=t.tool_name,
-                    turns=t.version,
+                    turns=t.turns,
                     updated_at=t.updated_at.isoformat(),
                     expires_at=t.expires_at.isoformat(),
                 )

@@ -8,11 +8,22 @@ round-trip budget below is part of the contract, and tests count it on the wire:
 call                          round trips semantics
 ============================  ==========  ==============================================
 ``load(id)``                  1           the thread and all its turns, or None
-``load_since(id, version)``   1           only the turns with ``seq > version``
+``load_since(id, version)``   1           the turns appended after ``version``, or the
+                                          whole thread if it was rewritten since
 ``create(thread, turns)``     1           a new thread, optionally with its first turns
 ``append(id, turns)``         1           atomic; ``seq`` assigned here; idempotent by key
+``pop(id, count)``            1           remove the newest ``count`` turns
+``clear(id)``                 1           remove every turn, keep the thread
+``fork(thread, at_seq)``      1           a new thread whose history starts with its
+                                          parent's turns up to ``at_seq``
 ``list``/``delete``/``purge``  1          owner-scoped listing with a cursor
 ============================  ==========  ==============================================
+
+Versions: every committed write raises the thread's version; an append by the number
+of turns it inserts (the turns get seq ``base + 1 .. version``), a pop or a clear by
+one. So seqs are never reused, and the turns appended after version ``v`` are exactly
+those with ``seq > v`` unless a pop or clear came after ``v`` (the store keeps the
+version of the last one, ``rewritten_at``, to tell).
 
 Owner scoping is exact: a thread with owner X is invisible (as if missing) to any
 other owner, including ``None``. No call returns a thread past its ``expires_at``;
@@ -57,13 +68,61 @@ class NewThread:
 
 @dataclass(frozen=True, slots=True)
 class ThreadDelta:
-    """The turns of a thread after a known version, with its header's moving parts."""
+    """What changed in a thread after a known version, with its header's moving parts.
+
+    ``turns`` are the turns appended since, or, when ``whole`` (a pop or a clear came
+    after that version), every turn the thread now has.
+    """
 
     thread_id: str
     version: int
     turns: tuple[Turn, ...]
     updated_at: datetime
     expires_at: datetime
+    whole: bool = False
+
+    def applied_to(self, thread: Thread, turns: Sequence[Turn] | None = None) -> Thread:
+        """``thread`` brought to this delta's version; ``turns`` replace ``self.turns``
+        (the same turns, opened)."""
+        turns = self.turns if turns is None else turns
+        if self.whole:
+            return revised(thread, tuple(turns), self.version, self.updated_at, self.expires_at)
+        return extend_thread(thread, turns, self.updated_at, self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What a pop or a clear committed: the thread went from ``base_version`` to
+    ``version`` by losing the turns numbered ``seqs`` (none: nothing changed).
+
+    ``turns`` are the removed turns themselves, oldest first, for a pop (a clear does not
+    send them back).
+    """
+
+    thread_id: str
+    version: int
+    seqs: tuple[int, ...]
+    turns: tuple[Turn, ...]
+    updated_at: datetime
+    expires_at: datetime
+
+    @property
+    def base_version(self) -> int:
+        """The thread's version just before this call."""
+        return self.version - 1 if self.seqs else self.version
+
+    def applied_to(self, thread: Thread) -> Thread | None:
+        """``thread`` without the removed turns, or None when ``thread`` is not its base
+        version (or does not hold those turns)."""
+        if thread.version != self.base_version:
+            return None
+        if not self.seqs:
+            return thread
+        gone = frozenset(self.seqs)
+        kept = tuple(t for t in thread.turns if t.seq not in gone)
+        if len(kept) != len(thread.turns) - len(gone):
+            return None
+        return revised(thread, kept, self.version, self.updated_at, self.expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +165,22 @@ def extend_thread(
     for offset, turn in enumerate(turns, start=1):
         if turn.seq != thread.version + offset:
             raise ValueError(f"turn seq {turn.seq} does not follow version {thread.version}")
+    return revised(
+        thread, thread.turns + tuple(turns), thread.version + len(turns), updated_at, expires_at
+    )
+
+
+def revised(
+    thread: Thread,
+    turns: tuple[Turn, ...],
+    version: int,
+    updated_at: datetime,
+    expires_at: datetime,
+) -> Thread:
+    """``thread``'s header with other turns, at another version."""
     return Thread(
         id=thread.id,
-        turns=thread.turns + tuple(turns),
+        turns=turns,
         tool_name=thread.tool_name,
         parent_id=thread.parent_id,
         owner=thread.owner,
@@ -116,6 +188,8 @@ def extend_thread(
         created_at=thread.created_at,
         updated_at=updated_at,
         expires_at=expires_at,
+        version=version,
+        parent_seq=thread.parent_seq,
     )
 
 
@@ -183,7 +257,8 @@ class Store(ABC):
     async def load_since(
         self, thread_id: str, version: int, *, owner: str | None
     ) -> ThreadDelta | None:
-        """Only the turns with ``seq > version`` (1 round trip); None as for ``load``."""
+        """The turns appended after ``version`` (1 round trip), or every turn (``whole``)
+        if the thread was popped or cleared since; None as for ``load``."""
 
     @abstractmethod
     async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
@@ -202,6 +277,29 @@ class Store(ABC):
         Turns whose key is already in the thread are not inserted again. Raises
         ``ThreadNotFoundError``, ``ThreadExpiredError`` or ``ThreadFullError``; on
         any error nothing is written.
+        """
+
+    @abstractmethod
+    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
+        """Remove the newest ``count`` turns (fewer if the thread has fewer; none on an
+        empty thread, which changes nothing) in 1 round trip, and return them. Their
+        keys are free again: a retry of their append inserts them anew.
+
+        Raises ``ThreadNotFoundError`` or ``ThreadExpiredError``; extends the expiry.
+        """
+
+    @abstractmethod
+    async def clear(self, thread_id: str, *, owner: str | None) -> Removal:
+        """Remove every turn and keep the thread (1 round trip); as ``pop`` otherwise."""
+
+    @abstractmethod
+    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
+        """Create ``thread`` as a fork of ``thread.parent_id`` (1 round trip): its history
+        is the parent's turns up to ``at_seq`` (default: the parent's newest turn; 0: none
+        of them), then its own. The parent must be ``thread.owner``'s and live.
+
+        Raises ``ThreadNotFoundError``/``ThreadExpiredError`` for the parent,
+        ``TurnNotFoundError`` when ``at_seq`` is not one of its turns, ``ThreadExistsError``.
         """
 
     @abstractmethod
@@ -246,7 +344,9 @@ class SnapshotStore(Store):
     async def _read(
         self, thread_id: str, owner: str | None, since: int
     ) -> tuple[dict[str, Any], tuple[Turn, ...]] | None:
-        """The decoded header and the turns with ``seq > since``, or None (one round trip)."""
+        """The decoded header and the turns appended after version ``since`` (every turn,
+        with ``header["whole"]`` true, when a pop or clear came after it), or None (one
+        round trip)."""
 
     async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
         found = await self._read(thread_id, owner, 0)
@@ -260,5 +360,10 @@ class SnapshotStore(Store):
             return None
         header, turns = found
         return ThreadDelta(
-            thread_id, header["version"], turns, header["updated_at"], header["expires_at"]
+            thread_id,
+            header["version"],
+            turns,
+            header["updated_at"],
+            header["expires_at"],
+            bool(header["whole"]),
         )

@@ -20,6 +20,7 @@ from convmem.errors import (
     ThreadExpiredError,
     ThreadFullError,
     ThreadNotFoundError,
+    TurnNotFoundError,
 )
 from convmem.models import ThreadPage, ThreadSummary
 from convmem.records import from_micros, stored_turn, to_micros
@@ -59,6 +60,25 @@ def full(thread_id: str, *, version: int, fresh: int, max_turns: int) -> ThreadF
             f"{fresh} more do not fit: start a new thread"
         )
     return ThreadFullError(message, thread_id=thread_id, max_turns=max_turns)
+
+
+def no_turn(thread_id: str, seq: int) -> TurnNotFoundError:
+    return TurnNotFoundError(
+        f"thread {thread_id} has no turn {seq} (never had one, or it was removed): fork at"
+        " the seq of one of its turns, at 0 for none of them, or omit it for the newest"
+    )
+
+
+def check_fork_point(at_seq: int | None) -> None:
+    if at_seq is not None and (
+        not isinstance(at_seq, int) or isinstance(at_seq, bool) or at_seq < 0
+    ):
+        raise InvalidInputError(f"at_seq must be a turn's seq, 0 or None, got {at_seq!r}")
+
+
+def check_pop_count(count: int) -> None:
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise InvalidInputError(f"count must be a positive integer, got {count!r}")
 
 
 def key_conflict(thread_id: str, key: str | None) -> IdempotencyConflictError:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from convmem.errors import ThreadExistsError
 from convmem.models import Thread, ThreadPage, ThreadSummary, Turn, turn_from_storage
 from convmem.records import (
     TURN_COLUMNS,
@@ -35,6 +36,7 @@ from convmem.stores.base import (
     AppendResult,
     MetadataSwap,
     NewThread,
+    Removal,
     Resealed,
     SnapshotStore,
 )
@@ -43,7 +45,19 @@ if TYPE_CHECKING:
     from convmem.errors import ConvMemError
 
 # The columns of convmem_row, in order: a turn's, then the header row's own.
-HEADER_ONLY: Final = ("id", "version", "parent_id", "owner", "updated_at", "expires_at", "inserted")
+HEADER_ONLY: Final = (
+    "id",
+    "version",
+    "parent_id",
+    "owner",
+    "updated_at",
+    "expires_at",
+    "inserted",
+    "parent_seq",
+    "whole",
+    "removed",
+    "turn_count",
+)
 ROW_FIELDS: Final = (*TURN_COLUMNS, *HEADER_ONLY)
 TIME_FIELDS: Final = frozenset({"created_at", "updated_at", "expires_at"})
 _TURN_WIDTH: Final = len(TURN_COLUMNS)
@@ -163,6 +177,62 @@ class FunctionStore(SnapshotStore):
         stored = common.appended_turns(turns, turns_of(rows), base=version - inserted, now=now)
         return AppendResult(thread_id, version, inserted, stored, now, header["expires_at"])
 
+    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
+        common.check_pop_count(count)
+        return await self._remove(thread_id, owner, count)
+
+    async def clear(self, thread_id: str, *, owner: str | None) -> Removal:
+        return await self._remove(thread_id, owner, None)
+
+    async def _remove(self, thread_id: str, owner: str | None, count: int | None) -> Removal:
+        rows = await self._rows(
+            Call(
+                "convmem_remove",
+                {
+                    "p_id": thread_id,
+                    "p_owner": owner,
+                    "p_count": count,
+                    "p_now": self.clock(),
+                    "p_ttl_seconds": self.limits.ttl.total_seconds(),
+                    "p_request_id": self._request_id(),
+                },
+            ),
+            thread_id=thread_id,
+        )
+        header = header_of(rows[0])
+        return Removal(
+            thread_id,
+            header["version"],
+            tuple(header["removed"] or ()),
+            turns_of(rows),
+            header["updated_at"],
+            header["expires_at"],
+        )
+
+    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
+        common.check_fork_point(at_seq)
+        if thread.parent_id is None:
+            raise ValueError("a fork needs the parent's id in NewThread.parent_id")
+        call = Call(
+            "convmem_fork",
+            {
+                "p_id": thread.id,
+                "p_parent_id": thread.parent_id,
+                "p_at_seq": at_seq,
+                "p_tool_name": thread.tool_name,
+                "p_owner": thread.owner,
+                "p_metadata": dict(thread.metadata),
+                "p_now": self.clock(),
+                "p_ttl_seconds": self.limits.ttl.total_seconds(),
+                "p_request_id": self._request_id(),
+            },
+        )
+        try:
+            rows = await self._rows(call, thread_id=thread.parent_id)
+        except ThreadExistsError:  # refusals name the parent; this one is the fork's
+            raise common.exists(thread.id) from None
+        return thread_from_values(header_of(rows[0]), ())
+
     async def delete(self, thread_id: str, *, owner: str | None) -> bool:
         return bool(
             await self._value(
@@ -233,6 +303,10 @@ def header_of(row: Row) -> dict[str, Any]:
         "updated_at": row[_INDEX["updated_at"]],
         "expires_at": row[_INDEX["expires_at"]],
         "inserted": row[_INDEX["inserted"]],
+        "parent_seq": row[_INDEX["parent_seq"]],
+        "whole": row[_INDEX["whole"]],
+        "removed": row[_INDEX["removed"]],
+        "turn_count": row[_INDEX["turn_count"]],
     }
 
 
@@ -258,6 +332,8 @@ def refusal(
             return common.exists(thread_id)
         case "CM409":
             return common.key_conflict(thread_id, detail)
+        case "CM416":
+            return common.no_turn(thread_id, int(detail or 0))
         case "CM413":
             counts = orjson.loads(detail or "{}")
             return common.full(

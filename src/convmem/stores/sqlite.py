@@ -34,6 +34,7 @@ from convmem.stores.base import (
     Clock,
     MetadataSwap,
     NewThread,
+    Removal,
     Resealed,
     SnapshotStore,
     utc_now,
@@ -199,20 +200,24 @@ class SqliteStore(SnapshotStore):
         conn.execute("BEGIN")
         try:
             row = conn.execute(
-                f"SELECT {_THREAD_SELECT} FROM convmem_threads"
+                f"SELECT {_THREAD_SELECT}, rewritten_at FROM convmem_threads"
                 " WHERE id = ? AND owner IS ? AND expires_at > ?",
                 (thread_id, owner, to_micros(self.clock())),
             ).fetchone()
             if row is None:
                 return None
+            header = _header(row[:-1])
+            # Turns removed after `since`: the reader's copy cannot be extended, send all.
+            whole = since < row[-1] or since > header["version"]
+            header["whole"] = whole
             rows = conn.execute(
                 f"SELECT {_TURN_SELECT} FROM convmem_turns"
                 " WHERE thread_id = ? AND seq > ? ORDER BY seq",
-                (thread_id, since),
+                (thread_id, 0 if whole else since),
             ).fetchall()
         finally:
             conn.execute("COMMIT")
-        return _header(row), tuple(_turn(r) for r in rows)
+        return header, tuple(_turn(r) for r in rows)
 
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None
@@ -248,11 +253,12 @@ class SqliteStore(SnapshotStore):
         def insert(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO convmem_threads (id, version, tool_name, parent_id, owner,"
-                    " metadata, created_at, updated_at, expires_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO convmem_threads (id, version, turn_count, tool_name, parent_id,"
+                    " owner, metadata, created_at, updated_at, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         thread.id,
+                        len(turns),
                         len(turns),
                         thread.tool_name,
                         thread.parent_id,
@@ -280,6 +286,8 @@ class SqliteStore(SnapshotStore):
             "created_at": now,
             "updated_at": now,
             "expires_at": expires,
+            "version": len(turns),
+            "parent_seq": None,
         }
         return thread_from_values(header, stored)
 
@@ -291,15 +299,7 @@ class SqliteStore(SnapshotStore):
         max_turns = self.limits.max_turns
 
         def write(conn: sqlite3.Connection) -> AppendResult:
-            row = conn.execute(
-                "SELECT version, expires_at FROM convmem_threads WHERE id = ? AND owner IS ?",
-                (thread_id, owner),
-            ).fetchone()
-            if row is None:
-                raise common.not_found(thread_id)
-            version, expires_at = row
-            if expires_at <= to_micros(now):
-                raise common.expired(thread_id)
+            version, count = self._writable(conn, thread_id, owner, now)
             keys = [t.key for t in turns if t.key is not None]
             existing: list[Turn] = []
             if keys:
@@ -318,21 +318,167 @@ class SqliteStore(SnapshotStore):
                 if prior is not None and (prior.role, prior.content) != (turn.role, turn.content):
                     raise common.key_conflict(thread_id, turn.key)
             fresh = [t for t in turns if t.key is None or t.key not in known]
-            if version + len(fresh) > max_turns:
-                raise common.full(thread_id, version=version, fresh=len(fresh), max_turns=max_turns)
+            if count + len(fresh) > max_turns:
+                raise common.full(thread_id, version=count, fresh=len(fresh), max_turns=max_turns)
             conn.executemany(
                 _TURN_INSERT,
                 [_turn_row(thread_id, version + i, t, now) for i, t in enumerate(fresh, 1)],
             )
             conn.execute(
-                "UPDATE convmem_threads SET version = ?, updated_at = ?, expires_at = ?"
-                " WHERE id = ?",
-                (version + len(fresh), to_micros(now), to_micros(expires), thread_id),
+                "UPDATE convmem_threads SET version = ?, turn_count = ?, updated_at = ?,"
+                " expires_at = ? WHERE id = ?",
+                (
+                    version + len(fresh),
+                    count + len(fresh),
+                    to_micros(now),
+                    to_micros(expires),
+                    thread_id,
+                ),
             )
             stored = common.appended_turns(turns, existing, base=version, now=now)
             return AppendResult(thread_id, version + len(fresh), len(fresh), stored, now, expires)
 
         return await self._run(lambda: self._transaction(write))
+
+    def _writable(
+        self, conn: sqlite3.Connection, thread_id: str, owner: str | None, now: datetime
+    ) -> tuple[int, int]:
+        """The version and turn count of a thread a write may change, or the refusal."""
+        row = conn.execute(
+            "SELECT version, turn_count, expires_at FROM convmem_threads"
+            " WHERE id = ? AND owner IS ?",
+            (thread_id, owner),
+        ).fetchone()
+        if row is None:
+            raise common.not_found(thread_id)
+        if row[2] <= to_micros(now):
+            raise common.expired(thread_id)
+        return int(row[0]), int(row[1])
+
+    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
+        common.check_pop_count(count)
+        return await self._remove(thread_id, owner, count)
+
+    async def clear(self, thread_id: str, *, owner: str | None) -> Removal:
+        return await self._remove(thread_id, owner, None)
+
+    async def _remove(self, thread_id: str, owner: str | None, count: int | None) -> Removal:
+        """Pop the newest ``count`` turns, or clear them all (``None``)."""
+        now = self.clock()
+        expires = now + self.limits.ttl
+
+        def remove(conn: sqlite3.Connection) -> Removal:
+            version, turn_count = self._writable(conn, thread_id, owner, now)
+            if count is None:
+                seqs = [
+                    int(r[0])
+                    for r in conn.execute(
+                        "DELETE FROM convmem_turns WHERE thread_id = ? RETURNING seq",
+                        (thread_id,),
+                    )
+                ]
+                removed: tuple[Turn, ...] = ()
+            else:
+                removed = tuple(
+                    reversed(
+                        [
+                            _turn(r)
+                            for r in conn.execute(
+                                f"SELECT {_TURN_SELECT} FROM convmem_turns WHERE thread_id = ?"
+                                " ORDER BY seq DESC LIMIT ?",
+                                (thread_id, count),
+                            )
+                        ]
+                    )
+                )
+                seqs = [t.seq for t in removed]
+                if seqs:
+                    conn.execute(
+                        "DELETE FROM convmem_turns WHERE thread_id = ? AND seq >= ?",
+                        (thread_id, seqs[0]),
+                    )
+            if not seqs:
+                row = conn.execute(
+                    "SELECT updated_at, expires_at FROM convmem_threads WHERE id = ?",
+                    (thread_id,),
+                ).fetchone()
+                return Removal(thread_id, version, (), (), from_micros(row[0]), from_micros(row[1]))
+            conn.execute(
+                "UPDATE convmem_threads SET version = ?, rewritten_at = ?, turn_count = ?,"
+                " updated_at = ?, expires_at = ? WHERE id = ?",
+                (
+                    version + 1,
+                    version + 1,
+                    turn_count - len(seqs),
+                    to_micros(now),
+                    to_micros(expires),
+                    thread_id,
+                ),
+            )
+            return Removal(thread_id, version + 1, tuple(sorted(seqs)), removed, now, expires)
+
+        return await self._run(lambda: self._transaction(remove))
+
+    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
+        common.check_fork_point(at_seq)
+        parent_id = thread.parent_id
+        if parent_id is None:
+            raise ValueError("a fork needs the parent's id in NewThread.parent_id")
+        now = self.clock()
+        expires = now + self.limits.ttl
+
+        def insert(conn: sqlite3.Connection) -> int:
+            self._writable(conn, parent_id, thread.owner, now)
+            if at_seq is None:
+                cut = conn.execute(
+                    "SELECT coalesce(max(seq), 0) FROM convmem_turns WHERE thread_id = ?",
+                    (parent_id,),
+                ).fetchone()[0]
+            else:
+                cut = at_seq
+                if (
+                    at_seq
+                    and not conn.execute(
+                        "SELECT 1 FROM convmem_turns WHERE thread_id = ? AND seq = ?",
+                        (parent_id, at_seq),
+                    ).fetchone()
+                ):
+                    raise common.no_turn(parent_id, at_seq)
+            try:
+                conn.execute(
+                    "INSERT INTO convmem_threads (id, version, turn_count, tool_name, parent_id,"
+                    " parent_seq, owner, metadata, created_at, updated_at, expires_at)"
+                    " VALUES (?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        thread.id,
+                        thread.tool_name,
+                        parent_id,
+                        cut,
+                        thread.owner,
+                        _json(dict(thread.metadata)),
+                        to_micros(now),
+                        to_micros(now),
+                        to_micros(expires),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise common.exists(thread.id) from None
+            return int(cut)
+
+        cut = await self._run(lambda: self._transaction(insert))
+        header = {
+            "id": thread.id,
+            "tool_name": thread.tool_name,
+            "parent_id": parent_id,
+            "owner": thread.owner,
+            "metadata": thread.metadata,
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": expires,
+            "version": 0,
+            "parent_seq": cut,
+        }
+        return thread_from_values(header, ())
 
     async def delete(self, thread_id: str, *, owner: str | None) -> bool:
         def remove(conn: sqlite3.Connection) -> bool:

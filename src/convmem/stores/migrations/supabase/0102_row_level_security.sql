@@ -1,6 +1,6 @@
 -- convmem on Supabase: row-level security and grants. Apply after the postgres/ files
--- (0001_init, 0002_functions, 0003_reseal), by pasting the files in order into the SQL
--- editor of the project, or with `convmem migrate --store "postgresql://…?migrations=supabase"`.
+-- (0001_init, 0002_functions, 0003_reseal, 0004_revisions), by pasting the files in order
+-- into the SQL editor of the project, or with `convmem migrate --store "postgresql://…?migrations=supabase"`.
 -- (Version 0101 was the first schema's REST functions; 0002 replaces them.)
 --
 -- Only the service role (the server's key) reaches conversations: the anon and
