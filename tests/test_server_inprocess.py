@@ -155,6 +155,60 @@ async def test_the_openai_compatible_provider_sends_the_history(
     await provider.aclose()
 
 
+async def test_rewind_and_fork_change_the_history_the_model_receives(
+    tmp_path: Path, standin: ChatCompletionsStandIn
+) -> None:
+    provider = OpenAICompatibleProvider(
+        name="custom", api_key="sk-test", base_url=standin.base_url, default_model="m1"
+    )
+
+    def sent(request: int) -> list[str]:
+        return [m["content"] for m in standin.requests[request]["body"]["messages"]]
+
+    async with (
+        Memory.from_url(f"sqlite:///{tmp_path}/s.db", max_turns=50) as memory,
+        client_for(memory, provider) as client,
+    ):
+        cid = (await client.call_tool("chat", {"prompt": "alpha"})).structured_content[
+            "continuation_id"
+        ]  # type: ignore[index]
+        for prompt in ("beta", "gamma"):
+            await client.call_tool("chat", {"prompt": prompt, "continuation_id": cid})
+        rewound = await client.call_tool("thread_rewind", {"continuation_id": cid})
+        assert rewound.structured_content == {
+            "continuation_id": cid,
+            "removed": 2,
+            "turns": 4,
+            "remaining_turns": 46,
+        }
+        await client.call_tool("chat", {"prompt": "gamma again", "continuation_id": cid})
+        assert sent(3) == [
+            "alpha",
+            "stand-in reply to: alpha",
+            "beta",
+            "stand-in reply to: beta",
+            "gamma again",
+        ]
+        fork = (
+            await client.call_tool("thread_fork", {"continuation_id": cid, "at_seq": 2})
+        ).structured_content
+        assert fork is not None
+        assert (fork["parent_id"], fork["parent_seq"]) == (cid, 2)
+        await client.call_tool(
+            "chat", {"prompt": "delta", "continuation_id": fork["continuation_id"]}
+        )
+        assert sent(4) == ["alpha", "stand-in reply to: alpha", "delta"]
+        got = (await client.call_tool("thread_get", {"continuation_id": cid})).structured_content
+        assert got is not None
+        assert [t["seq"] for t in got["turns"]] == [1, 2, 3, 4, 8, 9]  # seqs are never reused
+        bad_cut = await client.call_tool("thread_fork", {"continuation_id": cid, "at_seq": 6})
+        assert bad_cut.is_error
+        assert "has no turn 6" in bad_cut.content[0].text  # type: ignore[union-attr]
+        too_few = await client.call_tool("thread_rewind", {"continuation_id": cid, "turns": 0})
+        assert too_few.is_error
+    await provider.aclose()
+
+
 def test_the_provider_is_chosen_by_which_key_is_set() -> None:
     assert provider_from_env({}).name == "echo"
     glm = provider_from_env({"GLM_API_KEY": "k"})

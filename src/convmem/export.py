@@ -20,6 +20,7 @@ def thread_to_dict(thread: Thread) -> dict[str, Any]:
         "version": thread.version,
         "tool_name": thread.tool_name,
         "parent_id": thread.parent_id,
+        "parent_seq": thread.parent_seq,
         "owner": thread.owner,
         "metadata": dict(thread.metadata),
         "created_at": thread.created_at.isoformat(),

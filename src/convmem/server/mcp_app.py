@@ -17,7 +17,9 @@ from convmem.server.progress import fan_out, progress_notifier, reply_listener
 from convmem.server.service import (
     ChatResult,
     ConversationService,
+    ForkResult,
     Health,
+    RewindResult,
     ThreadPageView,
     ToolFailure,
 )
@@ -158,6 +160,31 @@ def build_mcp(service: ConversationService, *, metrics: Metrics, transport: str)
     ) -> str:
         with _tool_errors("thread_export"):
             return await service.thread_export(current_owner.get(), continuation_id, format)
+
+    @mcp.tool(
+        description="Branch a conversation: a new continuation_id whose history is this"
+        " conversation's turns up to at_seq (default: all of them); the original is unchanged."
+    )
+    async def thread_fork(
+        continuation_id: ContinuationId,
+        at_seq: Annotated[
+            int | None,
+            Field(ge=0, description="The seq of the last turn to keep (see thread_get)"),
+        ] = None,
+    ) -> ForkResult:
+        with _tool_errors("thread_fork"):
+            return await service.thread_fork(current_owner.get(), continuation_id, at_seq)
+
+    @mcp.tool(
+        description="Drop the newest turns of a conversation (2: the last prompt and reply),"
+        " to take a different turn from there."
+    )
+    async def thread_rewind(
+        continuation_id: ContinuationId,
+        turns: Annotated[int, Field(ge=1, le=10_000, description="How many turns to drop")] = 2,
+    ) -> RewindResult:
+        with _tool_errors("thread_rewind"):
+            return await service.thread_rewind(current_owner.get(), continuation_id, turns)
 
     @mcp.tool(description="Delete a conversation and its turns.")
     async def thread_delete(continuation_id: ContinuationId) -> dict[str, bool]:

@@ -50,6 +50,21 @@ class ContinuationOffer(BaseModel):
     note: str
 
 
+class ForkResult(BaseModel):
+    continuation_id: str = Field(description="The new conversation: pass it to chat")
+    parent_id: str = Field(description="The conversation it was forked from (unchanged)")
+    parent_seq: int = Field(description="The parent's turns up to this seq come first")
+    remaining_turns: int = Field(description="Turns the new conversation may take")
+    note: str
+
+
+class RewindResult(BaseModel):
+    continuation_id: str
+    removed: int = Field(description="How many turns were removed")
+    turns: int = Field(description="How many turns the conversation has now")
+    remaining_turns: int = Field(description="Turns left before the thread is full")
+
+
 class ChatResult(BaseModel):
     content: str = Field(description="The model's reply")
     continuation_id: str = Field(description="Pass this back to continue the conversation")
@@ -182,6 +197,37 @@ class ConversationService:
             thread_source=source,
             status="continuation_available" if offer else "success",
             continuation_offer=offer,
+        )
+
+    async def thread_fork(
+        self, owner: str | None, continuation_id: str, at_seq: int | None
+    ) -> ForkResult:
+        with _as_tool_failure():
+            fork = await self.memory.fork_thread(continuation_id, at_seq=at_seq, owner=owner)
+        parent_seq = fork.parent_seq or 0
+        return ForkResult(
+            continuation_id=fork.id,
+            parent_id=continuation_id,
+            parent_seq=parent_seq,
+            remaining_turns=self.memory.max_turns,
+            note=(
+                f"Pass continuation_id {fork.id} to chat to continue from turn {parent_seq} of"
+                f" {continuation_id}; that conversation is unchanged."
+            ),
+        )
+
+    async def thread_rewind(
+        self, owner: str | None, continuation_id: str, turns: int
+    ) -> RewindResult:
+        with _as_tool_failure():
+            thread, removed = await self.memory.rewind_thread(
+                continuation_id, turns, owner=owner
+            )
+        return RewindResult(
+            continuation_id=thread.id,
+            removed=len(removed),
+            turns=len(thread.turns),
+            remaining_turns=max(self.memory.max_turns - len(thread.turns), 0),
         )
 
     async def thread_get(self, owner: str | None, continuation_id: str) -> dict[str, Any]:
