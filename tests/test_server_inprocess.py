@@ -169,9 +169,9 @@ async def test_rewind_and_fork_change_the_history_the_model_receives(
         Memory.from_url(f"sqlite:///{tmp_path}/s.db", max_turns=50) as memory,
         client_for(memory, provider) as client,
     ):
-        cid = (await client.call_tool("chat", {"prompt": "alpha"})).structured_content[
-            "continuation_id"
-        ]  # type: ignore[index]
+        first = (await client.call_tool("chat", {"prompt": "alpha"})).structured_content
+        assert first is not None
+        cid = first["continuation_id"]
         for prompt in ("beta", "gamma"):
             await client.call_tool("chat", {"prompt": prompt, "continuation_id": cid})
         rewound = await client.call_tool("thread_rewind", {"continuation_id": cid})
