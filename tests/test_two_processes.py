@@ -10,7 +10,7 @@ import pytest
 
 from convmem import Memory, Turn
 from tests.support.services import pg_url
-from tests.support.workers import alternate
+from tests.support.workers import alternate, alternate_rewrites
 
 CONTINUATIONS = 200
 
@@ -64,3 +64,46 @@ async def test_alternating_continuations_from_two_processes(
             for step in steps:
                 expected += [f"{step}:user", f"{step}:assistant"]
             assert [t.content for t in final.turns] == expected
+
+
+REWRITE_STEPS = 60
+
+
+async def test_pops_clears_and_forks_from_two_processes_are_seen_exactly(
+    clean_pg: str, redis_url: str, redis_prefix: str
+) -> None:
+    """Each side acknowledges a write (an append, a pop, a rewind, a clear or a fork) and
+    the other, once its invalidation arrived, must read exactly that state."""
+    store_url = pg_url(clean_pg)
+    async with Memory.from_url(store_url, max_turns=1000) as memory:
+        thread = await memory.create_thread(turns=[Turn(role="user", content="start")])
+
+    context = multiprocessing.get_context("spawn")
+    left_end, right_end = context.Pipe()
+    start = context.Barrier(2)
+    sides = [
+        context.Process(
+            target=alternate_rewrites,
+            args=(store_url, redis_url, redis_prefix, thread.id, side, REWRITE_STEPS, end, start),
+        )
+        for side, end in ((0, left_end), (1, right_end))
+    ]
+    for process in sides:
+        process.start()
+    deadline = time.monotonic() + 240
+    while any(p.is_alive() for p in sides) and time.monotonic() < deadline:
+        if any(p.exitcode not in (None, 0) for p in sides):
+            break
+        await asyncio.sleep(0.05)
+    for process in sides:
+        if process.is_alive():
+            process.terminate()
+        process.join(10)
+    assert [p.exitcode for p in sides] == [0, 0]
+
+    async with Memory.from_url(store_url, max_turns=1000) as memory:
+        final = await memory.get_thread(thread.id)
+        assert final is not None
+        forks = [t for t in (await memory.list_threads(limit=100)).threads if t.parent_id]
+    assert final.version > REWRITE_STEPS  # every write raised it
+    assert len(forks) == REWRITE_STEPS // 6

@@ -117,3 +117,99 @@ def alternate(
 def _thread_of(step: int, thread_ids: list[str]) -> str:
     """Both sides continue every thread: steps 0 and 1 the first, 2 and 3 the next, ..."""
     return thread_ids[(step // 2) % len(thread_ids)]
+
+
+def alternate_rewrites(
+    store_url: str,
+    redis_url: str,
+    prefix: str,
+    thread_id: str,
+    side: int,
+    steps: int,
+    pipe: Connection,
+    start: Barrier,
+) -> None:
+    """One side of the two-process rewrite test; raises (exit code 1) on a violation.
+
+    The sides take turns on one thread with every kind of write: appends, pops, rewinds,
+    clears and forks. Each receives the other's acknowledged state (version and turn
+    texts), waits until the invalidation of that write arrived, then reads three times
+    (as servers do) and must see exactly that state: no removed turn, no missing one,
+    no version going backwards. A fork must read back with its parent cut at the fork
+    point.
+    """
+
+    async def main() -> None:
+        settings = Settings.of(
+            store_url=store_url, cache_url=redis_url, cache_prefix=prefix, max_turns=1000
+        )
+        async with Memory.from_settings(settings) as memory:
+            assert memory.stats.subscribed, "no invalidation subscription after open"
+            start.wait(30)
+            newest_seen = 0
+            announced = 0  # the other side's writes that published an invalidation
+            for step in range(side, steps, 2):
+                if step > 0:
+                    if not pipe.poll(60):
+                        raise AssertionError(f"step {step}: the other side stopped")
+                    version, texts, published, fork = pipe.recv()
+                    announced += published
+                    deadline = time.monotonic() + 30
+                    while memory.stats.invalidations_received < announced:
+                        if time.monotonic() > deadline:
+                            raise AssertionError(f"step {step}: the invalidation never came")
+                        await asyncio.sleep(0.001)
+                    for _ in range(3):
+                        thread = await memory.get_thread(thread_id)
+                        assert thread is not None, f"step {step}: thread vanished"
+                        assert thread.version >= newest_seen, f"step {step}: version went back"
+                        newest_seen = thread.version
+                        assert (thread.version, [t.content for t in thread.turns]) == (
+                            version,
+                            texts,
+                        ), f"step {step}: read {thread.version}, acknowledged {version}"
+                    if fork is not None:
+                        fork_id, cut, parent_texts = fork
+                        forked = await memory.get_thread(fork_id)
+                        assert forked is not None, f"step {step}: the fork is missing"
+                        assert forked.parent_seq == cut
+                        (parent,) = await memory.get_ancestors(forked)
+                        assert [t.content for t in parent.turns] == parent_texts
+                published, fork = await _rewrite(memory, thread_id, step)
+                thread = await memory.get_thread(thread_id)
+                assert thread is not None
+                assert thread.version >= newest_seen
+                newest_seen = thread.version
+                if step + 1 < steps:
+                    texts = [t.content for t in thread.turns]
+                    pipe.send((thread.version, texts, published, fork))
+
+    asyncio.run(main())
+
+
+async def _rewrite(
+    memory: Memory, thread_id: str, step: int
+) -> tuple[int, tuple[str, int, list[str]] | None]:
+    """Step ``step``'s write; returns whether it published an invalidation (1 or 0) and,
+    for a fork, what the other side must find."""
+    kind = step % 6
+    if kind in (0, 2, 4):
+        turns = [
+            Turn(role="user", content=f"{step}:user", key=f"{step}:user"),
+            Turn(role="assistant", content=f"{step}:assistant", key=f"{step}:a"),
+        ]
+        await memory.add_turns(thread_id, turns)
+        return 1, None
+    if kind == 1:
+        return int(await memory.pop_turn(thread_id) is not None), None
+    if kind == 3 and step % 4 == 3:
+        cleared = await memory.clear_thread(thread_id)
+        return int(cleared.turns == ()), None
+    if kind == 3:
+        _, removed = await memory.rewind_thread(thread_id, 2)
+        return int(bool(removed)), None
+    parent = await memory.get_thread(thread_id)
+    assert parent is not None
+    cut = parent.turns[len(parent.turns) // 2].seq if parent.turns else 0
+    fork = await memory.fork_thread(thread_id, at_seq=cut)
+    return 0, (fork.id, cut, [t.content for t in parent.turns if t.seq <= cut])
