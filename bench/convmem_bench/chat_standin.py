@@ -4,6 +4,10 @@ It is a stand-in for a hosted model API (which cannot run here): it records ever
 request it gets and answers with a completion that quotes the last message, whole or,
 when the request asks for ``stream``, as server-sent events in several chunks.
 
+A request that offers ``tools`` and whose last message asks ``[tool:NAME]`` or
+``[tool:NAME {json arguments}]`` is answered with a call of that tool (whole or
+streamed); once the tool's result is the last message, the answer quotes it.
+
 A prompt containing ``[slow]`` takes ``slow_seconds`` to answer, ``[slow:N]`` takes N
 seconds; a streamed slow answer sends one chunk a second meanwhile, so tests see
 pieces arrive during a long call. A client that goes away mid-stream is recorded in
@@ -22,6 +26,7 @@ from typing import Any
 from convmem_bench.httpserver import BackgroundHTTPServer
 
 SLOW = re.compile(r"\[slow(?::(\d+(?:\.\d+)?))?\]")
+TOOL = re.compile(r"\[tool:(\w+)(?: (\{.*?\}))?\]")
 
 
 class ChatCompletionsStandIn(BackgroundHTTPServer):
@@ -46,8 +51,21 @@ class ChatCompletionsStandIn(BackgroundHTTPServer):
                             "authorization": self.headers.get("authorization"),
                         }
                     )
-                last = body["messages"][-1]["content"]
-                reply = f"stand-in reply to: {last}"
+                message = body["messages"][-1]
+                last = _text(message.get("content"))
+                wanted = TOOL.search(last) if body.get("tools") else None
+                if wanted and message.get("role") == "user":
+                    call = {
+                        "id": f"call_{len(standin.requests)}",
+                        "type": "function",
+                        "function": {"name": wanted.group(1), "arguments": wanted.group(2) or "{}"},
+                    }
+                    self._tool_call(body["model"], call, stream=bool(body.get("stream")))
+                    return
+                if message.get("role") == "tool":
+                    reply = f"stand-in reply to the tool result: {last}"
+                else:
+                    reply = f"stand-in reply to: {last}"
                 match = SLOW.search(last)
                 delay = 0.0
                 if match:
@@ -73,6 +91,44 @@ class ChatCompletionsStandIn(BackgroundHTTPServer):
                     ],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 }
+                self._send_json(answer)
+
+            def _tool_call(self, model: str, call: dict[str, Any], *, stream: bool) -> None:
+                if stream:
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("connection", "close")
+                    self.end_headers()
+                    self.close_connection = True
+                    self._event(
+                        model, {"role": "assistant", "tool_calls": [{"index": 0, **call}]}, None
+                    )
+                    self._event(model, {}, "tool_calls")
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                    return
+                self._send_json(
+                    {
+                        "id": "chatcmpl-standin",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "tool_calls",
+                                "message": {
+                                    "role": "assistant",
+                                    "content": None,
+                                    "tool_calls": [call],
+                                },
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    }
+                )
+
+            def _send_json(self, answer: dict[str, Any]) -> None:
                 data = json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
@@ -101,7 +157,7 @@ class ChatCompletionsStandIn(BackgroundHTTPServer):
                     with standin._lock:
                         standin.aborted.append(prompt)
 
-            def _event(self, model: str, delta: dict[str, str], finish: str | None) -> None:
+            def _event(self, model: str, delta: dict[str, Any], finish: str | None) -> None:
                 chunk = {
                     "id": "chatcmpl-standin",
                     "object": "chat.completion.chunk",
@@ -120,3 +176,12 @@ class ChatCompletionsStandIn(BackgroundHTTPServer):
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+
+def _text(content: object) -> str:
+    """A message's content as text: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
+from websockets.sync.connection import Connection
 
 from convmem import Memory
 from convmem.providers.echo import EchoProvider
@@ -98,7 +99,7 @@ arguments = st.dictionaries(
 
 
 @pytest.fixture
-def socket(live: LiveServer) -> Iterator[ClientConnection]:
+def socket(live: LiveServer) -> Iterator[Connection]:
     # No keepalive thread: its pings draw on the global `random`, which hypothesis forbids
     # while it draws cases (seen at 10,000 cases, once a keepalive ping came due).
     with connect(live.ws_url, max_size=None, ping_interval=None) as ws:
@@ -107,7 +108,7 @@ def socket(live: LiveServer) -> Iterator[ClientConnection]:
         yield ws
 
 
-def _alive(ws: ClientConnection, marker: int) -> None:
+def _alive(ws: Connection, marker: int) -> None:
     """A ping after the fuzzed frame is answered: the connection and its server live."""
     ws.send(json.dumps({"op": "ping", "request_id": f"alive-{marker}"}))
     while True:
@@ -119,7 +120,7 @@ def _alive(ws: ClientConnection, marker: int) -> None:
 @FUZZ
 @given(frame=frames)
 def test_websocket_frames_never_break_the_connection(
-    socket: ClientConnection, frame: str | bytes
+    socket: Connection, frame: str | bytes
 ) -> None:
     socket.send(frame)
     _alive(socket, hash(frame) & 0xFFFFFF)
@@ -127,7 +128,7 @@ def test_websocket_frames_never_break_the_connection(
 
 
 @pytest.fixture
-def rpc_socket(live: LiveServer) -> Iterator[ClientConnection]:
+def rpc_socket(live: LiveServer) -> Iterator[Connection]:
     """A WebSocket whose first frame was an MCP initialize: plain JSON-RPC from then on."""
     bearer = {"Authorization": "Bearer token-alice"}
     with connect(live.ws_url, max_size=None, ping_interval=None, additional_headers=bearer) as ws:
@@ -141,7 +142,7 @@ def rpc_socket(live: LiveServer) -> Iterator[ClientConnection]:
 @FUZZ
 @given(body=json_values, method=st.sampled_from(["tools/call", "tools/list", "ping", "x"]))
 def test_json_rpc_frames_over_websocket_never_break_the_connection(
-    rpc_socket: ClientConnection, body: Any, method: str
+    rpc_socket: Connection, body: Any, method: str
 ) -> None:
     marker = hash((json.dumps(body), method)) & 0xFFFFFF
     for payload in (body, {"jsonrpc": "2.0", "id": -1, "method": method, "params": body}):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from convmem import Memory, Settings
 from convmem.models import Turn
@@ -213,3 +213,46 @@ async def _rewrite(
     cut = parent.turns[len(parent.turns) // 2].seq if parent.turns else 0
     fork = await memory.fork_thread(thread_id, at_seq=cut)
     return 0, (fork.id, cut, [t.content for t in parent.turns if t.seq <= cut])
+
+
+def share_agents_session(
+    store_url: str,
+    redis_url: str,
+    prefix: str,
+    session_id: str,
+    side: int,
+    steps: int,
+    pipe: Connection,
+    start: Barrier,
+) -> None:
+    """One side of the shared Agents SDK session test: the sides take turns adding one
+    item; each must see the other's item, through Redis, once its invalidation came."""
+    from convmem.integrations.openai_agents import ConvmemSession
+
+    async def main() -> None:
+        settings = Settings.of(
+            store_url=store_url, cache_url=redis_url, cache_prefix=prefix, max_turns=1000
+        )
+        async with Memory.from_settings(settings) as memory:
+            session = ConvmemSession(session_id, memory)
+            start.wait(30)
+            heard = 0
+            for step in range(side, steps, 2):
+                if step > 0:
+                    if not pipe.poll(60):
+                        raise AssertionError(f"step {step}: the other side stopped")
+                    pipe.recv()
+                    heard += 1
+                    deadline = time.monotonic() + 30
+                    while memory.stats.invalidations_received < heard - (side == 1):
+                        if time.monotonic() > deadline:
+                            raise AssertionError(f"step {step}: the invalidation never came")
+                        await asyncio.sleep(0.001)
+                    items: list[Any] = await session.get_items()
+                    expected = [f"step {s}" for s in range(step)]
+                    assert [i["content"] for i in items] == expected, f"step {step}: {items}"
+                await session.add_items([{"role": "user", "content": f"step {step}"}])
+                if step + 1 < steps:
+                    pipe.send(step)
+
+    asyncio.run(main())

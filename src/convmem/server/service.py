@@ -220,9 +220,7 @@ class ConversationService:
         self, owner: str | None, continuation_id: str, turns: int
     ) -> RewindResult:
         with _as_tool_failure():
-            thread, removed = await self.memory.rewind_thread(
-                continuation_id, turns, owner=owner
-            )
+            thread, removed = await self.memory.rewind_thread(continuation_id, turns, owner=owner)
         return RewindResult(
             continuation_id=thread.id,
             removed=len(removed),
