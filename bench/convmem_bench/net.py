@@ -286,6 +286,53 @@ class RespProxy(MeteredProxy):
             await writer.drain()
 
 
+class RedisRoundTripProxy(MeteredProxy):
+    """Counts Redis round trips, not commands: a burst the client sends after the server
+    last answered is one round trip, so a pipeline (``MULTI … EXEC`` or not) counts once,
+    as the network sees it. Connections that subscribe (pub/sub listeners, whose pings
+    are heartbeats, not work) are relayed but neither counted nor delayed."""
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_w.transport.abort()
+            return
+        answered = [True]  # the server answered since the last counted burst
+        subscriber = [False]
+
+        async def upstream() -> None:
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                while data := await client_r.read(65536):
+                    if not subscriber[0] and b"SUBSCRIBE" in data.upper():
+                        subscriber[0] = True
+                    if answered[0] and not subscriber[0]:
+                        answered[0] = False
+                        await self._round_trip()
+                    server_w.write(data)
+                    await server_w.drain()
+
+        async def downstream() -> None:
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                while data := await server_r.read(65536):
+                    answered[0] = True
+                    client_w.write(data)
+                    await client_w.drain()
+
+        self._writers |= {client_w, server_w}
+        tasks = {asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())}
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            for writer in (client_w, server_w):
+                self._writers.discard(writer)
+                writer.close()
+
+
 class _Server(Protocol):
     port: int
 

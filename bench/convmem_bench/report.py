@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from convmem_bench.agents_report import agents_section, agents_targets
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -181,6 +183,7 @@ def targets(report: Report) -> list[tuple[str, str, bool | None]]:
                     e.overhead <= ENCRYPTION_TARGET,
                 )
             )
+    rows += agents_targets(report)
     return rows
 
 
@@ -268,6 +271,7 @@ def markdown(report: Report, plots: list[str]) -> str:
     lines += _pal_section(report)
     lines += _prefix_section(report)
     lines += _encryption_section(report)
+    lines += agents_section(report)
     lines += [
         "",
         "## Each layer against the floor the drivers allow (no injected latency)",

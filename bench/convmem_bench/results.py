@@ -113,6 +113,23 @@ class EncryptionResult:
 
 
 @dataclass
+class AgentsSessionResult:
+    """An Agents SDK session (the SDK's own or convmem's) under agent turns."""
+
+    system: str
+    items: int  # in the session before the measured turns
+    latency_ms: float
+    round_trips: float  # per agent turn, on the wire; -1 when not countable
+    p50_ms: float  # one turn at a time
+    p99_ms: float
+    turns_per_second: float
+    concurrency: int
+    p50_ms_concurrent: float
+    p99_ms_concurrent: float
+    turns_per_second_concurrent: float
+
+
+@dataclass
 class Report:
     machine: str
     quick: bool
@@ -126,6 +143,7 @@ class Report:
     pal: list[PalResult] = field(default_factory=list)  # pal-mcp-server per storage
     prefix: list[PrefixResult] = field(default_factory=list)  # prompt-prefix stability
     encryption: list[EncryptionResult] = field(default_factory=list)  # at rest, off vs on
+    agents: list[AgentsSessionResult] = field(default_factory=list)  # Agents SDK sessions
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
@@ -147,4 +165,5 @@ class Report:
             pal=[PalResult(**p) for p in raw.get("pal", [])],
             prefix=[PrefixResult(**p) for p in raw.get("prefix", [])],
             encryption=[EncryptionResult(**e) for e in raw.get("encryption", [])],
+            agents=[AgentsSessionResult(**a) for a in raw.get("agents", [])],
         )

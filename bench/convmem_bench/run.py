@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 
 from convmem_bench import measure, memory_use
+from convmem_bench.agents_bench import AGENTS_FULL, AGENTS_QUICK, measure_agents_sessions
 from convmem_bench.encryption_bench import measure_encryption
 from convmem_bench.measure import FULL, QUICK, Plan
 from convmem_bench.pal_bench import measure_pal
@@ -60,6 +61,9 @@ async def run(
                 await _layers(report, plan, rig, redis_url, prefix, log)
                 await _memory(report, plan, rig, redis_url, prefix, setup, log)
             report.encryption = await measure_encryption(rig, redis_url, prefix, plan, log)
+            report.agents = await measure_agents_sessions(
+                rig, redis_url, prefix, AGENTS_QUICK if quick else AGENTS_FULL, log
+            )
             report.pal = await measure_pal(
                 rig.endpoints["postgres"], redis_url, prefix, repeats=plan.pal_repeats, log=log
             )
