@@ -69,6 +69,8 @@ class FakeTier:
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
+        *,
+        source: str | None = None,
     ) -> WriteOutcome:
         self._call()
         return WriteOutcome.EXTENDED
@@ -82,6 +84,8 @@ class FakeTier:
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
+        *,
+        source: str | None = None,
     ) -> WriteOutcome:
         self._call()
         return WriteOutcome.EXTENDED

@@ -66,7 +66,7 @@ async def test_redis_killed_and_restarted_mid_run(
     assert writer.stats.circuit_state == "open"
     # One failed Redis call opened the circuit; every later one was skipped, not timed out.
     assert writer.stats.l2_errors == 1
-    assert writer.stats.l2_skipped >= 8
+    assert writer.stats.l2_skipped >= 7  # one call per write (it carries the announcement)
     assert not reader.stats.subscribed  # so its L1 is bypassed: the store served
 
     redis_server.start()  # the same port, empty (no persistence)
@@ -172,7 +172,7 @@ async def test_a_hung_redis_costs_one_timeout_then_nothing(
             assert seen is not None
             assert seen.version == 2 + 2 * n  # from the store: nothing stale, nothing lost
         assert writer.stats.l2_errors == 1  # one timed-out call opened the circuit ...
-        assert writer.stats.l2_skipped >= 5  # ... and every later call skipped Redis at once
+        assert writer.stats.l2_skipped >= 4  # ... and every later write skipped Redis at once
     finally:
         redis_server.resume()
     breaker.now += 60

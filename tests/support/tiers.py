@@ -29,11 +29,15 @@ class WatchedTier:
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
+        *,
+        source: str | None = None,
     ) -> WriteOutcome:
         self.appended.append(len(turns))
         if self.release is not None:
             await self.release.wait()
-        return await self.inner.append(thread_id, base, version, turns, updated_at, expires_at, now)
+        return await self.inner.append(
+            thread_id, base, version, turns, updated_at, expires_at, now, source=source
+        )
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -59,8 +63,12 @@ class WatchedTier:
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
+        *,
+        source: str | None = None,
     ) -> WriteOutcome:
-        return await self.inner.remove(thread_id, base, version, seqs, updated_at, expires_at, now)
+        return await self.inner.remove(
+            thread_id, base, version, seqs, updated_at, expires_at, now, source=source
+        )
 
     async def fence(self, thread_id: str, version: int) -> bool:
         return await self.inner.fence(thread_id, version)

@@ -107,11 +107,18 @@ class GuardedL2:
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
+        *,
+        source: str | None = None,
     ) -> WriteOutcome:
-        return await self._guarded(
-            lambda: self.tier.append(thread_id, base, version, turns, updated_at, expires_at, now),
+        outcome = await self._guarded(
+            lambda: self.tier.append(
+                thread_id, base, version, turns, updated_at, expires_at, now, source=source
+            ),
             missed=(thread_id, version),
         )
+        if source is not None:
+            self.stats.invalidations_published += 1
+        return outcome
 
     async def remove(
         self,
@@ -122,11 +129,18 @@ class GuardedL2:
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
+        *,
+        source: str | None = None,
     ) -> WriteOutcome:
-        return await self._guarded(
-            lambda: self.tier.remove(thread_id, base, version, seqs, updated_at, expires_at, now),
+        outcome = await self._guarded(
+            lambda: self.tier.remove(
+                thread_id, base, version, seqs, updated_at, expires_at, now, source=source
+            ),
             missed=(thread_id, version),
         )
+        if source is not None:
+            self.stats.invalidations_published += 1
+        return outcome
 
     async def fence(self, thread_id: str, version: int) -> bool:
         return await self._guarded(

@@ -82,7 +82,14 @@ class L2Tier(Protocol):
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
-    ) -> WriteOutcome: ...
+        *,
+        source: str | None = None,
+    ) -> WriteOutcome:
+        """Bring the copy up to a committed append (in place at ``base``, else fenced);
+        with ``source``, announce ``(thread, version)`` too, in the same round trip where
+        the tier can."""
+        ...
+
     async def remove(
         self,
         thread_id: str,
@@ -92,7 +99,12 @@ class L2Tier(Protocol):
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
-    ) -> WriteOutcome: ...
+        *,
+        source: str | None = None,
+    ) -> WriteOutcome:
+        """As ``append``, for a pop or clear that removed turns ``seqs``."""
+        ...
+
     async def fence(self, thread_id: str, version: int) -> bool: ...
     async def drop(self, thread_id: str) -> None: ...
     async def publish(self, thread_id: str, version: int, source: str) -> int: ...

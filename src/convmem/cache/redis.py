@@ -27,6 +27,7 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from convmem.cache.codec import decode_thread, encode_header, encode_turn, fence_of
@@ -48,6 +49,8 @@ SILENCE_LIMIT_SECONDS: Final = 3.0  # a ping unanswered this long: the subscript
 IDENTITY_CHECK_SECONDS: Final = 1.0  # a cluster's primaries are checked this often
 
 if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
     from convmem.models import Thread, Turn
 
 # KEYS[1]; ARGV: version, ttl_ms, header, updated_us, expires_us, then seq, turn, seq, turn...
@@ -69,57 +72,70 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, new turn 1, ...
-# (the new turns hold seq base + 1, base + 2, ...).
-# Returns 1 updated in place, 2 already as new or newer, 0 fenced (see _OUTCOMES).
-_APPEND: Final = """
+# The writes that follow a commit announce it in the same round trip: given a channel
+# (ARGV[6]), they PUBLISH the message (ARGV[7]) on it, whatever they did to the copy. A
+# Redis Cluster passes none: its sharded channel lives in another slot than the thread's
+# key, so the cache publishes there apart (see RedisCache.append).
+_WRITE_PROLOGUE: Final = """
 local base, nv = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cur = redis.call('HMGET', KEYS[1], 'v', 'f')
 local cv, cf = tonumber(cur[1]), tonumber(cur[2])
+local function done(status)
+  if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
+  return status
+end
+local function fence_or_newer()
+  if (cv and cv >= nv) or (cf and cf >= nv) then return done(2) end
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'f', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return done(0)
+end
+"""
+
+# KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, channel, message, new
+# turn 1, ... (the new turns hold seq base + 1, base + 2, ...).
+# Returns 1 updated in place, 2 already as new or newer, 0 fenced (see _OUTCOMES).
+_APPEND: Final = (
+    _WRITE_PROLOGUE
+    + """
 if cv and cv == base then
   local fields = {'v', ARGV[2], 'u', ARGV[4], 'e', ARGV[5]}
-  for i = 6, #ARGV do
-    fields[#fields + 1] = tostring(base + i - 5)
+  for i = 8, #ARGV do
+    fields[#fields + 1] = tostring(base + i - 7)
     fields[#fields + 1] = ARGV[i]
   end
   redis.call('HSET', KEYS[1], unpack(fields))
-  redis.call('HINCRBY', KEYS[1], 'n', #ARGV - 5)
+  redis.call('HINCRBY', KEYS[1], 'n', #ARGV - 7)
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return 1
+  return done(1)
 end
-if (cv and cv >= nv) or (cf and cf >= nv) then return 2 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'f', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 0
+return fence_or_newer()
 """
+)
 
-# KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, removed seq 1, ...
-# A pop or a clear: the copy at the writer's base version loses those turns in place,
-# O(turns removed); a copy that does not hold them all is not the base: fenced. Returns
-# as _APPEND does.
-_REMOVE: Final = """
-local base, nv = tonumber(ARGV[1]), tonumber(ARGV[2])
-local cur = redis.call('HMGET', KEYS[1], 'v', 'f')
-local cv, cf = tonumber(cur[1]), tonumber(cur[2])
+# KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, channel, message,
+# removed seq 1, ... A pop or a clear: the copy at the writer's base version loses those
+# turns in place, O(turns removed); a copy that does not hold them all is not the base:
+# fenced. Returns as _APPEND does.
+_REMOVE: Final = (
+    _WRITE_PROLOGUE
+    + """
 if cv and cv == base then
   local gone = 0
-  for i = 6, #ARGV, 400 do
+  for i = 8, #ARGV, 400 do
     gone = gone + redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 399, #ARGV)))
   end
-  if gone == #ARGV - 5 then
+  if gone == #ARGV - 7 then
     redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[4], 'e', ARGV[5])
     redis.call('HINCRBY', KEYS[1], 'n', -gone)
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
-    return 1
+    return done(1)
   end
 end
-if (cv and cv >= nv) or (cf and cf >= nv) then return 2 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'f', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 0
+return fence_or_newer()
 """
+)
 
 # KEYS[1]; ARGV: version, ttl_ms. Returns 1 when the fence was raised.
 _FENCE: Final = """
@@ -178,6 +194,7 @@ class RedisCache:
         self._install = client.register_script(_INSTALL)
         self._append = client.register_script(_APPEND)
         self._remove = client.register_script(_REMOVE)
+        self.cluster = isinstance(client, RedisCluster)
         self._fence = client.register_script(_FENCE)
         self._drop = client.register_script(_DROP)
 
@@ -325,19 +342,18 @@ class RedisCache:
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
+        *,
+        source: str | None = None,
     ) -> WriteOutcome:
-        """Extend the cached copy in place if it is at ``base``; else fence at ``version``."""
-        args: list[Any] = [
-            base,
-            version,
-            max(self._ttl_ms(expires_at, now), 1),
-            to_micros(updated_at),
-            to_micros(expires_at),
-            *(encode_turn(t) for t in turns),
-        ]
-        with _translated():
-            status = int(await self._append(keys=[self.key(thread_id)], args=args))
-        return _OUTCOMES[status]
+        """Extend the cached copy in place if it is at ``base``; else fence at ``version``.
+        With ``source``, also announce ``(thread, version)`` as written by it."""
+        return await self._write(
+            self._append,
+            thread_id,
+            (base, version, updated_at, expires_at, now),
+            [encode_turn(t) for t in turns],
+            source,
+        )
 
     async def remove(
         self,
@@ -348,19 +364,46 @@ class RedisCache:
         updated_at: datetime,
         expires_at: datetime,
         now: datetime,
+        *,
+        source: str | None = None,
     ) -> WriteOutcome:
         """Remove turns ``seqs`` from the cached copy in place if it is at ``base``; else
-        fence at ``version``."""
+        fence at ``version``. With ``source``, also announce it, as ``append`` does."""
+        return await self._write(
+            self._remove,
+            thread_id,
+            (base, version, updated_at, expires_at, now),
+            list(seqs),
+            source,
+        )
+
+    async def _write(
+        self,
+        script: AsyncScript,
+        thread_id: str,
+        change: tuple[int, int, datetime, datetime, datetime],
+        payload: list[Any],
+        source: str | None,
+    ) -> WriteOutcome:
+        """Run a write script and, with ``source``, announce the write: inside the script
+        on one server (one round trip), after it on a cluster."""
+        base, version, updated_at, expires_at, now = change
+        message = b"" if source is None else _announcement(thread_id, version, source)
+        inline = source is not None and not self.cluster
         args: list[Any] = [
             base,
             version,
             max(self._ttl_ms(expires_at, now), 1),
             to_micros(updated_at),
             to_micros(expires_at),
-            *seqs,
+            self.channel if inline else "",
+            message,
+            *payload,
         ]
         with _translated():
-            status = int(await self._remove(keys=[self.key(thread_id)], args=args))
+            status = int(await script(keys=[self.key(thread_id)], args=args))
+            if source is not None and not inline:
+                await announce(self.client, self.channel, message)
         return _OUTCOMES[status]
 
     async def fence(self, thread_id: str, version: int) -> bool:
@@ -378,9 +421,10 @@ class RedisCache:
 
     async def publish(self, thread_id: str, version: int, source: str) -> int:
         """Announce a write; returns how many subscribers received it."""
-        message = orjson.dumps({"id": thread_id, "v": version, "src": source})
         with _translated():
-            return await announce(self.client, self.channel, message)
+            return await announce(
+                self.client, self.channel, _announcement(thread_id, version, source)
+            )
 
     def _ttl_ms(self, expires_at: datetime | None, now: datetime | None) -> int:
         """The L2 lifetime, never past the thread's own expiry."""
@@ -397,6 +441,10 @@ def _translated() -> Iterator[None]:
         yield
     except (RedisError, RedisClusterException, OSError) as exc:
         raise L2Error(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _announcement(thread_id: str, version: int, source: str) -> bytes:
+    return orjson.dumps({"id": thread_id, "v": version, "src": source})
 
 
 def _parse_invalidation(data: bytes) -> Invalidation | None:

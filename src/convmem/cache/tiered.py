@@ -7,8 +7,9 @@ to date with ``load_since``: the turns appended since, or the whole thread after
 or clear (turns never change once committed; they can only be removed).
 
 Write (after the store committed, the only step that can fail the call): L2 is
-changed in place (turns added or removed) or fenced, L1 likewise, the watermark is raised and
-``(id, version)`` is published, so the next read anywhere is a hit or a fresh load.
+changed in place (turns added or removed) or fenced and ``(id, version)`` is published,
+in one Redis round trip (two on a cluster), L1 likewise, the watermark is raised, so the
+next read anywhere is a hit or a fresh load.
 
 Redis faults never fail a call: L2 is a ``GuardedL2`` (circuit breaker, replay of
 the writes Redis missed, error accounting), every L2 failure degrades to the next
@@ -306,9 +307,9 @@ class TieredCache:
                     result.updated_at,
                     result.expires_at,
                     self.store.clock(),
+                    source=self.instance_id,  # announced in the same round trip
                 )
             )
-            await _l2(self.l2.publish(thread_id, version, self.instance_id))
         cached = self.l1.get(thread_id)
         if cached is not None and cached.version == result.base_version:
             turns = self._opened(
@@ -342,9 +343,9 @@ class TieredCache:
                         removal.updated_at,
                         removal.expires_at,
                         self.store.clock(),
+                        source=self.instance_id,
                     )
                 )
-                await _l2(self.l2.publish(thread_id, version, self.instance_id))
         cached = self.l1.get(thread_id)
         revised = None if cached is None else removal.applied_to(cached)
         if revised is not None:
