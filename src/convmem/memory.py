@@ -36,6 +36,8 @@ from convmem.stores.base import NewThread, Resealed, Store
 from convmem.stores.guard import StoreGuard
 from convmem.validation import (
     check_length,
+    validate_count,
+    validate_fork_point,
     validate_metadata,
     validate_optional_thread_id,
     validate_owner,
@@ -394,8 +396,7 @@ class Memory:
         if count is None:
             removal = await self._write(lambda: self.store.clear(thread_id, owner=owner))
         else:
-            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-                raise InvalidInputError(f"turns must be a positive integer, got {count!r}")
+            validate_count(count, "turns")
             removal = await self._write(lambda: self.store.pop(thread_id, owner=owner, count=count))
         thread = await self._cache.removed(removal, owner)
         try:
@@ -426,10 +427,7 @@ class Memory:
         """
         validate_thread_id(thread_id)
         validate_owner(owner, self._limits)
-        if at_seq is not None and (
-            not isinstance(at_seq, int) or isinstance(at_seq, bool) or at_seq < 0
-        ):
-            raise InvalidInputError(f"at_seq must be a turn's seq, 0 or None, got {at_seq!r}")
+        validate_fork_point(at_seq)
         parent = await self._cache.get(thread_id, owner)
         if parent is None:
             raise ThreadNotFoundError(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from convmem.errors import (
+    InvalidInputError,
     InvalidMetadataError,
     InvalidOwnerError,
     InvalidThreadIdError,
@@ -61,6 +62,22 @@ def validate_owner(owner: object, limits: InputLimits | None = None) -> str | No
     if owner is not None and limits is not None:
         check_length(owner, "owner", limits.max_name_chars)
     return owner
+
+
+def validate_fork_point(at_seq: object) -> int | None:
+    """A fork point: a turn's seq, 0 (none of the parent's turns) or None (the newest)."""
+    if at_seq is not None and (
+        not isinstance(at_seq, int) or isinstance(at_seq, bool) or at_seq < 0
+    ):
+        raise InvalidInputError(f"at_seq must be a turn's seq, 0 or None, got {at_seq!r}")
+    return at_seq
+
+
+def validate_count(count: object, what: str) -> int:
+    """How many turns a pop removes: a positive integer."""
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise InvalidInputError(f"{what} must be a positive integer, got {count!r}")
+    return count
 
 
 def check_length(text: str, what: str, limit: int) -> None:

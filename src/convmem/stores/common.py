@@ -69,18 +69,6 @@ def no_turn(thread_id: str, seq: int) -> TurnNotFoundError:
     )
 
 
-def check_fork_point(at_seq: int | None) -> None:
-    if at_seq is not None and (
-        not isinstance(at_seq, int) or isinstance(at_seq, bool) or at_seq < 0
-    ):
-        raise InvalidInputError(f"at_seq must be a turn's seq, 0 or None, got {at_seq!r}")
-
-
-def check_pop_count(count: int) -> None:
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise InvalidInputError(f"count must be a positive integer, got {count!r}")
-
-
 def key_conflict(thread_id: str, key: str | None) -> IdempotencyConflictError:
     return IdempotencyConflictError(
         f"turn key {key!r} is already used in thread {thread_id} by a turn with another "

@@ -40,6 +40,7 @@ from convmem.stores.base import (
     Resealed,
     SnapshotStore,
 )
+from convmem.validation import validate_count, validate_fork_point
 
 if TYPE_CHECKING:
     from convmem.errors import ConvMemError
@@ -178,7 +179,7 @@ class FunctionStore(SnapshotStore):
         return AppendResult(thread_id, version, inserted, stored, now, header["expires_at"])
 
     async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
-        common.check_pop_count(count)
+        validate_count(count, "count")
         return await self._remove(thread_id, owner, count)
 
     async def clear(self, thread_id: str, *, owner: str | None) -> Removal:
@@ -210,7 +211,7 @@ class FunctionStore(SnapshotStore):
         )
 
     async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
-        common.check_fork_point(at_seq)
+        validate_fork_point(at_seq)
         if thread.parent_id is None:
             raise ValueError("a fork needs the parent's id in NewThread.parent_id")
         call = Call(

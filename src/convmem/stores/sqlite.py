@@ -40,6 +40,7 @@ from convmem.stores.base import (
     utc_now,
 )
 from convmem.stores.migrations import migrations_for, pending
+from convmem.validation import validate_count, validate_fork_point
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -356,7 +357,7 @@ class SqliteStore(SnapshotStore):
         return int(row[0]), int(row[1])
 
     async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
-        common.check_pop_count(count)
+        validate_count(count, "count")
         return await self._remove(thread_id, owner, count)
 
     async def clear(self, thread_id: str, *, owner: str | None) -> Removal:
@@ -420,7 +421,7 @@ class SqliteStore(SnapshotStore):
         return await self._run(lambda: self._transaction(remove))
 
     async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
-        common.check_fork_point(at_seq)
+        validate_fork_point(at_seq)
         parent_id = thread.parent_id
         if parent_id is None:
             raise ValueError("a fork needs the parent's id in NewThread.parent_id")
