@@ -8,6 +8,7 @@ a failure with the command that starts it, never a skip.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 import uuid
@@ -167,13 +168,17 @@ def redis_url(single_redis_url: str) -> str:
 
 
 @pytest.fixture(params=["redis", "redis-cluster"])
-def redis_or_cluster_url(request: pytest.FixtureRequest, single_redis_url: str) -> str:
+def redis_or_cluster_url(request: pytest.FixtureRequest, single_redis_url: str) -> Iterator[str]:
     """A single Redis, then the run's 3-primary, 3-replica cluster: modules whose tests
-    must hold on both override ``redis_url`` with this."""
+    must hold on both override ``redis_url`` with this. A cluster test collects garbage
+    as it ends (after its instances closed), so what redis-py left open is closed within
+    the test that tolerates it (``CLUSTER_LEAKS``), not in the next one."""
     if request.param == "redis-cluster":
         cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
-        return cluster.url
-    return single_redis_url
+        yield cluster.url
+        gc.collect()
+    else:
+        yield single_redis_url
 
 
 @pytest.fixture
@@ -236,3 +241,23 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 @pytest.fixture
 async def store(backend: Backend) -> Store:
     return backend.store
+
+
+# redis-py's asyncio cluster client can leave connections and ClusterNode objects open
+# when its start-up or a slot refresh meets a slow node (under the full suite's load a
+# 0.25 s socket timeout is reached now and then; redis-py #3572, #4053), and the garbage
+# collector closes them later with a ResourceWarning. The cluster variants of the cache
+# tests tolerate those warnings and collect garbage when they end; their single-Redis
+# variants, which run the same convmem code, keep every warning an error.
+CLUSTER_LEAKS = (
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("redis_or_cluster_url") == "redis-cluster":
+            for mark in CLUSTER_LEAKS:
+                item.add_marker(mark)

@@ -61,7 +61,16 @@ def test_bench_quick_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert encryption["warm (L1)"]["round_trips_on"] == 1.0
     assert encryption["cold"]["round_trips_on"] == 2.0
     assert all(e["off_p50_ms"] > 0 and e["on_p50_ms"] > 0 for e in encryption.values())
+    # Agents SDK sessions, counted on the wire: convmem's networked session makes 4 round
+    # trips per agent turn (a store write and a Redis script per add_items), the SDK's more.
+    agents = {a["system"]: a for a in data["agents"]}
+    assert agents["ConvmemSession (SQLite, L1)"]["round_trips"] == 2.0
+    assert agents["ConvmemSession (PostgreSQL + Redis)"]["round_trips"] == 4.0
+    assert agents["Agents SDK RedisSession"]["round_trips"] > 4.0
+    assert agents["Agents SDK SQLAlchemySession (PostgreSQL, asyncpg)"]["round_trips"] > 4.0
+    assert agents["Agents SDK SQLiteSession (file)"]["round_trips"] == -1.0  # not countable
     report = (out / "BENCHMARKS.md").read_text()
+    assert "## OpenAI Agents SDK sessions: the SDK's own against ConvmemSession" in report
     assert "## Encryption at rest: a continued request with it off and on" in report
     assert "## Prompt-prefix stability" in report
     assert "## pal-mcp-server: round trips of one continued `chat` request" in report

@@ -80,7 +80,7 @@ class ConvMemFlow:
 
 _HEADER_SQL = (
     "SELECT id::text, version, tool_name, parent_id::text, owner, metadata, created_at,"
-    " updated_at, expires_at FROM convmem_threads WHERE id = %s"
+    " updated_at, expires_at, parent_seq, turn_count FROM convmem_threads WHERE id = %s"
 )
 _TURNS_SQL = (
     "SELECT seq, role, content, tool_name, model_provider, model_name, files, images,"
@@ -124,7 +124,9 @@ class SeedBefore:
         await self.queries.conversation(thread_id)  # 3 build context: again
         turns = await self.queries.messages(thread_id)  # 4 ... and again
         await self.queries.messages(thread_id)  # 5 generate response: a third time
-        build_history(thread_from_values(header, tuple(turns)))
+        # The seed read the header and the turns apart: under concurrency the turns may
+        # be newer than the header's version, so the version is taken from the turns.
+        build_history(thread_from_values({**header, "version": 0}, tuple(turns)))
         await self.queries.conversation(thread_id)  # 6 save: load the thread once more
         await self.store.append(thread_id, exchange(n), owner=None)  # 7 insert
 
