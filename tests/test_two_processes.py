@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing
-import time
-
 import pytest
 
 from convmem import Memory, Turn
 from tests.support.services import pg_url
+from tests.support.sides import run_two_sides
 from tests.support.workers import alternate, alternate_rewrites
 
 CONTINUATIONS = 200
@@ -32,28 +29,8 @@ async def test_alternating_continuations_from_two_processes(
         ]
     ids = [t.id for t in threads]
 
-    context = multiprocessing.get_context("spawn")
-    left_end, right_end = context.Pipe()
-    start = context.Barrier(2)
-    sides = [
-        context.Process(
-            target=alternate,
-            args=(store_url, redis_url, redis_prefix, ids, side, CONTINUATIONS, end, start),
-        )
-        for side, end in ((0, left_end), (1, right_end))
-    ]
-    for process in sides:
-        process.start()
-    deadline = time.monotonic() + 240
-    while any(p.is_alive() for p in sides) and time.monotonic() < deadline:
-        if any(p.exitcode not in (None, 0) for p in sides):
-            break  # one side failed: stop the other instead of letting it wait
-        await asyncio.sleep(0.05)
-    for process in sides:
-        if process.is_alive():
-            process.terminate()
-        process.join(10)
-    assert [p.exitcode for p in sides] == [0, 0]
+    exits = await run_two_sides(alternate, store_url, redis_url, redis_prefix, ids, CONTINUATIONS)
+    assert exits == [0, 0]
 
     async with Memory.from_url(store_url, max_turns=1000) as memory:
         for i, thread_id in enumerate(ids):
@@ -78,28 +55,10 @@ async def test_pops_clears_and_forks_from_two_processes_are_seen_exactly(
     async with Memory.from_url(store_url, max_turns=1000) as memory:
         thread = await memory.create_thread(turns=[Turn(role="user", content="start")])
 
-    context = multiprocessing.get_context("spawn")
-    left_end, right_end = context.Pipe()
-    start = context.Barrier(2)
-    sides = [
-        context.Process(
-            target=alternate_rewrites,
-            args=(store_url, redis_url, redis_prefix, thread.id, side, REWRITE_STEPS, end, start),
-        )
-        for side, end in ((0, left_end), (1, right_end))
-    ]
-    for process in sides:
-        process.start()
-    deadline = time.monotonic() + 240
-    while any(p.is_alive() for p in sides) and time.monotonic() < deadline:
-        if any(p.exitcode not in (None, 0) for p in sides):
-            break
-        await asyncio.sleep(0.05)
-    for process in sides:
-        if process.is_alive():
-            process.terminate()
-        process.join(10)
-    assert [p.exitcode for p in sides] == [0, 0]
+    exits = await run_two_sides(
+        alternate_rewrites, store_url, redis_url, redis_prefix, thread.id, REWRITE_STEPS
+    )
+    assert exits == [0, 0]
 
     async with Memory.from_url(store_url, max_turns=1000) as memory:
         final = await memory.get_thread(thread.id)

@@ -5,8 +5,6 @@ model cannot run here) through the SDK's ``OpenAIChatCompletionsModel``."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -25,6 +23,7 @@ from convmem import Memory
 from convmem.integrations.openai_agents import ConvmemSession, session_thread_id
 from convmem_bench.chat_standin import ChatCompletionsStandIn
 from tests.support.services import pg_url
+from tests.support.sides import run_two_sides
 from tests.support.workers import share_agents_session
 
 
@@ -290,28 +289,10 @@ async def test_many_tasks_adding_at_once_keep_every_item_once(memory: Memory) ->
 async def test_two_processes_share_one_session_through_redis(
     clean_pg: str, redis_url: str, redis_prefix: str
 ) -> None:
-    context = multiprocessing.get_context("spawn")
-    left_end, right_end = context.Pipe()
-    start = context.Barrier(2)
-    sides = [
-        context.Process(
-            target=share_agents_session,
-            args=(pg_url(clean_pg), redis_url, redis_prefix, "shared", side, 30, end, start),
-        )
-        for side, end in ((0, left_end), (1, right_end))
-    ]
-    for process in sides:
-        process.start()
-    deadline = time.monotonic() + 180
-    while any(p.is_alive() for p in sides) and time.monotonic() < deadline:
-        if any(p.exitcode not in (None, 0) for p in sides):
-            break
-        await asyncio.sleep(0.05)
-    for process in sides:
-        if process.is_alive():
-            process.terminate()
-        process.join(10)
-    assert [p.exitcode for p in sides] == [0, 0]
+    exits = await run_two_sides(
+        share_agents_session, pg_url(clean_pg), redis_url, redis_prefix, "shared", 30
+    )
+    assert exits == [0, 0]
     async with Memory.from_url(pg_url(clean_pg), max_turns=1000) as memory:
         items = await ConvmemSession("shared", memory).get_items()
     assert texts(items) == [f"step {s}" for s in range(30)]

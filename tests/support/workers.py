@@ -50,8 +50,8 @@ def alternate(
     redis_url: str,
     prefix: str,
     thread_ids: list[str],
-    side: int,
     continuations: int,
+    side: int,
     pipe: Connection,
     start: Barrier,
 ) -> None:
@@ -124,8 +124,8 @@ def alternate_rewrites(
     redis_url: str,
     prefix: str,
     thread_id: str,
-    side: int,
     steps: int,
+    side: int,
     pipe: Connection,
     start: Barrier,
 ) -> None:
@@ -220,8 +220,8 @@ def share_agents_session(
     redis_url: str,
     prefix: str,
     session_id: str,
-    side: int,
     steps: int,
+    side: int,
     pipe: Connection,
     start: Barrier,
 ) -> None:
