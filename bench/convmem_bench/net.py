@@ -23,6 +23,7 @@ import asyncio
 import collections
 import contextlib
 import multiprocessing
+import re
 import struct
 import threading
 from collections.abc import Callable, Coroutine
@@ -286,6 +287,11 @@ class RespProxy(MeteredProxy):
             await writer.drain()
 
 
+# A RESP command whose name is SUBSCRIBE, SSUBSCRIBE or PSUBSCRIBE (not a value that
+# happens to contain the word).
+_SUBSCRIBE = re.compile(rb"\*\d+\r\n\$\d+\r\n[SP]?SUBSCRIBE\r\n", re.IGNORECASE)
+
+
 class RedisRoundTripProxy(MeteredProxy):
     """Counts Redis round trips, not commands: a burst the client sends after the server
     last answered is one round trip, so a pipeline (``MULTI … EXEC`` or not) counts once,
@@ -304,7 +310,7 @@ class RedisRoundTripProxy(MeteredProxy):
         async def upstream() -> None:
             with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
                 while data := await client_r.read(65536):
-                    if not subscriber[0] and b"SUBSCRIBE" in data.upper():
+                    if not subscriber[0] and _SUBSCRIBE.match(data):
                         subscriber[0] = True
                     if answered[0] and not subscriber[0]:
                         answered[0] = False
