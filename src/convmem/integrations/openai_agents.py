@@ -113,7 +113,10 @@ class ConvmemSession(SessionABC):
         except ThreadNotFoundError:
             pass  # the session's first items: create its thread
         except ThreadExpiredError:
-            # Idle past the thread's lifetime: the session starts over under its id.
+            # Idle past the thread's lifetime: the session starts over under its id. The
+            # delete fences the id in every cache, so the new thread is served from the
+            # store (correct, uncached) until those fences age out; give long-lived
+            # sessions a thread lifetime longer than their idle spells.
             await self.memory.delete_thread(self.thread_id, owner=self.owner)
         try:
             await self.memory.create_thread(
