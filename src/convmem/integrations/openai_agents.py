@@ -115,7 +115,8 @@ class ConvmemSession(SessionABC):
         except ThreadExpiredError:
             # Idle past the thread's lifetime: the session starts over under its id. The
             # delete fences the id in every cache, so the new thread is served from the
-            # store (correct, uncached) until those fences age out; give long-lived
+            # store (correct, uncached) until the fences are forgotten (Redis' after its
+            # TTL, an instance's watermark when evicted or restarted); give long-lived
             # sessions a thread lifetime longer than their idle spells.
             await self.memory.delete_thread(self.thread_id, owner=self.owner)
         try:
