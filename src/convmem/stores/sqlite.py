@@ -252,45 +252,14 @@ class SqliteStore(SnapshotStore):
         expires = now + self.limits.ttl
 
         def insert(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(
-                    "INSERT INTO convmem_threads (id, version, turn_count, tool_name, parent_id,"
-                    " owner, metadata, created_at, updated_at, expires_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        thread.id,
-                        len(turns),
-                        len(turns),
-                        thread.tool_name,
-                        thread.parent_id,
-                        thread.owner,
-                        _json(dict(thread.metadata)),
-                        to_micros(now),
-                        to_micros(now),
-                        to_micros(expires),
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise common.exists(thread.id) from None
+            _insert_thread(conn, thread, len(turns), None, now, expires)
             conn.executemany(
                 _TURN_INSERT, [_turn_row(thread.id, seq, t, now) for seq, t in enumerate(turns, 1)]
             )
 
         await self._run(lambda: self._transaction(insert))
         stored = tuple(stored_turn(turn, seq, now) for seq, turn in enumerate(turns, 1))
-        header = {
-            "id": thread.id,
-            "tool_name": thread.tool_name,
-            "parent_id": thread.parent_id,
-            "owner": thread.owner,
-            "metadata": thread.metadata,
-            "created_at": now,
-            "updated_at": now,
-            "expires_at": expires,
-            "version": len(turns),
-            "parent_seq": None,
-        }
-        return thread_from_values(header, stored)
+        return _new_thread(thread, stored, len(turns), None, now, expires)
 
     async def append(
         self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
@@ -445,41 +414,11 @@ class SqliteStore(SnapshotStore):
                     ).fetchone()
                 ):
                     raise common.no_turn(parent_id, at_seq)
-            try:
-                conn.execute(
-                    "INSERT INTO convmem_threads (id, version, turn_count, tool_name, parent_id,"
-                    " parent_seq, owner, metadata, created_at, updated_at, expires_at)"
-                    " VALUES (?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        thread.id,
-                        thread.tool_name,
-                        parent_id,
-                        cut,
-                        thread.owner,
-                        _json(dict(thread.metadata)),
-                        to_micros(now),
-                        to_micros(now),
-                        to_micros(expires),
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise common.exists(thread.id) from None
+            _insert_thread(conn, thread, 0, int(cut), now, expires)
             return int(cut)
 
         cut = await self._run(lambda: self._transaction(insert))
-        header = {
-            "id": thread.id,
-            "tool_name": thread.tool_name,
-            "parent_id": parent_id,
-            "owner": thread.owner,
-            "metadata": thread.metadata,
-            "created_at": now,
-            "updated_at": now,
-            "expires_at": expires,
-            "version": 0,
-            "parent_seq": cut,
-        }
-        return thread_from_values(header, ())
+        return _new_thread(thread, (), 0, cut, now, expires)
 
     async def delete(self, thread_id: str, *, owner: str | None) -> bool:
         def remove(conn: sqlite3.Connection) -> bool:
@@ -544,6 +483,62 @@ class SqliteStore(SnapshotStore):
             return changed
 
         return await self._run(lambda: self._transaction(reseal))
+
+
+def _insert_thread(
+    conn: sqlite3.Connection,
+    thread: NewThread,
+    turn_count: int,
+    parent_seq: int | None,
+    now: datetime,
+    expires: datetime,
+) -> None:
+    """Insert a new thread's row (version = its first turns' count); a taken id is refused."""
+    try:
+        conn.execute(
+            "INSERT INTO convmem_threads (id, version, turn_count, tool_name, parent_id,"
+            " parent_seq, owner, metadata, created_at, updated_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                thread.id,
+                turn_count,
+                turn_count,
+                thread.tool_name,
+                thread.parent_id,
+                parent_seq,
+                thread.owner,
+                _json(dict(thread.metadata)),
+                to_micros(now),
+                to_micros(now),
+                to_micros(expires),
+            ),
+        )
+    except sqlite3.IntegrityError:
+        raise common.exists(thread.id) from None
+
+
+def _new_thread(
+    thread: NewThread,
+    turns: tuple[Turn, ...],
+    version: int,
+    parent_seq: int | None,
+    now: datetime,
+    expires: datetime,
+) -> Thread:
+    """The thread ``_insert_thread`` stored, built without reading it back."""
+    header = {
+        "id": thread.id,
+        "tool_name": thread.tool_name,
+        "parent_id": thread.parent_id,
+        "owner": thread.owner,
+        "metadata": thread.metadata,
+        "created_at": now,
+        "updated_at": now,
+        "expires_at": expires,
+        "version": version,
+        "parent_seq": parent_seq,
+    }
+    return thread_from_values(header, turns)
 
 
 def _header(row: Sequence[Any]) -> dict[str, Any]:
