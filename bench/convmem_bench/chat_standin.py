@@ -77,29 +77,12 @@ class ChatCompletionsStandIn(BackgroundHTTPServer):
                     self._whole(body["model"], reply)
 
             def _whole(self, model: str, reply: str) -> None:
-                answer = {
-                    "id": "chatcmpl-standin",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": reply},
-                        }
-                    ],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                }
-                self._send_json(answer)
+                message = {"role": "assistant", "content": reply}
+                self._send_json(_completion(model, message, "stop"))
 
             def _tool_call(self, model: str, call: dict[str, Any], *, stream: bool) -> None:
                 if stream:
-                    self.send_response(200)
-                    self.send_header("content-type", "text/event-stream")
-                    self.send_header("connection", "close")
-                    self.end_headers()
-                    self.close_connection = True
+                    self._start_events()
                     self._event(
                         model, {"role": "assistant", "tool_calls": [{"index": 0, **call}]}, None
                     )
@@ -107,26 +90,8 @@ class ChatCompletionsStandIn(BackgroundHTTPServer):
                     self.wfile.write(b"data: [DONE]\n\n")
                     self.wfile.flush()
                     return
-                self._send_json(
-                    {
-                        "id": "chatcmpl-standin",
-                        "object": "chat.completion",
-                        "created": int(time.time()),
-                        "model": model,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "finish_reason": "tool_calls",
-                                "message": {
-                                    "role": "assistant",
-                                    "content": None,
-                                    "tool_calls": [call],
-                                },
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    }
-                )
+                message = {"role": "assistant", "content": None, "tool_calls": [call]}
+                self._send_json(_completion(model, message, "tool_calls"))
 
             def _send_json(self, answer: dict[str, Any]) -> None:
                 data = json.dumps(answer).encode()
@@ -139,12 +104,7 @@ class ChatCompletionsStandIn(BackgroundHTTPServer):
             def _stream(self, model: str, prompt: str, reply: str, delay: float) -> None:
                 pieces = max(4, int(delay))  # one a second when slow, at least four
                 size = -(-len(reply) // pieces)
-                self.send_response(200)
-                self.send_header("content-type", "text/event-stream")
-                self.send_header("cache-control", "no-cache")
-                self.send_header("connection", "close")
-                self.end_headers()
-                self.close_connection = True
+                self._start_events()
                 try:
                     for index, start in enumerate(range(0, len(reply), size)):
                         if delay and index:
@@ -156,6 +116,15 @@ class ChatCompletionsStandIn(BackgroundHTTPServer):
                 except (BrokenPipeError, ConnectionResetError):
                     with standin._lock:
                         standin.aborted.append(prompt)
+
+            def _start_events(self) -> None:
+                """Headers of a server-sent event stream that ends with the connection."""
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("cache-control", "no-cache")
+                self.send_header("connection", "close")
+                self.end_headers()
+                self.close_connection = True
 
             def _event(self, model: str, delta: dict[str, Any], finish: str | None) -> None:
                 chunk = {
@@ -176,6 +145,18 @@ class ChatCompletionsStandIn(BackgroundHTTPServer):
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+
+def _completion(model: str, message: dict[str, Any], finish: str) -> dict[str, Any]:
+    """A whole chat completion with one choice."""
+    return {
+        "id": "chatcmpl-standin",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": finish, "message": message}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
 
 
 def _text(content: object) -> str:

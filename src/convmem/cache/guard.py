@@ -110,15 +110,14 @@ class GuardedL2:
         *,
         source: str | None = None,
     ) -> WriteOutcome:
-        outcome = await self._guarded(
+        return await self._announced(
             lambda: self.tier.append(
                 thread_id, base, version, turns, updated_at, expires_at, now, source=source
             ),
-            missed=(thread_id, version),
+            thread_id,
+            version,
+            source,
         )
-        if source is not None:
-            self.stats.invalidations_published += 1
-        return outcome
 
     async def remove(
         self,
@@ -132,15 +131,14 @@ class GuardedL2:
         *,
         source: str | None = None,
     ) -> WriteOutcome:
-        outcome = await self._guarded(
+        return await self._announced(
             lambda: self.tier.remove(
                 thread_id, base, version, seqs, updated_at, expires_at, now, source=source
             ),
-            missed=(thread_id, version),
+            thread_id,
+            version,
+            source,
         )
-        if source is not None:
-            self.stats.invalidations_published += 1
-        return outcome
 
     async def fence(self, thread_id: str, version: int) -> bool:
         return await self._guarded(
@@ -180,6 +178,20 @@ class GuardedL2:
             return False
         self.breaker.record_success()
         return True
+
+    async def _announced(
+        self,
+        write: Callable[[], Awaitable[WriteOutcome]],
+        thread_id: str,
+        version: int,
+        source: str | None,
+    ) -> WriteOutcome:
+        """A write after a commit, remembered if it misses Redis; with ``source`` it also
+        announced the version, which counts as a publish."""
+        outcome = await self._guarded(write, missed=(thread_id, version))
+        if source is not None:
+            self.stats.invalidations_published += 1
+        return outcome
 
     async def _guarded(
         self, call: Callable[[], Awaitable[T]], *, missed: tuple[str, int] | None = None
