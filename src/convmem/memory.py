@@ -434,8 +434,10 @@ class Memory:
                 f"no thread {thread_id} (unknown, expired, or another owner's)",
                 thread_id=thread_id,
             )
-        frozen = parent.metadata if metadata is None else freeze_mapping(metadata, what="metadata")
-        validate_metadata(frozen, self._limits, what="thread metadata")
+        frozen = parent.metadata  # valid already: it was checked when the parent was made
+        if metadata is not None:
+            frozen = freeze_mapping(metadata, what="thread metadata")
+            validate_metadata(frozen, self._limits, what="thread metadata")
         fork_id = str(uuid.uuid4())
         spec = NewThread(
             fork_id,

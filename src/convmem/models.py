@@ -220,7 +220,7 @@ class Thread:
     parent_seq: int | None = None
 
     def __post_init__(self) -> None:
-        newest = self.turns[-1].seq if self.turns else 0
+        newest = self.newest_seq
         if self.version == 0:
             object.__setattr__(self, "version", newest)
         elif self.version < newest:

@@ -294,8 +294,7 @@ class TieredCache:
     async def appended(self, result: AppendResult, owner: str | None) -> Thread:
         """Bring every tier up to the committed append; return the whole thread."""
         thread_id, version = result.thread_id, result.version
-        self.watermarks.raise_to(thread_id, version)
-        self._inflight.pop((thread_id, owner), None)  # a load begun before the commit is stale
+        self._committed(thread_id, version, owner)
         if self.l2 is not None:
             # A failure here is remembered by the guard and replayed to Redis.
             await _l2(
@@ -318,10 +317,7 @@ class TieredCache:
             extended = extend_thread(cached, turns, result.updated_at, result.expires_at)
             self.l1.put(extended, base=cached)
             return extended
-        thread = await self.get(thread_id, owner)
-        if thread is None:  # deleted right after the append
-            raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
-        return thread
+        return await self._after_write(thread_id, owner)
 
     async def removed(self, removal: Removal, owner: str | None) -> Thread:
         """Bring every tier up to a committed pop or clear; return the whole thread.
@@ -331,8 +327,7 @@ class TieredCache:
         """
         thread_id, version = removal.thread_id, removal.version
         if removal.seqs:  # an empty pop changed nothing and tells no one
-            self.watermarks.raise_to(thread_id, version)
-            self._inflight.pop((thread_id, owner), None)
+            self._committed(thread_id, version, owner)
             if self.l2 is not None:
                 await _l2(
                     self.l2.remove(
@@ -351,6 +346,16 @@ class TieredCache:
         if revised is not None:
             self.l1.put(revised)
             return revised
+        return await self._after_write(thread_id, owner)
+
+    def _committed(self, thread_id: str, version: int, owner: str | None) -> None:
+        """A write committed ``version``: nothing older may be served from now on, and a
+        load begun before the commit is stale."""
+        self.watermarks.raise_to(thread_id, version)
+        self._inflight.pop((thread_id, owner), None)
+
+    async def _after_write(self, thread_id: str, owner: str | None) -> Thread:
+        """The thread after a write whose L1 copy was not its base: read through the tiers."""
         thread = await self.get(thread_id, owner)
         if thread is None:  # deleted right after the write
             raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
