@@ -64,6 +64,28 @@ async def test_a_retried_append_never_duplicates_a_turn(
     assert [t.content for t in loaded.turns] == ["once", "only once"]
 
 
+async def test_a_pop_or_fork_whose_answer_was_lost_is_not_done_twice_on_retry(
+    supabase: SupabaseStore, postgrest: PostgrestStandIn
+) -> None:
+    thread_id = await new_thread(supabase)
+    await supabase.append(
+        thread_id, [Turn(role="user", content=f"turn {i}") for i in range(3)], owner=None
+    )
+    before = requests_to(postgrest, "convmem_remove")
+    postgrest.faults.append("drop_after_commit")
+    removal = await supabase.pop(thread_id, owner=None)  # the retry must not pop again
+    assert requests_to(postgrest, "convmem_remove") - before == 2  # the lost answer, the retry
+    assert (removal.version, removal.seqs) == (4, (3,))
+    assert [t.content for t in removal.turns] == ["turn 2"]
+    postgrest.faults.append("drop_after_commit")
+    spec = NewThread(str(uuid.uuid4()), "chat", thread_id, None, {})
+    fork = await supabase.fork(spec, at_seq=1)  # not refused as an existing id
+    assert fork.parent_seq == 1
+    loaded = await supabase.load(thread_id, owner=None)
+    assert loaded is not None
+    assert [t.content for t in loaded.turns] == ["turn 0", "turn 1"]
+
+
 async def test_a_create_whose_answer_was_lost_is_not_refused_on_retry(
     supabase: SupabaseStore, postgrest: PostgrestStandIn
 ) -> None:

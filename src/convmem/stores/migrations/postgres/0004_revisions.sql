@@ -22,6 +22,7 @@ ALTER TABLE convmem_threads ADD COLUMN IF NOT EXISTS parent_seq integer;
 
 DROP TYPE IF EXISTS convmem_row CASCADE;  -- and every function returning it
 DROP FUNCTION IF EXISTS convmem_header(convmem_threads, integer, boolean, integer[]);
+DROP FUNCTION IF EXISTS convmem_recorded(uuid);
 
 CREATE TYPE convmem_row AS (
     -- a turn's columns; on the header row: tool_name, metadata and created_at of the thread
@@ -60,6 +61,16 @@ RETURNS convmem_row LANGUAGE sql IMMUTABLE AS $$
                p_inserted, t.parent_seq, p_whole, p_removed, t.turn_count)::convmem_row
 $$;
 
+-- The rows a committed write returned, recorded under its request id (none: no such
+-- request, or no id), so an HTTP retry after a lost answer gets them instead of writing
+-- again.
+CREATE FUNCTION convmem_recorded(p_request_id uuid)
+RETURNS SETOF convmem_row LANGUAGE sql STABLE AS $$
+    SELECT x.* FROM convmem_rpc_requests r,
+        jsonb_populate_recordset(NULL::convmem_row, r.result) AS x
+    WHERE p_request_id IS NOT NULL AND r.request_id = p_request_id
+$$;
+
 -- load and load_since: the header and the turns appended after p_since, in one snapshot;
 -- every turn (whole) when a pop or clear came after p_since.
 CREATE FUNCTION convmem_load(p_id uuid, p_owner text, p_since integer, p_now timestamptz)
@@ -89,16 +100,12 @@ CREATE FUNCTION convmem_create(
 RETURNS SETOF convmem_row LANGUAGE plpgsql AS $$
 DECLARE
     v_count integer := jsonb_array_length(p_turns);
-    v_done jsonb;
     v_thread convmem_threads;
     v_header convmem_row;
 BEGIN
-    IF p_request_id IS NOT NULL THEN
-        SELECT r.result INTO v_done FROM convmem_rpc_requests r WHERE r.request_id = p_request_id;
-        IF FOUND THEN  -- a retry of a create that committed
-            RETURN QUERY SELECT * FROM jsonb_populate_recordset(NULL::convmem_row, v_done);
-            RETURN;
-        END IF;
+    RETURN QUERY SELECT * FROM convmem_recorded(p_request_id);
+    IF FOUND THEN  -- a retry of a create that committed
+        RETURN;
     END IF;
     IF v_count > p_max_turns THEN
         RAISE EXCEPTION 'a thread holds at most % turns; % were given', p_max_turns, v_count
@@ -164,7 +171,6 @@ DECLARE
     v_conflict text;
     v_existing convmem_turns[] := '{}';
     v_fresh integer;
-    v_done jsonb;
 BEGIN
     -- The row lock serialises writes to one thread (see 0002 for why every statement
     -- below costs the same on a thread of 10 turns and of 10,000).
@@ -174,12 +180,9 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no thread %', p_id USING ERRCODE = 'CM404';
     END IF;
-    IF p_request_id IS NOT NULL THEN
-        SELECT r.result INTO v_done FROM convmem_rpc_requests r WHERE r.request_id = p_request_id;
-        IF FOUND THEN  -- a retry of an append that committed
-            RETURN QUERY SELECT * FROM jsonb_populate_recordset(NULL::convmem_row, v_done);
-            RETURN;
-        END IF;
+    RETURN QUERY SELECT * FROM convmem_recorded(p_request_id);
+    IF FOUND THEN  -- a retry of an append that committed
+        RETURN;
     END IF;
     IF v_expires <= p_now THEN
         RAISE EXCEPTION 'thread % has expired', p_id USING ERRCODE = 'CM410';
@@ -249,19 +252,15 @@ DECLARE
     v_gone convmem_turns[];
     v_seqs integer[];
     v_result convmem_row[];
-    v_done jsonb;
 BEGIN
     SELECT t.* INTO v_thread FROM convmem_threads t
     WHERE t.id = p_id AND t.owner IS NOT DISTINCT FROM p_owner FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no thread %', p_id USING ERRCODE = 'CM404';
     END IF;
-    IF p_request_id IS NOT NULL THEN
-        SELECT r.result INTO v_done FROM convmem_rpc_requests r WHERE r.request_id = p_request_id;
-        IF FOUND THEN  -- a retry of a pop or clear that committed: do not remove more
-            RETURN QUERY SELECT * FROM jsonb_populate_recordset(NULL::convmem_row, v_done);
-            RETURN;
-        END IF;
+    RETURN QUERY SELECT * FROM convmem_recorded(p_request_id);
+    IF FOUND THEN  -- a retry of a pop or clear that committed: do not remove more
+        RETURN;
     END IF;
     IF v_thread.expires_at <= p_now THEN
         RAISE EXCEPTION 'thread % has expired', p_id USING ERRCODE = 'CM410';
@@ -320,14 +319,10 @@ DECLARE
     v_cut integer := p_at_seq;
     v_thread convmem_threads;
     v_header convmem_row;
-    v_done jsonb;
 BEGIN
-    IF p_request_id IS NOT NULL THEN
-        SELECT r.result INTO v_done FROM convmem_rpc_requests r WHERE r.request_id = p_request_id;
-        IF FOUND THEN  -- a retry of a fork that committed
-            RETURN QUERY SELECT * FROM jsonb_populate_recordset(NULL::convmem_row, v_done);
-            RETURN;
-        END IF;
+    RETURN QUERY SELECT * FROM convmem_recorded(p_request_id);
+    IF FOUND THEN  -- a retry of a fork that committed
+        RETURN;
     END IF;
     -- FOR SHARE: the parent cannot be popped or deleted under the cut while we take it.
     SELECT t.expires_at INTO v_parent_expires FROM convmem_threads t
