@@ -29,9 +29,10 @@ from agents.extensions.memory.sqlalchemy_session import SQLAlchemySession
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from convmem.integrations.openai_agents import ConvmemSession
+from convmem_bench.measure import quantile
 from convmem_bench.net import RedisRoundTripProxy, ServerProcess, metered_proxy_process
 from convmem_bench.results import AgentsSessionResult
-from convmem_bench.systems import open_memory
+from convmem_bench.systems import open_memory, round_trip_counter
 
 if TYPE_CHECKING:
     from agents.memory import Session
@@ -118,9 +119,7 @@ async def _measure(
     system: SessionSystem, plan: AgentsPlan, size: int, latency: float
 ) -> AgentsSessionResult:
     run = uuid.uuid4().hex[:8]
-    sessions = [system.make(f"{run}-{size}-{i}") for i in range(SESSIONS)]
-    for session in sessions:
-        await session.add_items([*_input(0), *_outputs(0)] * (size // 2))
+    sessions = await _filled(system, [f"{run}-{size}-{i}" for i in range(SESSIONS)], size)
     for i, session in enumerate(sessions):  # warm up: connections, caches, prepared plans
         await agent_turn(session, 10_000 + i)
     start_trips = system.round_trips() if system.round_trips else 0
@@ -131,9 +130,7 @@ async def _measure(
         times.append(time.perf_counter() - began)
     trips = (system.round_trips() - start_trips) / plan.turns if system.round_trips else -1.0
 
-    crowd = [system.make(f"{run}-{size}-c{i}") for i in range(plan.concurrency)]
-    for session in crowd:
-        await session.add_items([*_input(0), *_outputs(0)] * (size // 2))
+    crowd = await _filled(system, [f"{run}-{size}-c{i}" for i in range(plan.concurrency)], size)
     concurrent_times: list[float] = []
 
     async def one(session: Session) -> None:
@@ -154,18 +151,21 @@ async def _measure(
         latency_ms=latency,
         round_trips=trips,
         p50_ms=statistics.median(times) * 1000,
-        p99_ms=_p99(times) * 1000,
+        p99_ms=quantile(times, 0.99) * 1000,
         turns_per_second=1 / statistics.fmean(times),
         concurrency=plan.concurrency,
         p50_ms_concurrent=statistics.median(concurrent_times) * 1000,
-        p99_ms_concurrent=_p99(concurrent_times) * 1000,
+        p99_ms_concurrent=quantile(concurrent_times, 0.99) * 1000,
         turns_per_second_concurrent=len(concurrent_times) / elapsed,
     )
 
 
-def _p99(times: list[float]) -> float:
-    ordered = sorted(times)
-    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+async def _filled(system: SessionSystem, names: list[str], size: int) -> list[Session]:
+    """New sessions of ``system``, each holding ``size`` items already."""
+    sessions = [system.make(name) for name in names]
+    for session in sessions:
+        await session.add_items([*_input(0), *_outputs(0)] * (size // 2))
+    return sessions
 
 
 @contextlib.asynccontextmanager
@@ -188,7 +188,6 @@ async def _systems(
             return pg_meter.round_trips + redis_meter.round_trips
 
         sqlite_memory = await open_memory(stack, rig.endpoints["sqlite"], None, prefix)
-        sqlite_store = sqlite_memory.store
         shared = await open_memory(stack, postgres, proxied_redis, f"{prefix}agents:")
         engine = create_async_engine(
             urlunsplit(urlsplit(postgres.url)._replace(scheme="postgresql+asyncpg")),
@@ -219,7 +218,7 @@ async def _systems(
             SessionSystem(
                 "ConvmemSession (SQLite, L1)",
                 lambda sid: ConvmemSession(sid, sqlite_memory),
-                lambda: int(getattr(sqlite_store, "round_trips", 0)),
+                round_trip_counter(rig.endpoints["sqlite"], sqlite_memory.store),
             ),
             SessionSystem(
                 "ConvmemSession (PostgreSQL + Redis)",
