@@ -74,15 +74,9 @@ def alternate(
             others_writes = 0
             for step in range(side, continuations, 2):
                 if step > 0:
-                    if not pipe.poll(60):  # the other side died: fail, do not hang
-                        raise AssertionError(f"step {step}: the other side stopped")
-                    thread_id, version, contents = pipe.recv()
+                    thread_id, version, contents = _received(pipe, step)
                     others_writes += 1
-                    deadline = time.monotonic() + 30
-                    while memory.stats.invalidations_received < others_writes:
-                        if time.monotonic() > deadline:
-                            raise AssertionError(f"step {step}: the invalidation never came")
-                        await asyncio.sleep(0.001)
+                    await _heard(memory, others_writes, step)
                 thread_id = _thread_of(step, thread_ids)
                 for _ in range(3):
                     thread = await memory.get_thread(thread_id)
@@ -112,6 +106,22 @@ def alternate(
                     pipe.send((thread_id, updated.version, [t.content for t in updated.turns]))
 
     asyncio.run(main())
+
+
+def _received(pipe: Connection, step: int) -> Any:
+    """The other side's message; if it died, fail instead of hanging."""
+    if not pipe.poll(60):
+        raise AssertionError(f"step {step}: the other side stopped")
+    return pipe.recv()
+
+
+async def _heard(memory: Memory, invalidations: int, step: int) -> None:
+    """Wait until ``memory`` has heard of ``invalidations`` writes of the other side."""
+    deadline = time.monotonic() + 30
+    while memory.stats.invalidations_received < invalidations:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"step {step}: the invalidation never came")
+        await asyncio.sleep(0.001)
 
 
 def _thread_of(step: int, thread_ids: list[str]) -> str:
@@ -150,15 +160,9 @@ def alternate_rewrites(
             announced = 0  # the other side's writes that published an invalidation
             for step in range(side, steps, 2):
                 if step > 0:
-                    if not pipe.poll(60):
-                        raise AssertionError(f"step {step}: the other side stopped")
-                    version, texts, published, fork = pipe.recv()
+                    version, texts, published, fork = _received(pipe, step)
                     announced += published
-                    deadline = time.monotonic() + 30
-                    while memory.stats.invalidations_received < announced:
-                        if time.monotonic() > deadline:
-                            raise AssertionError(f"step {step}: the invalidation never came")
-                        await asyncio.sleep(0.001)
+                    await _heard(memory, announced, step)
                     for _ in range(3):
                         thread = await memory.get_thread(thread_id)
                         assert thread is not None, f"step {step}: thread vanished"
@@ -239,15 +243,10 @@ def share_agents_session(
             heard = 0
             for step in range(side, steps, 2):
                 if step > 0:
-                    if not pipe.poll(60):
-                        raise AssertionError(f"step {step}: the other side stopped")
-                    pipe.recv()
+                    _received(pipe, step)
                     heard += 1
-                    deadline = time.monotonic() + 30
-                    while memory.stats.invalidations_received < heard - (side == 1):
-                        if time.monotonic() > deadline:
-                            raise AssertionError(f"step {step}: the invalidation never came")
-                        await asyncio.sleep(0.001)
+                    # Side 0's first items created the thread: a create announces nothing.
+                    await _heard(memory, heard - (side == 1), step)
                     items: list[Any] = await session.get_items()
                     expected = [f"step {s}" for s in range(step)]
                     assert [i["content"] for i in items] == expected, f"step {step}: {items}"
