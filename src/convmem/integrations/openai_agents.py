@@ -42,6 +42,7 @@ from convmem.errors import (
     ThreadExpiredError,
     ThreadNotFoundError,
 )
+from convmem.limits import InputLimits
 from convmem.models import Role, Turn
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ TEXT_FIELD: Final = "openai_agents_text"  # metadata: which field of the item is
 
 # The field of each kind of item that holds its text (the turn's content).
 _TEXT_FIELDS: Final = {"message": "content", "function_call_output": "output"}
-_MAX_TOOL_NAME = 200
+_MAX_TOOL_NAME: Final = InputLimits().max_name_chars  # a longer name stays in the item only
 
 
 def session_thread_id(session_id: str, owner: str | None) -> str:
