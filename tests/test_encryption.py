@@ -64,11 +64,12 @@ def stored_text(backend: Backend, pg_database: str | None) -> str:
             rows = [
                 *conn.execute("SELECT * FROM convmem_threads"),
                 *conn.execute("SELECT * FROM convmem_turns"),
+                *conn.execute("SELECT * FROM convmem_summaries"),
             ]
         return repr(rows)
     assert pg_database is not None
     with admin_connect(pg_database) as conn:
-        tables = ("convmem_threads", "convmem_turns", "convmem_rpc_requests")
+        tables = ("convmem_threads", "convmem_turns", "convmem_summaries", "convmem_rpc_requests")
         rows = [conn.execute(f"SELECT t::text FROM {table} t").fetchall() for table in tables]
     return repr(rows)
 

@@ -36,9 +36,11 @@ PASTE_ORDER = (
     "postgres/0002_functions.sql",
     "postgres/0003_reseal.sql",
     "postgres/0004_revisions.sql",
+    "postgres/0005_summaries.sql",
     "supabase/0102_row_level_security.sql",
     "supabase/0103_lock_down_reseal.sql",
     "supabase/0104_lock_down_revisions.sql",
+    "supabase/0105_lock_down_summaries.sql",
 )
 
 
@@ -121,9 +123,11 @@ async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_s
         (2, "0002_functions"),
         (3, "0003_reseal"),
         (4, "0004_revisions"),
+        (5, "0005_summaries"),
         (102, "0102_row_level_security"),
         (103, "0103_lock_down_reseal"),
         (104, "0104_lock_down_revisions"),
+        (105, "0105_lock_down_summaries"),
     ]
     assert_locked_down(fresh_database)
     # Pasting again changes nothing and fails nothing.
@@ -145,9 +149,18 @@ async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_s
             await store.append(created.id, [Turn(role="assistant", content="works")], owner=None)
             await store.append(created.id, [Turn(role="assistant", content="popped")], owner=None)
             await store.pop(created.id, owner=None)
+            await store.save_summary(
+                created.id,
+                Turn(role="system", content="a summary"),
+                covers_to_seq=1,
+                base_version=4,
+                owner=None,
+            )
             loaded = await store.load(created.id, owner=None)
         assert loaded is not None
         assert [t.content for t in loaded.turns] == ["pasted", "works"]
+        assert loaded.summary is not None
+        assert loaded.summary.content == "a summary"
     finally:
         standin.stop()
 
@@ -158,16 +171,19 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     url = pg_url(fresh_database)
     first = convmem("migrate", "--store", url)
     assert first.returncode == 0, first.stderr
-    assert "applied 0001_init, 0002_functions, 0003_reseal, 0004_revisions" in first.stdout
+    assert (
+        "applied 0001_init, 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries"
+        in first.stdout
+    )
     again = convmem("migrate", "--store", url)
     assert "nothing was pending" in again.stdout
     # A Supabase project migrated this way later gets only its row-level security.
     supabase = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
     assert (
-        "applied 0102_row_level_security, 0103_lock_down_reseal, 0104_lock_down_revisions"
-        in " ".join(supabase.stdout.split())
+        "applied 0102_row_level_security, 0103_lock_down_reseal, 0104_lock_down_revisions,"
+        " 0105_lock_down_summaries" in " ".join(supabase.stdout.split())
     )
-    assert [v for v, _ in recorded(fresh_database)] == [1, 2, 3, 4, 102, 103, 104]
+    assert [v for v, _ in recorded(fresh_database)] == [1, 2, 3, 4, 5, 102, 103, 104, 105]
 
 
 def test_a_project_on_the_previous_release_gets_the_rotation_functions_locked_down(
@@ -179,8 +195,8 @@ def test_a_project_on_the_previous_release_gets_the_rotation_functions_locked_do
     result = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
     assert result.returncode == 0, result.stderr
     assert (
-        "applied 0003_reseal, 0004_revisions, 0103_lock_down_reseal, 0104_lock_down_revisions"
-        in " ".join(result.stdout.split())
+        "applied 0003_reseal, 0004_revisions, 0005_summaries, 0103_lock_down_reseal,"
+        " 0104_lock_down_revisions, 0105_lock_down_summaries" in " ".join(result.stdout.split())
     )
     assert_locked_down(fresh_database)
 
@@ -217,8 +233,9 @@ async def test_a_supabase_project_on_the_first_schema_upgrades_in_place(
     result = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
     assert result.returncode == 0, result.stderr
     assert (
-        "applied 0002_functions, 0003_reseal, 0004_revisions, 0102_row_level_security,"
-        " 0103_lock_down_reseal, 0104_lock_down_revisions" in " ".join(result.stdout.split())
+        "applied 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries,"
+        " 0102_row_level_security, 0103_lock_down_reseal, 0104_lock_down_revisions,"
+        " 0105_lock_down_summaries" in " ".join(result.stdout.split())
     )
     standin = PostgrestStandIn(pg_url(fresh_database)).start()
     try:

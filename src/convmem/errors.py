@@ -92,6 +92,11 @@ class ThreadFullError(ThreadError):
         self.max_turns = max_turns
 
 
+class StaleSummaryError(ThreadError):
+    """A compaction summary was made from a version the thread has since moved past in a
+    way that invalidates it (a pop, a clear or another summary), or covers no turn."""
+
+
 class IdempotencyConflictError(ConvMemError):
     """A turn key was already used in this thread for a turn with other content."""
 

@@ -581,7 +581,7 @@ class Memory:
         return await self._read(lambda: self.store.scan(after=after, limit=limit))
 
     async def reseal_thread(self, thread_id: str, *, owner: str | None) -> int | None:
-        """Seal a stored thread's turns and metadata under the newest encryption key (one
+        """Seal a stored thread's turns, summary and metadata under the newest encryption key (one
         read and at most one write); returns how many rows changed, or None when the
         thread is gone or expired. Its cached copies are dropped, so Redis no longer
         holds it under the old key.
@@ -602,6 +602,9 @@ class Memory:
                 for turn in stored.turns
                 if (resealed := sealing.reseal_turn(thread_id, turn)) is not None
             ]
+            summary = stored.summary
+            if summary is not None and (resealed := sealing.reseal_turn(thread_id, summary)):
+                turns.append(Resealed(summary.content, resealed, summary=True))
             metadata = sealing.reseal_metadata(thread_id, stored.metadata)
         except DecryptionError:
             self._stats.decryption_errors += 1

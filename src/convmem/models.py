@@ -1,8 +1,8 @@
 """The data model: immutable ``Thread`` and ``Turn``, and the listing types.
 
 A ``Thread`` is a conversation resumed by its id (the MCP ``continuation_id``); its
-``version`` is its revision: every committed write (append, pop, clear) raises it and
-nothing lowers it, so a larger version is always a newer copy. A turn's ``seq`` is the
+``version`` is its revision: every committed write (append, pop, clear, summary) raises
+it and nothing lowers it, so a larger version is always a newer copy. A turn's ``seq`` is the
 version its append committed, so seqs rise with the thread and are never reused.
 Objects are frozen: caches hand the same instance to many readers safely.
 """
@@ -205,6 +205,11 @@ class Thread:
     ``parent_id`` and ``parent_seq`` make a fork: the parent's turns up to
     ``parent_seq`` come before this thread's own (all of them when ``parent_seq`` is
     None, as for a continuation made before forks existed).
+
+    ``summary`` is the newest compaction summary, or None: a system turn whose ``seq``
+    is the newest turn it covers (it stands for every turn up to that one; the turns
+    themselves stay in ``turns``). Stored and sealed like a turn, so every layer that
+    keeps turns keeps it the same way.
     """
 
     id: str
@@ -218,6 +223,7 @@ class Thread:
     expires_at: datetime
     version: int = 0
     parent_seq: int | None = None
+    summary: Turn | None = None
 
     def __post_init__(self) -> None:
         newest = self.newest_seq
@@ -230,6 +236,11 @@ class Thread:
     def newest_seq(self) -> int:
         """The seq of the newest turn, 0 when there is none."""
         return self.turns[-1].seq if self.turns else 0
+
+    @property
+    def summarised_through(self) -> int:
+        """The seq of the newest turn the summary covers, 0 without a summary."""
+        return self.summary.seq if self.summary is not None else 0
 
     def is_expired(self, now: datetime) -> bool:
         """True when the thread may no longer be served or continued."""

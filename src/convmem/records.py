@@ -77,6 +77,7 @@ def thread_from_values(header: Mapping[str, Any], turns: tuple[Turn, ...]) -> Th
         expires_at=header["expires_at"],
         version=header["version"],
         parent_seq=header["parent_seq"],
+        summary=header.get("summary"),
     )
 
 

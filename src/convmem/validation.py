@@ -73,6 +73,15 @@ def validate_fork_point(at_seq: object) -> int | None:
     return at_seq
 
 
+def validate_summary_point(covers_to_seq: object, base_version: object) -> None:
+    """What a summary covers (a turn's seq) and the version it was made from (at or above
+    that seq)."""
+    covers = validate_count(covers_to_seq, "covers_to_seq")
+    base = validate_count(base_version, "base_version")
+    if covers > base:
+        raise InvalidInputError(f"a summary made at version {base} cannot cover turn {covers}")
+
+
 def validate_count(count: object, what: str) -> int:
     """How many turns a pop removes: a positive integer."""
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:

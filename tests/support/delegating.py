@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         NewThread,
         Removal,
         Resealed,
+        Summarised,
         ThreadDelta,
     )
 
@@ -61,6 +62,23 @@ class DelegatingStore(Store):
 
     async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
         return await self.inner.fork(thread, at_seq=at_seq)
+
+    async def save_summary(
+        self,
+        thread_id: str,
+        summary: Turn,
+        *,
+        covers_to_seq: int,
+        base_version: int,
+        owner: str | None,
+    ) -> Summarised:
+        return await self.inner.save_summary(
+            thread_id,
+            summary,
+            covers_to_seq=covers_to_seq,
+            base_version=base_version,
+            owner=owner,
+        )
 
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None

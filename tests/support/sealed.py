@@ -19,7 +19,14 @@ from tests.support.delegating import DelegatingStore
 if TYPE_CHECKING:
     from convmem.encryption import Encryption
     from convmem.models import Thread, ThreadPage, Turn
-    from convmem.stores.base import AppendResult, NewThread, Removal, Store, ThreadDelta
+    from convmem.stores.base import (
+        AppendResult,
+        NewThread,
+        Removal,
+        Store,
+        Summarised,
+        ThreadDelta,
+    )
 
 
 class SealedStore(DelegatingStore):
@@ -37,7 +44,12 @@ class SealedStore(DelegatingStore):
         delta = await self.inner.load_since(thread_id, version, owner=owner)
         if delta is None:
             return None
-        return replace(delta, turns=self.encryption.open_turns(thread_id, delta.turns))
+        summary = delta.summary
+        return replace(
+            delta,
+            turns=self.encryption.open_turns(thread_id, delta.turns),
+            summary=None if summary is None else self.encryption.open_turn(thread_id, summary),
+        )
 
     async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
         sealed = replace(thread, metadata=self.encryption.seal_metadata(thread.id, thread.metadata))
@@ -55,6 +67,24 @@ class SealedStore(DelegatingStore):
     async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
         removal = await self.inner.pop(thread_id, owner=owner, count=count)
         return replace(removal, turns=self.encryption.open_turns(thread_id, removal.turns))
+
+    async def save_summary(
+        self,
+        thread_id: str,
+        summary: Turn,
+        *,
+        covers_to_seq: int,
+        base_version: int,
+        owner: str | None,
+    ) -> Summarised:
+        saved = await self.inner.save_summary(
+            thread_id,
+            self.encryption.seal_turn(thread_id, summary),
+            covers_to_seq=covers_to_seq,
+            base_version=base_version,
+            owner=owner,
+        )
+        return replace(saved, summary=self.encryption.open_turn(thread_id, saved.summary))
 
     async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
         sealed = replace(thread, metadata=self.encryption.seal_metadata(thread.id, thread.metadata))

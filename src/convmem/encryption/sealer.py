@@ -181,10 +181,12 @@ class Encryption:
         return MappingProxyType(opened) if opened else _EMPTY
 
     def open_thread(self, thread: Thread) -> Thread:
+        summary = thread.summary
         return replace(
             thread,
             turns=self.open_turns(thread.id, thread.turns),
             metadata=self.open_metadata(thread.id, thread.metadata),
+            summary=None if summary is None else self.open_turn(thread.id, summary),
         )
 
     def open_summary(self, summary: ThreadSummary) -> ThreadSummary:

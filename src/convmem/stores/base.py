@@ -16,14 +16,16 @@ call                          round trips semantics
 ``clear(id)``                 1           remove every turn, keep the thread
 ``fork(thread, at_seq)``      1           a new thread whose history starts with its
                                           parent's turns up to ``at_seq``
+``save_summary(id, ...)``     1           a compaction summary of the turns up to a seq
 ``list``/``delete``/``purge``  1          owner-scoped listing with a cursor
 ============================  ==========  ==============================================
 
 Versions: every committed write raises the thread's version; an append by the number
-of turns it inserts (the turns get seq ``base + 1 .. version``), a pop or a clear by
-one. So seqs are never reused, and the turns appended after version ``v`` are exactly
-those with ``seq > v`` unless a pop or clear came after ``v`` (the store keeps the
-version of the last one, ``rewritten_at``, to tell).
+of turns it inserts (the turns get seq ``base + 1 .. version``), a pop, a clear or a
+summary by one. So seqs are never reused, and the turns appended after version ``v``
+are exactly those with ``seq > v`` unless a pop, clear or summary came after ``v`` (the
+store keeps the version of the last one, ``rewritten_at``, to tell). A pop or clear
+that removes a turn the summary covers removes the summary too.
 
 Owner scoping is exact: a thread with owner X is invisible (as if missing) to any
 other owner, including ``None``. No call returns a thread past its ``expires_at``;
@@ -70,8 +72,9 @@ class NewThread:
 class ThreadDelta:
     """What changed in a thread after a known version, with its header's moving parts.
 
-    ``turns`` are the turns appended since, or, when ``whole`` (a pop or a clear came
-    after that version), every turn the thread now has.
+    ``turns`` are the turns appended since, or, when ``whole`` (a pop, a clear or a
+    summary came after that version), every turn the thread now has. ``summary`` is the
+    thread's current summary (unchanged since that version unless ``whole``).
     """
 
     thread_id: str
@@ -80,13 +83,22 @@ class ThreadDelta:
     updated_at: datetime
     expires_at: datetime
     whole: bool = False
+    summary: Turn | None = None
 
-    def applied_to(self, thread: Thread, turns: Sequence[Turn] | None = None) -> Thread:
-        """``thread`` brought to this delta's version; ``turns`` replace ``self.turns``
-        (the same turns, opened)."""
+    def applied_to(
+        self,
+        thread: Thread,
+        turns: Sequence[Turn] | None = None,
+        summary: Turn | None = None,
+    ) -> Thread:
+        """``thread`` brought to this delta's version; ``turns`` and ``summary`` replace
+        ``self.turns`` and ``self.summary`` (the same, opened)."""
         turns = self.turns if turns is None else turns
         if self.whole:
-            return revised(thread, tuple(turns), self.version, self.updated_at, self.expires_at)
+            summary = self.summary if summary is None else summary
+            return revised(
+                thread, tuple(turns), self.version, self.updated_at, self.expires_at, summary
+            )
         return extend_thread(thread, turns, self.updated_at, self.expires_at)
 
 
@@ -122,7 +134,42 @@ class Removal:
         kept = tuple(t for t in thread.turns if t.seq not in gone)
         if len(kept) != len(thread.turns) - len(gone):
             return None
-        return revised(thread, kept, self.version, self.updated_at, self.expires_at)
+        summary = thread.summary
+        if summary is not None and summary.seq >= min(gone):  # it covered a removed turn
+            summary = None
+        return revised(thread, kept, self.version, self.updated_at, self.expires_at, summary)
+
+
+@dataclass(frozen=True, slots=True)
+class Summarised:
+    """What ``save_summary`` committed: ``summary`` (sealed as the store keeps it, its
+    ``seq`` the newest turn it covers) at ``version``, one above the thread's version
+    just before it."""
+
+    thread_id: str
+    version: int
+    summary: Turn
+    updated_at: datetime
+    expires_at: datetime
+
+    @property
+    def base_version(self) -> int:
+        """The thread's version just before the summary was saved."""
+        return self.version - 1
+
+    def applied_to(self, thread: Thread, summary: Turn | None = None) -> Thread | None:
+        """``thread`` with this summary (``summary``: the same, opened), or None when
+        ``thread`` is not the version it was saved on."""
+        if thread.version != self.base_version:
+            return None
+        return revised(
+            thread,
+            thread.turns,
+            self.version,
+            self.updated_at,
+            self.expires_at,
+            self.summary if summary is None else summary,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +213,12 @@ def extend_thread(
         if turn.seq != thread.version + offset:
             raise ValueError(f"turn seq {turn.seq} does not follow version {thread.version}")
     return revised(
-        thread, thread.turns + tuple(turns), thread.version + len(turns), updated_at, expires_at
+        thread,
+        thread.turns + tuple(turns),
+        thread.version + len(turns),
+        updated_at,
+        expires_at,
+        thread.summary,
     )
 
 
@@ -176,8 +228,9 @@ def revised(
     version: int,
     updated_at: datetime,
     expires_at: datetime,
+    summary: Turn | None,
 ) -> Thread:
-    """``thread``'s header with other turns, at another version."""
+    """``thread``'s header with other turns and summary, at another version."""
     return Thread(
         id=thread.id,
         turns=turns,
@@ -190,6 +243,7 @@ def revised(
         expires_at=expires_at,
         version=version,
         parent_seq=thread.parent_seq,
+        summary=summary,
     )
 
 
@@ -203,10 +257,12 @@ MetadataSwap = tuple[Mapping[str, Any], Mapping[str, Any]]  # (expected, new) th
 @dataclass(frozen=True, slots=True)
 class Resealed:
     """A stored turn sealed again: ``turn`` (with its ``seq``) replaces the row's payload
-    if the row's content is still ``expected``."""
+    if the row's content is still ``expected``; ``summary``: the row is the thread's
+    summary, not a turn."""
 
     expected: str
     turn: Turn
+    summary: bool = False
 
 
 class Store(ABC):
@@ -303,6 +359,27 @@ class Store(ABC):
         """
 
     @abstractmethod
+    async def save_summary(
+        self,
+        thread_id: str,
+        summary: Turn,
+        *,
+        covers_to_seq: int,
+        base_version: int,
+        owner: str | None,
+    ) -> Summarised:
+        """Keep ``summary`` as the thread's compaction summary of its turns up to
+        ``covers_to_seq`` (1 round trip), replacing the one it had; the version rises by
+        one, the turns, the expiry and ``updated_at`` stay. ``base_version`` is the version
+        the summary was made from: turns appended since do not matter, a pop, a clear or
+        another summary since does.
+
+        Raises ``ThreadNotFoundError``/``ThreadExpiredError``, ``StaleSummaryError`` when
+        the thread moved past ``base_version`` that way or has no turn ``covers_to_seq``
+        (or it is above ``base_version``).
+        """
+
+    @abstractmethod
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None
     ) -> ThreadPage:
@@ -344,9 +421,9 @@ class SnapshotStore(Store):
     async def _read(
         self, thread_id: str, owner: str | None, since: int
     ) -> tuple[dict[str, Any], tuple[Turn, ...]] | None:
-        """The decoded header and the turns appended after version ``since`` (every turn,
-        with ``header["whole"]`` true, when a pop or clear came after it), or None (one
-        round trip)."""
+        """The decoded header (its ``summary``: the summary turn or None) and the turns
+        appended after version ``since`` (every turn, with ``header["whole"]`` true, when
+        a pop, clear or summary came after it), or None (one round trip)."""
 
     async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
         found = await self._read(thread_id, owner, 0)
@@ -366,4 +443,5 @@ class SnapshotStore(Store):
             header["updated_at"],
             header["expires_at"],
             bool(header["whole"]),
+            header.get("summary"),
         )

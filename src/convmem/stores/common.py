@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from convmem.errors import (
     IdempotencyConflictError,
     InvalidInputError,
+    StaleSummaryError,
     ThreadExistsError,
     ThreadExpiredError,
     ThreadFullError,
@@ -66,6 +67,15 @@ def no_turn(thread_id: str, seq: int) -> TurnNotFoundError:
     return TurnNotFoundError(
         f"thread {thread_id} has no turn {seq} (never had one, or it was removed): fork at"
         " the seq of one of its turns, at 0 for none of them, or omit it for the newest"
+    )
+
+
+def stale_summary(thread_id: str, covers: int) -> StaleSummaryError:
+    return StaleSummaryError(
+        f"a summary of thread {thread_id} through turn {covers} no longer fits it (a pop,"
+        " a clear or another summary came after the version it was made from, or it has no"
+        " such turn): summarise its current version again",
+        thread_id=thread_id,
     )
 
 

@@ -7,7 +7,8 @@ rows into ``Thread``/``Turn``; a subclass supplies only the transport: ``Postgre
 runs one SQL statement per call, ``SupabaseStore`` one RPC through the REST gateway.
 
 A function's rows follow ``ROW_FIELDS`` (the ``convmem_row`` type): a header row
-(``seq`` is None) first, then one row per turn. Refusals arrive as SQLSTATEs, mapped by
+(``seq`` is None) first, then one row per turn; a load also sends the thread's summary
+as a turn row whose ``version`` is set. Refusals arrive as SQLSTATEs, mapped by
 ``refusal`` to the errors SQLite raises, with the same messages (``stores.common``).
 """
 
@@ -39,8 +40,9 @@ from convmem.stores.base import (
     Removal,
     Resealed,
     SnapshotStore,
+    Summarised,
 )
-from convmem.validation import validate_count, validate_fork_point
+from convmem.validation import validate_count, validate_fork_point, validate_summary_point
 
 if TYPE_CHECKING:
     from convmem.errors import ConvMemError
@@ -106,7 +108,9 @@ class FunctionStore(SnapshotStore):
         rows = await self._rows(call, thread_id=thread_id)
         if not rows:
             return None
-        return header_of(rows[0]), turns_of(rows)
+        header = header_of(rows[0])
+        turns, header["summary"] = loaded_turns(rows)
+        return header, turns
 
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None
@@ -210,6 +214,41 @@ class FunctionStore(SnapshotStore):
             header["expires_at"],
         )
 
+    async def save_summary(
+        self,
+        thread_id: str,
+        summary: Turn,
+        *,
+        covers_to_seq: int,
+        base_version: int,
+        owner: str | None,
+    ) -> Summarised:
+        validate_summary_point(covers_to_seq, base_version)
+        now = self.clock()
+        rows = await self._rows(
+            Call(
+                "convmem_save_summary",
+                {
+                    "p_id": thread_id,
+                    "p_owner": owner,
+                    "p_summary": turn_params(summary),
+                    "p_covers": covers_to_seq,
+                    "p_base": base_version,
+                    "p_now": now,
+                    "p_request_id": self._request_id(),
+                },
+            ),
+            thread_id=thread_id,
+        )
+        header = header_of(rows[0])
+        return Summarised(
+            thread_id,
+            header["version"],
+            stored_turn(summary, covers_to_seq, now),
+            header["updated_at"],
+            header["expires_at"],
+        )
+
     async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
         validate_fork_point(at_seq)
         if thread.parent_id is None:
@@ -265,7 +304,12 @@ class FunctionStore(SnapshotStore):
                 {
                     "p_id": thread_id,
                     "p_turns": [
-                        {"seq": r.turn.seq, "expected": r.expected, **turn_params(r.turn)}
+                        {
+                            "seq": r.turn.seq,
+                            "expected": r.expected,
+                            "summary": r.summary,
+                            **turn_params(r.turn),
+                        }
                         for r in turns
                     ],
                     "p_metadata_old": None if metadata is None else dict(metadata[0]),
@@ -320,6 +364,20 @@ def turns_of(rows: Sequence[Row]) -> tuple[Turn, ...]:
     return tuple(turn_from_storage(*row[:_TURN_WIDTH]) for row in rows[1:])
 
 
+def loaded_turns(rows: Sequence[Row]) -> tuple[tuple[Turn, ...], Turn | None]:
+    """A load's turns and its summary (the turn row whose ``version`` is set), if any."""
+    version = _INDEX["version"]
+    turns: list[Turn] = []
+    summary = None
+    for row in rows[1:]:
+        turn = turn_from_storage(*row[:_TURN_WIDTH])
+        if row[version] is None:
+            turns.append(turn)
+        else:
+            summary = turn
+    return tuple(turns), summary
+
+
 def refusal(
     sqlstate: str | None, detail: str | None, *, thread_id: str, max_turns: int
 ) -> ConvMemError | None:
@@ -335,6 +393,8 @@ def refusal(
             return common.key_conflict(thread_id, detail)
         case "CM416":
             return common.no_turn(thread_id, int(detail or 0))
+        case "CM412":
+            return common.stale_summary(thread_id, int(detail or 0))
         case "CM413":
             counts = orjson.loads(detail or "{}")
             return common.full(

@@ -37,10 +37,11 @@ from convmem.stores.base import (
     Removal,
     Resealed,
     SnapshotStore,
+    Summarised,
     utc_now,
 )
 from convmem.stores.migrations import migrations_for, pending
-from convmem.validation import validate_count, validate_fork_point
+from convmem.validation import validate_count, validate_fork_point, validate_summary_point
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -57,6 +58,11 @@ _TURN_INSERT = (
     "INSERT INTO convmem_turns (thread_id, seq, role, content, tool_name, model_provider,"
     " model_name, files, images, metadata, key, created_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SUMMARY_UPSERT = (
+    "INSERT OR REPLACE INTO convmem_summaries (thread_id, seq, role, content, tool_name,"
+    " model_provider, model_name, files, images, metadata, key, created_at, version)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -216,8 +222,13 @@ class SqliteStore(SnapshotStore):
                 " WHERE thread_id = ? AND seq > ? ORDER BY seq",
                 (thread_id, 0 if whole else since),
             ).fetchall()
+            summary = conn.execute(
+                f"SELECT {_TURN_SELECT} FROM convmem_summaries WHERE thread_id = ?",
+                (thread_id,),
+            ).fetchone()
         finally:
             conn.execute("COMMIT")
+        header["summary"] = None if summary is None else _turn(summary)
         return header, tuple(_turn(r) for r in rows)
 
     async def list(
@@ -367,6 +378,11 @@ class SqliteStore(SnapshotStore):
                         "DELETE FROM convmem_turns WHERE thread_id = ? AND seq >= ?",
                         (thread_id, seqs[0]),
                     )
+            if seqs:  # a summary that covered a removed turn no longer stands for them
+                conn.execute(
+                    "DELETE FROM convmem_summaries WHERE thread_id = ? AND seq >= ?",
+                    (thread_id, min(seqs)),
+                )
             if not seqs:
                 row = conn.execute(
                     "SELECT updated_at, expires_at FROM convmem_threads WHERE id = ?",
@@ -388,6 +404,48 @@ class SqliteStore(SnapshotStore):
             return Removal(thread_id, version + 1, tuple(sorted(seqs)), removed, now, expires)
 
         return await self._run(lambda: self._transaction(remove))
+
+    async def save_summary(
+        self,
+        thread_id: str,
+        summary: Turn,
+        *,
+        covers_to_seq: int,
+        base_version: int,
+        owner: str | None,
+    ) -> Summarised:
+        validate_summary_point(covers_to_seq, base_version)
+        now = self.clock()
+
+        def save(conn: sqlite3.Connection) -> Summarised:
+            self._writable(conn, thread_id, owner, now)
+            version, rewritten_at, updated_us, expires_us = conn.execute(
+                "SELECT version, rewritten_at, updated_at, expires_at FROM convmem_threads"
+                " WHERE id = ?",
+                (thread_id,),
+            ).fetchone()
+            covered = conn.execute(
+                "SELECT 1 FROM convmem_turns WHERE thread_id = ? AND seq = ?",
+                (thread_id, covers_to_seq),
+            ).fetchone()
+            if rewritten_at > base_version or base_version > version or covered is None:
+                raise common.stale_summary(thread_id, covers_to_seq)
+            conn.execute(
+                _SUMMARY_UPSERT, (*_turn_row(thread_id, covers_to_seq, summary, now), version + 1)
+            )
+            conn.execute(
+                "UPDATE convmem_threads SET version = ?, rewritten_at = ? WHERE id = ?",
+                (version + 1, version + 1, thread_id),
+            )
+            return Summarised(
+                thread_id,
+                version + 1,
+                stored_turn(summary, covers_to_seq, now),
+                from_micros(updated_us),
+                from_micros(expires_us),
+            )
+
+        return await self._run(lambda: self._transaction(save))
 
     async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
         validate_fork_point(at_seq)
@@ -460,13 +518,14 @@ class SqliteStore(SnapshotStore):
         turns: Sequence[Resealed],
         metadata: MetadataSwap | None = None,
     ) -> int:
-        rows = [(*_payload(r.turn), thread_id, r.turn.seq, r.expected) for r in turns]
+        rows = [(r.summary, (*_payload(r.turn), thread_id, r.turn.seq, r.expected)) for r in turns]
 
         def reseal(conn: sqlite3.Connection) -> int:
             changed = 0
-            for row in rows:
+            for summary, row in rows:
+                table = "convmem_summaries" if summary else "convmem_turns"
                 changed += conn.execute(
-                    "UPDATE convmem_turns SET content = ?, tool_name = ?, model_provider = ?,"
+                    f"UPDATE {table} SET content = ?, tool_name = ?, model_provider = ?,"
                     " model_name = ?, files = ?, images = ?, metadata = ?"
                     " WHERE thread_id = ? AND seq = ? AND content = ?",
                     row,
