@@ -90,6 +90,21 @@ class FakeTier:
         self._call()
         return WriteOutcome.EXTENDED
 
+    async def summarise(
+        self,
+        thread_id: str,
+        base: int,
+        version: int,
+        summary: Turn,
+        updated_at: datetime,
+        expires_at: datetime,
+        now: datetime,
+        *,
+        source: str | None = None,
+    ) -> WriteOutcome:
+        self._call()
+        return WriteOutcome.EXTENDED
+
     async def fence(self, thread_id: str, version: int) -> bool:
         self._call()
         self.fences.append((thread_id, version))

@@ -17,7 +17,7 @@ def test_defaults_match_the_server_convmem_replaces(monkeypatch: pytest.MonkeyPa
     settings = Settings.load()
     assert settings.store_url == "sqlite:///./data/convmem.db"
     assert settings.thread_limits.ttl == timedelta(hours=3)
-    assert settings.max_turns == 50
+    assert settings.turn_limit == 50
     assert (settings.l1_ttl_seconds, settings.l2_ttl_seconds) == (300, 1800)
 
 
@@ -29,7 +29,7 @@ def test_the_seeds_variable_names_are_aliases(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/3")
     settings = Settings.load()
     assert settings.thread_ttl_hours == 5
-    assert settings.max_turns == 20
+    assert settings.turn_limit == 20
     assert settings.l1_ttl_seconds == 60
     assert settings.l2_ttl_seconds == 600
     assert settings.cache_url == "redis://127.0.0.1:6379/3"
@@ -38,7 +38,7 @@ def test_the_seeds_variable_names_are_aliases(monkeypatch: pytest.MonkeyPatch) -
 def test_the_convmem_name_wins_over_an_alias(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_CONVERSATION_TURNS", "20")
     monkeypatch.setenv("CONVMEM_MAX_TURNS", "30")
-    assert Settings.load().max_turns == 30
+    assert Settings.load().turn_limit == 30
 
 
 @pytest.mark.parametrize(

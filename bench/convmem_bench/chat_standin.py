@@ -8,6 +8,11 @@ A request that offers ``tools`` and whose last message asks ``[tool:NAME]`` or
 ``[tool:NAME {json arguments}]`` is answered with a call of that tool (whole or
 streamed); once the tool's result is the last message, the answer quotes it.
 
+A request asking for a summary (convmem's compaction: its last message starts with
+"Summarise the conversation above") is answered with a short summary that names how
+many messages it was given. ``fail_next = N`` answers the next N requests with HTTP 500,
+as a hosted API in trouble does.
+
 A prompt containing ``[slow]`` takes ``slow_seconds`` to answer, ``[slow:N]`` takes N
 seconds; a streamed slow answer sends one chunk a second meanwhile, so tests see
 pieces arrive during a long call. A client that goes away mid-stream is recorded in
@@ -27,6 +32,7 @@ from convmem_bench.httpserver import BackgroundHTTPServer
 
 SLOW = re.compile(r"\[slow(?::(\d+(?:\.\d+)?))?\]")
 TOOL = re.compile(r"\[tool:(\w+)(?: (\{.*?\}))?\]")
+SUMMARY_REQUEST = "Summarise the conversation above"
 
 
 class ChatCompletionsStandIn(BackgroundHTTPServer):
@@ -34,6 +40,7 @@ class ChatCompletionsStandIn(BackgroundHTTPServer):
         self.requests: list[dict[str, Any]] = []
         self.aborted: list[str] = []  # the prompts whose stream the client dropped
         self.slow_seconds = slow_seconds
+        self.fail_next = 0
         self._lock = threading.Lock()
         standin = self
 
@@ -51,8 +58,17 @@ class ChatCompletionsStandIn(BackgroundHTTPServer):
                             "authorization": self.headers.get("authorization"),
                         }
                     )
+                    failing = standin.fail_next > 0
+                    standin.fail_next -= failing
+                if failing:
+                    self._send_json({"error": {"message": "stand-in failure"}}, status=500)
+                    return
                 message = body["messages"][-1]
                 last = _text(message.get("content"))
+                if last.startswith(SUMMARY_REQUEST) and not body.get("stream"):
+                    given = [m for m in body["messages"][:-1] if m.get("role") != "system"]
+                    self._whole(body["model"], f"stand-in summary of {len(given)} messages.")
+                    return
                 wanted = TOOL.search(last) if body.get("tools") else None
                 if wanted and message.get("role") == "user":
                     call = {
@@ -93,9 +109,9 @@ class ChatCompletionsStandIn(BackgroundHTTPServer):
                 message = {"role": "assistant", "content": None, "tool_calls": [call]}
                 self._send_json(_completion(model, message, "tool_calls"))
 
-            def _send_json(self, answer: dict[str, Any]) -> None:
+            def _send_json(self, answer: dict[str, Any], status: int = 200) -> None:
                 data = json.dumps(answer).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()

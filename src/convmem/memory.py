@@ -13,7 +13,7 @@ import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
-from convmem import history, messages
+from convmem import compaction, history, messages
 from convmem.cache.guard import GuardedL2
 from convmem.cache.local import LocalCache
 from convmem.cache.tiered import Source, TieredCache
@@ -22,12 +22,13 @@ from convmem.errors import (
     DecryptionError,
     IdempotencyConflictError,
     InvalidInputError,
+    StaleSummaryError,
     StoreError,
     ThreadNotFoundError,
 )
 from convmem.export import export_thread
 from convmem.limits import InputLimits
-from convmem.models import freeze_mapping
+from convmem.models import Turn, freeze_mapping
 from convmem.sealing import NO_SEALING, Sealing
 from convmem.settings import Settings
 from convmem.stats import Stats
@@ -51,8 +52,9 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from convmem.cache.protocol import L2Tier
+    from convmem.compaction import CompactionPolicy, Summariser
     from convmem.messages import ChatMessage
-    from convmem.models import Thread, ThreadPage, Turn
+    from convmem.models import Thread, ThreadPage
 
 log = logging.getLogger("convmem")
 
@@ -483,7 +485,9 @@ class Memory:
                 break
             if cut is not None and parent.newest_seq > cut:
                 kept = tuple(t for t in parent.turns if t.seq <= cut)
-                chain.append(replace(parent, turns=kept))
+                # A summary that covers turns past the cut is not the branch's history.
+                summary = parent.summary if parent.summarised_through <= cut else None
+                chain.append(replace(parent, turns=kept, summary=summary))
             else:
                 chain.append(parent)
             seen.add(parent_id)
@@ -521,6 +525,70 @@ class Memory:
         See ``convmem.messages.history_messages`` for the rules.
         """
         return messages.history_messages(thread, max_tokens=max_tokens, ancestors=ancestors)
+
+    async def compact(
+        self,
+        thread_id: str,
+        *,
+        summariser: Summariser,
+        owner: str | None = None,
+        max_tokens: int = 8000,
+        policy: CompactionPolicy | None = None,
+    ) -> Thread | None:
+        """Fold the thread's older turns into a summary if its history passed the policy's
+        share of ``max_tokens`` (see ``convmem.compaction``); return the thread as it now
+        is, or None when it needed none. Every turn stays; the summary stands for the
+        ones it covers in ``history_messages``. One model call (``summariser``) and one
+        store write; the thread read is cached.
+
+        Raises:
+            StaleSummaryError: a pop, a clear or another compaction came first (nothing
+                written: the other one stands).
+            ProviderError, StoreError, ...: nothing written; it can simply be retried.
+        """
+        validate_thread_id(thread_id)
+        validate_owner(owner, self._limits)
+        thread = await self.get_thread(thread_id, owner=owner)
+        if thread is None:
+            raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
+        ancestors = await self.get_ancestors(thread, owner=owner)
+        plan = compaction.plan_compaction(thread, ancestors, max_tokens=max_tokens, policy=policy)
+        if plan is None:
+            return None
+        try:
+            made = await summariser.summarise(plan.messages, max_tokens=plan.summary_tokens)
+            summary = Turn(
+                role="system",
+                content=made.text,
+                model_provider=made.provider,
+                model_name=made.model,
+                metadata={"folded_turns": plan.folded_turns, "made_from_version": thread.version},
+            )
+            validate_turns([summary], self._limits, allow_empty=False)
+            sealed = self._sealing.seal_turns(thread_id, [summary])[0]
+            saved = await self._write(
+                lambda: self.store.save_summary(
+                    thread_id,
+                    sealed,
+                    covers_to_seq=plan.covers_to_seq,
+                    base_version=plan.base_version,
+                    owner=owner,
+                )
+            )
+        except StaleSummaryError:
+            self._stats.compactions_stale += 1
+            raise
+        except Exception:
+            self._stats.compaction_failures += 1
+            raise
+        self._stats.compactions += 1
+        log.info(
+            "thread %s compacted: %d turns through seq %d summarised",
+            thread_id,
+            plan.folded_turns,
+            plan.covers_to_seq,
+        )
+        return await self._cache.summarised(saved, owner)
 
     async def list_threads(
         self, *, owner: str | None = None, limit: int = 50, cursor: str | None = None

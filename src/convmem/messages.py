@@ -12,12 +12,16 @@ token budget, shaped so that providers can cache the prompt's prefix.
   ``chunk_fraction`` of the budget, fixed from the start of the conversation), not one
   turn per request: the first message shown stays the same for many requests in a row,
   so their prompts share everything but their newest turns.
+- A compaction summary (``Thread.summary``, see ``convmem.compaction``) stands for every
+  turn it covers: it comes first, as one system message, then the turns after it. It
+  changes only when the thread is compacted again, so it is part of the stable prefix.
 
 Tokens are estimated as in ``history``: ~4 characters each, no tokenizer.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Literal, Required, TypedDict
 
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
 MESSAGE_OVERHEAD_TOKENS = 4  # role and framing, per message
 CHUNK_FRACTION = 0.5
 NOTE_TOKENS = 24  # kept for the note that says how many messages are not shown
+SUMMARY_HEADING = "Summary of the earlier conversation (its messages are not shown):"
 
 
 class ChatMessage(TypedDict, total=False):
@@ -41,6 +46,39 @@ class ChatMessage(TypedDict, total=False):
     content: Required[str]
     tool_calls: list[dict[str, Any]]
     tool_call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsummarised:
+    """What of a conversation a model is shown: the summary standing for everything
+    before ``turns`` (None: there is none), then ``turns``, oldest first, the last
+    ``own`` of them the thread's own (the others its ancestors')."""
+
+    summary: Turn | None
+    turns: tuple[Turn, ...]
+    own: int
+    summarised: int  # how many turns the summary stands for
+
+
+def unsummarised(thread: Thread, ancestors: Sequence[Thread] = ()) -> Unsummarised:
+    """The newest summary along the chain (each ancestor is already cut at its child's
+    fork point, see ``Memory.get_ancestors``) and the turns after it."""
+    summary: Turn | None = None
+    turns: list[Turn] = []
+    total = 0
+    for owner in (*ancestors, thread):
+        total += len(owner.turns)
+        if owner.summary is None:
+            turns.extend(owner.turns)
+        else:
+            summary = owner.summary
+            turns = [t for t in owner.turns if t.seq > summary.seq]
+    own = sum(1 for t in thread.turns if t.seq > thread.summarised_through)
+    return Unsummarised(summary, tuple(turns), min(own, len(turns)), total - len(turns))
+
+
+def summary_message(summary: Turn) -> ChatMessage:
+    return {"role": "system", "content": f"{SUMMARY_HEADING}\n{summary.content}"}
 
 
 def history_messages(
@@ -64,13 +102,16 @@ def history_messages(
         raise InvalidInputError(f"max_tokens must be a positive integer, got {max_tokens!r}")
     if not 0 < chunk_fraction <= 1:
         raise InvalidInputError(f"chunk_fraction must be in (0, 1], got {chunk_fraction!r}")
-    turns = [turn for owner in (*ancestors, thread) for turn in owner.turns]
-    if not turns:
+    view = unsummarised(thread, ancestors)
+    if not view.turns and view.summary is None:
         return []
-    blocks = _blocks([_message(turn) for turn in turns])
-    costs = [sum(_cost(m) for m in block) for block in blocks]
-    files = _files_message(turns, max_tokens // 4)
-    budget = max_tokens - (_cost(files) if files else 0)
+    head = [] if view.summary is None else [summary_message(view.summary)]
+    blocks = [[turn_message(turn) for turn in block] for block in turn_blocks(view.turns)]
+    costs = [sum(message_cost(m) for m in block) for block in blocks]
+    every_turn = [turn for owner in (*ancestors, thread) for turn in owner.turns]
+    files = _files_message(every_turn, max_tokens // 4)
+    budget = max_tokens - (message_cost(files) if files else 0)
+    budget -= sum(message_cost(m) for m in head)
     start = 0
     if sum(costs) > budget:
         chunk = max(1, int(max_tokens * chunk_fraction))
@@ -82,10 +123,11 @@ def history_messages(
         shown.insert(0, {"role": "system", "content": note})
     if files:
         shown.append(files)
-    return shown
+    return head + shown
 
 
-def _message(turn: Turn) -> ChatMessage:
+def turn_message(turn: Turn) -> ChatMessage:
+    """A turn as the chat message a provider is sent."""
     message: ChatMessage = {"role": turn.role, "content": turn.content}
     calls = turn.metadata.get("tool_calls")
     if turn.role == "assistant" and isinstance(calls, list | tuple) and calls:
@@ -96,18 +138,20 @@ def _message(turn: Turn) -> ChatMessage:
     return message
 
 
-def _blocks(messages: list[ChatMessage]) -> list[list[ChatMessage]]:
-    """A block per message, with tool results joining the call before them."""
-    blocks: list[list[ChatMessage]] = []
-    for message in messages:
-        if message["role"] == "tool" and blocks:
-            blocks[-1].append(message)
+def turn_blocks(turns: Sequence[Turn]) -> list[list[Turn]]:
+    """A block per turn, with tool results joining the call before them: what is kept,
+    dropped or summarised together."""
+    blocks: list[list[Turn]] = []
+    for turn in turns:
+        if turn.role == "tool" and blocks:
+            blocks[-1].append(turn)
         else:
-            blocks.append([message])
+            blocks.append([turn])
     return blocks
 
 
-def _cost(message: ChatMessage) -> int:
+def message_cost(message: ChatMessage) -> int:
+    """A message's estimated tokens, framing included."""
     calls = message.get("tool_calls")
     extra = estimate_tokens(repr(calls)) if calls else 0
     return estimate_tokens(message["content"]) + extra + MESSAGE_OVERHEAD_TOKENS

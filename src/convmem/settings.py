@@ -14,13 +14,28 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from convmem.errors import ConfigurationError
+from convmem.compaction import CompactionPolicy
+from convmem.errors import ConfigurationError, InvalidInputError
 from convmem.limits import InputLimits, ThreadLimits
 
 DEFAULT_STORE_URL = "sqlite:///./data/convmem.db"
+# Without compaction the whole history is sent and dropped from the front as it grows
+# past the budget: a conversation is kept short, as the server convmem replaces kept it.
+MAX_TURNS_WITHOUT_COMPACTION = 50
+# With compaction the prompt stays bounded however long the thread; what grows is the
+# stored thread, which is loaded whole into the caches and by thread_get and exports
+# (1,000 exchanges of ~1 KB each: ~2 MB), so the limit bounds that.
+MAX_TURNS_WITH_COMPACTION = 2000
 
 
 def _env(name: str, *aliases: str) -> AliasChoices:
@@ -62,7 +77,20 @@ class Settings(BaseSettings):
     thread_ttl_hours: float = Field(
         3.0, gt=0, validation_alias=_env("thread_ttl_hours", "CONVERSATION_TIMEOUT_HOURS")
     )
-    max_turns: int = Field(50, gt=0, validation_alias=_env("max_turns", "MAX_CONVERSATION_TURNS"))
+    max_turns: int | None = Field(
+        None, gt=0, validation_alias=_env("max_turns", "MAX_CONVERSATION_TURNS")
+    )  # None: the mode's default, see turn_limit
+    compaction: bool = Field(False, validation_alias=_env("compaction"))
+    compaction_model: str | None = Field(None, validation_alias=_env("compaction_model"))
+    compaction_trigger_share: float = Field(
+        0.75, gt=0, le=1, validation_alias=_env("compaction_trigger_share")
+    )
+    compaction_keep_share: float = Field(
+        0.3, gt=0, le=1, validation_alias=_env("compaction_keep_share")
+    )
+    compaction_summary_share: float = Field(
+        0.15, gt=0, le=1, validation_alias=_env("compaction_summary_share")
+    )
     max_content_bytes: int = Field(1_000_000, gt=0, validation_alias=_env("max_content_bytes"))
     max_metadata_bytes: int = Field(65_536, gt=0, validation_alias=_env("max_metadata_bytes"))
     host: str = Field("127.0.0.1", validation_alias=_env("host", "EXAI_WS_HOST"))
@@ -140,6 +168,14 @@ class Settings(BaseSettings):
             )
         return value
 
+    @model_validator(mode="after")
+    def _consistent_compaction(self) -> Settings:
+        try:
+            self.compaction_policy  # noqa: B018 (built to be checked)
+        except InvalidInputError as exc:
+            raise ValueError(f"compaction shares: {exc}") from None
+        return self
+
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
         """Read the environment (plus ``overrides``); raise ``ConfigurationError`` when invalid."""
@@ -151,8 +187,25 @@ class Settings(BaseSettings):
         return _validated(_ValuesOnly, values)
 
     @property
+    def turn_limit(self) -> int:
+        """``max_turns`` if set, else the default of the mode (compaction on or off)."""
+        if self.max_turns is not None:
+            return self.max_turns
+        if self.compaction:
+            return MAX_TURNS_WITH_COMPACTION
+        return MAX_TURNS_WITHOUT_COMPACTION
+
+    @property
+    def compaction_policy(self) -> CompactionPolicy:
+        return CompactionPolicy(
+            trigger_share=self.compaction_trigger_share,
+            keep_share=self.compaction_keep_share,
+            summary_share=self.compaction_summary_share,
+        )
+
+    @property
     def thread_limits(self) -> ThreadLimits:
-        return ThreadLimits(ttl=timedelta(hours=self.thread_ttl_hours), max_turns=self.max_turns)
+        return ThreadLimits(ttl=timedelta(hours=self.thread_ttl_hours), max_turns=self.turn_limit)
 
     @property
     def input_limits(self) -> InputLimits:

@@ -37,6 +37,9 @@ class Stats:
     store_refused: int = 0  # store calls not made: the store circuit was open
     subscribed: bool = False
     cache_trusted: bool = True  # cached copies may be served now (see cache/lease.py)
+    compactions: int = 0  # summaries saved
+    compactions_stale: int = 0  # summaries refused: another compaction or a pop came first
+    compaction_failures: int = 0  # compactions that failed (the model, the store): retried later
     l1_items: int = 0
     l1_bytes: int = 0
 

@@ -70,6 +70,22 @@ class WatchedTier:
             thread_id, base, version, seqs, updated_at, expires_at, now, source=source
         )
 
+    async def summarise(
+        self,
+        thread_id: str,
+        base: int,
+        version: int,
+        summary: Turn,
+        updated_at: datetime,
+        expires_at: datetime,
+        now: datetime,
+        *,
+        source: str | None = None,
+    ) -> WriteOutcome:
+        return await self.inner.summarise(
+            thread_id, base, version, summary, updated_at, expires_at, now, source=source
+        )
+
     async def fence(self, thread_id: str, version: int) -> bool:
         return await self.inner.fence(thread_id, version)
 

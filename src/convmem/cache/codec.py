@@ -10,6 +10,8 @@ Fields of ``convmem:{<id>}``:
 ``u``/``e`` updated_at / expires_at, in microseconds since the epoch
 ``<seq>``  one JSON array per turn, named by its seq: an append adds fields and a pop
            removes them, O(turns changed). With ``n == v`` they are ``1``..``v``.
+``s``      the compaction summary, if any: a turn's array with the seq it covers through
+           in front
 ``f``      a fence: no copy below this version may be served or installed
 =========  ====================================================================
 
@@ -36,8 +38,8 @@ if TYPE_CHECKING:
 
     from convmem.models import Thread, Turn
 
-FORMAT = 3  # 2: turns as arrays; 3: fields named by seq, ``n``, the fork's cut
-META_FIELDS = frozenset({b"v", b"n", b"h", b"u", b"e", b"f"})
+FORMAT = 4  # 2: turns as arrays; 3: fields named by seq, ``n``, the fork's cut; 4: ``s``
+META_FIELDS = frozenset({b"v", b"n", b"h", b"u", b"e", b"f", b"s"})
 
 
 def encode_header(thread: Thread) -> bytes:
@@ -72,6 +74,21 @@ def encode_turn(turn: Turn) -> bytes:
     )
 
 
+def encode_summary(summary: Turn) -> bytes:
+    """``[seq, role, content, ...]``: the turn array behind the seq it covers through."""
+    return b"[%d," % summary.seq + encode_turn(summary)[1:]
+
+
+def _decode_summary(raw: bytes) -> Turn:
+    seq, role, content, tool, provider, model, files, images, metadata, key, micros = orjson.loads(
+        raw
+    )
+    created = None if micros is None else from_micros(micros)
+    return turn_from_storage(
+        seq, role, content, tool, provider, model, files, images, metadata, key, created
+    )
+
+
 def fence_of(fields: dict[bytes, bytes]) -> int:
     raw = fields.get(b"f")
     if raw is None:
@@ -97,7 +114,8 @@ def decode_thread(thread_id: str, fields: dict[bytes, bytes]) -> Thread | None:
         expires_at = from_micros(int(fields[b"e"]))
         if header.get("fmt") != FORMAT or header.get("id") != thread_id:
             raise CorruptPayload("foreign header")
-        if len(fields) != count + 5 + (b"f" in fields):
+        summary = fields.get(b"s")
+        if len(fields) != count + 5 + (b"f" in fields) + (summary is not None):
             raise CorruptPayload("turn fields do not match the count")
         turns = _decode_turns(fields, *_turn_names(fields, version, count))
         header.update(
@@ -105,6 +123,7 @@ def decode_thread(thread_id: str, fields: dict[bytes, bytes]) -> Thread | None:
             updated_at=updated_at,
             expires_at=expires_at,
             version=version,
+            summary=None if summary is None else _decode_summary(summary),
         )
         thread = thread_from_values(header, turns)
     except CorruptPayload:

@@ -140,6 +140,27 @@ class GuardedL2:
             source,
         )
 
+    async def summarise(
+        self,
+        thread_id: str,
+        base: int,
+        version: int,
+        summary: Turn,
+        updated_at: datetime,
+        expires_at: datetime,
+        now: datetime,
+        *,
+        source: str | None = None,
+    ) -> WriteOutcome:
+        return await self._announced(
+            lambda: self.tier.summarise(
+                thread_id, base, version, summary, updated_at, expires_at, now, source=source
+            ),
+            thread_id,
+            version,
+            source,
+        )
+
     async def fence(self, thread_id: str, version: int) -> bool:
         return await self._guarded(
             lambda: self.tier.fence(thread_id, version), missed=(thread_id, version)

@@ -105,6 +105,21 @@ class L2Tier(Protocol):
         """As ``append``, for a pop or clear that removed turns ``seqs``."""
         ...
 
+    async def summarise(
+        self,
+        thread_id: str,
+        base: int,
+        version: int,
+        summary: Turn,
+        updated_at: datetime,
+        expires_at: datetime,
+        now: datetime,
+        *,
+        source: str | None = None,
+    ) -> WriteOutcome:
+        """As ``append``, for a saved compaction summary."""
+        ...
+
     async def fence(self, thread_id: str, version: int) -> bool: ...
     async def drop(self, thread_id: str) -> None: ...
     async def publish(self, thread_id: str, version: int, source: str) -> int: ...

@@ -30,7 +30,13 @@ import orjson
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
-from convmem.cache.codec import decode_thread, encode_header, encode_turn, fence_of
+from convmem.cache.codec import (
+    decode_thread,
+    encode_header,
+    encode_summary,
+    encode_turn,
+    fence_of,
+)
 from convmem.cache.protocol import (
     Alive,
     CorruptPayload,
@@ -53,7 +59,8 @@ if TYPE_CHECKING:
 
     from convmem.models import Thread, Turn
 
-# KEYS[1]; ARGV: version, ttl_ms, header, updated_us, expires_us, then seq, turn, seq, turn...
+# KEYS[1]; ARGV: version, ttl_ms, header, updated_us, expires_us, summary ('' for none),
+# then seq, turn, seq, turn...
 _INSTALL: Final = """
 local v = tonumber(ARGV[1])
 local cur = redis.call('HMGET', KEYS[1], 'v', 'f')
@@ -61,9 +68,10 @@ local cv, cf = tonumber(cur[1]), tonumber(cur[2])
 if (cf and v < cf) or (cv and cv >= v) then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'h', ARGV[3], 'u', ARGV[4], 'e', ARGV[5],
-           'n', tostring((#ARGV - 5) / 2))
+           'n', tostring((#ARGV - 6) / 2))
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 's', ARGV[6]) end
 local batch = {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   batch[#batch + 1] = ARGV[i]
   if #batch >= 400 then redis.call('HSET', KEYS[1], unpack(batch)); batch = {} end
 end
@@ -115,9 +123,9 @@ return fence_or_newer()
 )
 
 # KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, channel, message,
-# removed seq 1, ... A pop or a clear: the copy at the writer's base version loses those
-# turns in place, O(turns removed); a copy that does not hold them all is not the base:
-# fenced. Returns as _APPEND does.
+# removed seq 1, ... (ascending). A pop or a clear: the copy at the writer's base version
+# loses those turns in place, O(turns removed), and its summary if that covered one of
+# them; a copy that does not hold them all is not the base: fenced. Returns as _APPEND.
 _REMOVE: Final = (
     _WRITE_PROLOGUE
     + """
@@ -127,11 +135,30 @@ if cv and cv == base then
     gone = gone + redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 399, #ARGV)))
   end
   if gone == #ARGV - 7 then
+    local s = redis.call('HGET', KEYS[1], 's')
+    if s and gone > 0 and tonumber(string.match(s, '^%[(%d+),')) >= tonumber(ARGV[8]) then
+      redis.call('HDEL', KEYS[1], 's')
+    end
     redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[4], 'e', ARGV[5])
     redis.call('HINCRBY', KEYS[1], 'n', -gone)
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
     return done(1)
   end
+end
+return fence_or_newer()
+"""
+)
+
+# KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, channel, message,
+# summary. A saved summary replaces the one of the copy at the writer's base version;
+# any other copy is fenced. Returns as _APPEND does.
+_SUMMARISE: Final = (
+    _WRITE_PROLOGUE
+    + """
+if cv and cv == base then
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[4], 'e', ARGV[5], 's', ARGV[8])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return done(1)
 end
 return fence_or_newer()
 """
@@ -194,6 +221,7 @@ class RedisCache:
         self._install = client.register_script(_INSTALL)
         self._append = client.register_script(_APPEND)
         self._remove = client.register_script(_REMOVE)
+        self._summarise = client.register_script(_SUMMARISE)
         self.cluster = isinstance(client, RedisCluster)
         self._fence = client.register_script(_FENCE)
         self._drop = client.register_script(_DROP)
@@ -328,6 +356,7 @@ class RedisCache:
             encode_header(thread),
             to_micros(thread.updated_at),
             to_micros(thread.expires_at),
+            b"" if thread.summary is None else encode_summary(thread.summary),
             *chain.from_iterable((t.seq, encode_turn(t)) for t in thread.turns),
         ]
         with _translated():
@@ -374,6 +403,28 @@ class RedisCache:
             thread_id,
             (base, version, updated_at, expires_at, now),
             list(seqs),
+            source,
+        )
+
+    async def summarise(
+        self,
+        thread_id: str,
+        base: int,
+        version: int,
+        summary: Turn,
+        updated_at: datetime,
+        expires_at: datetime,
+        now: datetime,
+        *,
+        source: str | None = None,
+    ) -> WriteOutcome:
+        """Put ``summary`` on the cached copy in place if it is at ``base``; else fence at
+        ``version``. With ``source``, also announce it, as ``append`` does."""
+        return await self._write(
+            self._summarise,
+            thread_id,
+            (base, version, updated_at, expires_at, now),
+            [encode_summary(summary)],
             source,
         )
 

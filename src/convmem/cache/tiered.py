@@ -44,9 +44,9 @@ from convmem.stores.guard import StoreGuard
 if TYPE_CHECKING:
     from convmem.cache.guard import GuardedL2
     from convmem.cache.local import LocalCache
-    from convmem.models import Thread
+    from convmem.models import Thread, Turn
     from convmem.stats import Stats
-    from convmem.stores.base import AppendResult, Removal, Store
+    from convmem.stores.base import AppendResult, Removal, Store, Summarised
 
 log = logging.getLogger("convmem.cache")
 T = TypeVar("T")
@@ -248,12 +248,18 @@ class TieredCache:
                 return None, None
             self.stats.delta_refreshes += 1
             turns = self._opened(thread_id, lambda: self.sealing.open_turns(thread_id, delta.turns))
-            thread = delta.applied_to(base, turns)
+            summary = delta.summary
+            if summary is not None and delta.whole:
+                summary = self._opened_summary(thread_id, summary)
+            thread = delta.applied_to(base, turns, summary)
             return thread, (None if self.sealing.encrypts else thread)
         stored = await self._store(lambda: self.store.load(thread_id, owner=owner))
         if stored is None:
             return None, None
         return self._opened(thread_id, lambda: self.sealing.open_thread(stored)), stored
+
+    def _opened_summary(self, thread_id: str, summary: Turn) -> Turn:
+        return self._opened(thread_id, lambda: self.sealing.open_turns(thread_id, (summary,))[0])
 
     def _opened(self, thread_id: str, opening: Callable[[], T]) -> T:
         """Open what the store returned; a thread that cannot be opened is counted."""
@@ -346,6 +352,35 @@ class TieredCache:
         if revised is not None:
             self.l1.put(revised)
             return revised
+        return await self._after_write(thread_id, owner)
+
+    async def summarised(self, saved: Summarised, owner: str | None) -> Thread:
+        """Bring every tier up to a saved compaction summary; return the whole thread.
+
+        As for a pop: each tier's copy at the writer's base version takes the summary in
+        place, any other copy is fenced (L2) or left below the watermark (L1).
+        """
+        thread_id, version = saved.thread_id, saved.version
+        self._committed(thread_id, version, owner)
+        if self.l2 is not None:
+            await _l2(
+                self.l2.summarise(
+                    thread_id,
+                    saved.base_version,
+                    version,
+                    saved.summary,
+                    saved.updated_at,
+                    saved.expires_at,
+                    self.store.clock(),
+                    source=self.instance_id,
+                )
+            )
+        cached = self.l1.get(thread_id)
+        if cached is not None and cached.version == saved.base_version:
+            summarised = saved.applied_to(cached, self._opened_summary(thread_id, saved.summary))
+            if summarised is not None:
+                self.l1.put(summarised)
+                return summarised
         return await self._after_write(thread_id, owner)
 
     def _committed(self, thread_id: str, version: int, owner: str | None) -> None:

@@ -71,7 +71,7 @@ def build_app(
     memory = memory or Memory.from_settings(settings)
     provider = provider or provider_from_env()
     tokens = TokenTable.from_settings(settings.token, settings.client_tokens)
-    service = ConversationService(memory, provider, history_tokens=settings.history_tokens)
+    service = ConversationService.from_settings(memory, provider, settings)
     metrics = Metrics(memory)
     mcp = build_mcp(service, metrics=metrics, transport="http")
     # Stateless by default: any instance answers any request (threads live in the store
@@ -117,6 +117,7 @@ def build_app(
             try:
                 yield
             finally:
+                await service.aclose()
                 await provider.aclose()
 
     app = Starlette(
@@ -167,8 +168,9 @@ async def serve_stdio(settings: Settings) -> None:
     """MCP over stdin/stdout for clients that launch their server as a subprocess."""
     provider = provider_from_env()
     async with Memory.from_settings(settings) as memory:
-        service = ConversationService(memory, provider, history_tokens=settings.history_tokens)
+        service = ConversationService.from_settings(memory, provider, settings)
         try:
             await build_mcp(service, metrics=Metrics(memory), transport="stdio").run_stdio_async()
         finally:
+            await service.aclose()
             await provider.aclose()

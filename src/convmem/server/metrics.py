@@ -54,6 +54,15 @@ class _MemoryCollector(Collector):
             "Invalidations from other instances",
             value=stats.invalidations_received,
         )
+        compactions = CounterMetricFamily(
+            "convmem_compactions",
+            "Compactions of old turns into a summary, by outcome",
+            labels=["outcome"],
+        )
+        compactions.add_metric(["saved"], stats.compactions)
+        compactions.add_metric(["superseded"], stats.compactions_stale)
+        compactions.add_metric(["failed"], stats.compaction_failures)
+        yield compactions
         circuit = GaugeMetricFamily(
             "convmem_redis_circuit", "Redis circuit state (1 = current)", labels=["state"]
         )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from convmem.compaction import Compactor, summariser_for
 from convmem.errors import (
     ConvMemError,
     DecryptionError,
@@ -24,6 +25,7 @@ from convmem.errors import (
     ThreadNotFoundError,
 )
 from convmem.export import thread_to_dict
+from convmem.messages import unsummarised
 from convmem.models import Turn
 from convmem.providers.base import ProviderError
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from convmem.messages import ChatMessage
     from convmem.models import Thread
     from convmem.providers.base import Provider, TextSink
+    from convmem.settings import Settings
 
 MAX_PROMPT_CHARS = 200_000
 HEALTH_STORE_SECONDS = 0.7  # with Redis' share, /health answers within a second
@@ -81,6 +84,13 @@ class ChatResult(BaseModel):
     continuation_offer: ContinuationOffer | None = Field(
         description="How to continue, while the thread has turns left"
     )
+    history_turns: int = Field(0, description="Earlier turns of this conversation")
+    summarised_turns: int = Field(
+        0, description="Of those, how many the model saw only as a summary (compaction)"
+    )
+    summarised_share: float = Field(
+        0.0, description="summarised_turns / history_turns (0 when there is no history)"
+    )
 
 
 class ThreadSummaryView(BaseModel):
@@ -108,10 +118,38 @@ class Health(BaseModel):
 
 
 class ConversationService:
-    def __init__(self, memory: Memory, provider: Provider, *, history_tokens: int = 8000) -> None:
+    """The tools' logic. With a ``compactor``, a thread whose history grew past its
+    policy's share of ``history_tokens`` is compacted after the reply (off the request's
+    path; see ``convmem.compaction``)."""
+
+    def __init__(
+        self,
+        memory: Memory,
+        provider: Provider,
+        *,
+        history_tokens: int = 8000,
+        compactor: Compactor | None = None,
+    ) -> None:
         self.memory = memory
         self.provider = provider
         self.history_tokens = history_tokens
+        self.compactor = compactor
+
+    @classmethod
+    def from_settings(
+        cls, memory: Memory, provider: Provider, settings: Settings
+    ) -> ConversationService:
+        """The service as ``settings`` configure it: its history budget, and compaction
+        (``CONVMEM_COMPACTION``) by ``CONVMEM_COMPACTION_MODEL`` or the provider's model."""
+        compactor = None
+        if settings.compaction:
+            compactor = Compactor(
+                memory,
+                summariser_for(provider, settings.compaction_model),
+                max_tokens=settings.history_tokens,
+                policy=settings.compaction_policy,
+            )
+        return cls(memory, provider, history_tokens=settings.history_tokens, compactor=compactor)
 
     async def chat(
         self,
@@ -136,7 +174,8 @@ class ConversationService:
         thread: Thread | None = None
         source: Literal["new", "l1", "l2", "store"] = "new"
         history: list[ChatMessage] = []
-        earlier = 0
+        ancestors: tuple[Thread, ...] = ()
+        earlier = summarised = 0
         with _as_tool_failure():
             if continuation_id is not None:
                 thread, source = await self.memory.lookup_thread(continuation_id, owner=owner)
@@ -147,6 +186,7 @@ class ConversationService:
                     thread, max_tokens=self.history_tokens, ancestors=ancestors
                 )
                 earlier = len(thread.turns) + sum(len(a.turns) for a in ancestors)
+                summarised = unsummarised(thread, ancestors).summarised
             completion = await self.provider.complete(
                 prompt=prompt,
                 history=history,
@@ -177,6 +217,8 @@ class ConversationService:
                 saved = await self.memory.create_thread(tool_name="chat", turns=turns, owner=owner)
             else:
                 saved = await self.memory.add_turns(thread.id, turns, owner=owner)
+        if self.compactor is not None:  # after the reply is saved; returns at once
+            self.compactor.schedule(saved, ancestors, owner)
         remaining = max(self.memory.max_turns - len(saved.turns), 0)
         offer = None
         if remaining:
@@ -197,7 +239,15 @@ class ConversationService:
             thread_source=source,
             status="continuation_available" if offer else "success",
             continuation_offer=offer,
+            history_turns=earlier,
+            summarised_turns=summarised,
+            summarised_share=round(summarised / earlier, 4) if earlier else 0.0,
         )
+
+    async def aclose(self) -> None:
+        """Stop background compactions (a stopped one leaves its thread as it was)."""
+        if self.compactor is not None:
+            await self.compactor.aclose()
 
     async def thread_fork(
         self, owner: str | None, continuation_id: str, at_seq: int | None

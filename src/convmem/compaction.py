@@ -1,0 +1,279 @@
+"""Compaction: a conversation's old turns folded into a summary, so it never runs out.
+
+When the part of a thread's history that no summary covers passes ``trigger_share`` of
+the history budget, everything but the newest turns (about ``keep_share`` of the
+budget, whole tool call/result blocks) is summarised together with the previous
+summary, and the new summary is saved with the thread (``Memory.compact``): from then
+on it stands for those turns in the history models are sent (``convmem.messages``),
+while every turn stays in the store, in exports and in ``thread_get``.
+
+It runs off the request's critical path: ``Compactor.schedule`` starts it after the
+reply was saved and returns at once. At most one compaction of a thread runs at a time
+in an instance, and the store refuses a summary made from a version that another
+summary (from any instance) or a pop already moved past, so one summary wins. A failure
+changes nothing; the next request over the threshold tries again.
+
+Summaries come from the thread's model (``ModelSummariser``: the provider the server
+uses, or a cheaper model it names) or, offline, from ``ExtractiveSummariser``: the
+first sentence of each message, deterministic, no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from convmem.errors import ConvMemError, InvalidInputError, StaleSummaryError
+from convmem.history import CHARS_PER_TOKEN, estimate_tokens
+from convmem.messages import (
+    SUMMARY_HEADING,
+    message_cost,
+    summary_message,
+    turn_blocks,
+    turn_message,
+    unsummarised,
+)
+from convmem.providers.base import Completion
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from convmem.memory import Memory
+    from convmem.messages import ChatMessage
+    from convmem.models import Thread
+    from convmem.providers.base import Provider
+
+log = logging.getLogger("convmem.compaction")
+
+SUMMARY_SYSTEM_PROMPT = (
+    "You compress conversations. Summarise the conversation you are given so that it can"
+    " be continued from the summary alone: keep every decision, fact, name, number, file"
+    " path, open question and instruction the user gave; drop pleasantries and repetition."
+    " If it begins with an earlier summary, fold that in. Write plain sentences, no"
+    " preamble."
+)
+SUMMARY_REQUEST = "Summarise the conversation above in at most {words} words."
+TRUNCATED = " […]"
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionPolicy:
+    """When to compact and how much to keep, as shares of the history budget.
+
+    ``trigger_share``: compact when the history no summary covers passes this share.
+    ``keep_share``: the newest turns worth about this share stay as they are.
+    ``summary_share``: the most a summary may take. After a compaction the history is
+    at most ``keep_share + summary_share``, which must stay below ``trigger_share`` (or
+    every request would compact again).
+    """
+
+    trigger_share: float = 0.75
+    keep_share: float = 0.3
+    summary_share: float = 0.15
+
+    def __post_init__(self) -> None:
+        for name in ("trigger_share", "keep_share", "summary_share"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 < value <= 1:
+                raise InvalidInputError(f"{name} must be in (0, 1], got {value!r}")
+        if self.keep_share + self.summary_share >= self.trigger_share:
+            raise InvalidInputError(
+                f"keep_share + summary_share ({self.keep_share} + {self.summary_share}) must"
+                f" be below trigger_share ({self.trigger_share}), or every request compacts"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionPlan:
+    """What to summarise: ``messages`` (the previous summary, then the folded turns' own
+    messages) into at most ``summary_tokens``; the summary covers the thread's turns up to
+    ``covers_to_seq`` and is made from ``base_version``."""
+
+    thread_id: str
+    base_version: int
+    covers_to_seq: int
+    messages: list[ChatMessage]
+    folded_turns: int
+    summary_tokens: int
+
+
+def plan_compaction(
+    thread: Thread,
+    ancestors: Sequence[Thread] = (),
+    *,
+    max_tokens: int,
+    policy: CompactionPolicy | None = None,
+) -> CompactionPlan | None:
+    """The compaction ``thread`` needs now, or None (under the threshold, or nothing of
+    its own to fold: a summary covers a thread's own turns, never only its parent's)."""
+    policy = policy or CompactionPolicy()
+    view = unsummarised(thread, ancestors)
+    blocks = turn_blocks(view.turns)
+    costs = [sum(message_cost(turn_message(t)) for t in block) for block in blocks]
+    if sum(costs) <= policy.trigger_share * max_tokens:
+        return None
+    kept, kept_cost = len(blocks), 0
+    while kept > 1 and kept_cost + costs[kept - 1] <= policy.keep_share * max_tokens:
+        kept -= 1
+        kept_cost += costs[kept]
+    if kept == len(blocks):
+        kept -= 1  # one block alone passes the budget share: fold all before it
+    folded = [turn for block in blocks[:kept] for turn in block]
+    own_folded = len(folded) - (len(view.turns) - view.own)
+    if own_folded <= 0:
+        return None
+    messages = [] if view.summary is None else [summary_message(view.summary)]
+    messages += [turn_message(turn) for turn in folded]
+    return CompactionPlan(
+        thread_id=thread.id,
+        base_version=thread.version,
+        covers_to_seq=folded[-1].seq,
+        messages=messages,
+        folded_turns=len(folded),
+        summary_tokens=max(1, int(policy.summary_share * max_tokens)),
+    )
+
+
+class Summariser(Protocol):
+    async def summarise(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
+        """A summary of ``messages`` within about ``max_tokens``, and who made it."""
+        ...
+
+
+class ModelSummariser:
+    """Summaries written by a model: ``provider`` (the server's), with ``model`` (a
+    cheaper one, say) or the provider's default."""
+
+    def __init__(self, provider: Provider, model: str | None = None) -> None:
+        self.provider = provider
+        self.model = model
+
+    async def summarise(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
+        words = max(1, max_tokens * CHARS_PER_TOKEN // 6)  # ~6 characters a word
+        completion = await self.provider.complete(
+            prompt=SUMMARY_REQUEST.format(words=words),
+            history=messages,
+            history_turns=len(messages),
+            system_prompt=SUMMARY_SYSTEM_PROMPT,
+            model=self.model,
+        )
+        return Completion(
+            clipped(completion.text.strip(), max_tokens), completion.provider, completion.model
+        )
+
+
+class ExtractiveSummariser:
+    """Offline summaries: each message's first sentence under its role, after the previous
+    summary's points; the oldest points go first when it does not fit. Deterministic."""
+
+    provider = "convmem"
+    model = "extractive"
+    sentence_chars = 240
+
+    async def summarise(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
+        points: list[str] = []
+        for message in messages:
+            text = message["content"]
+            if message["role"] == "system" and text.startswith(SUMMARY_HEADING):
+                points += text.removeprefix(SUMMARY_HEADING).strip().splitlines()
+            elif text.strip():
+                points.append(f"- {message['role']}: {self._first_sentence(text)}")
+        budget = max_tokens * CHARS_PER_TOKEN
+        while len(points) > 1 and len("\n".join(points)) > budget:
+            points.pop(0)
+        return Completion(clipped("\n".join(points), max_tokens), self.provider, self.model)
+
+    def _first_sentence(self, text: str) -> str:
+        flat = " ".join(text.split())
+        match = re.match(r"(.+?[.!?])(\s|$)", flat)
+        sentence = match.group(1) if match else flat
+        if len(sentence) > self.sentence_chars:
+            return sentence[: self.sentence_chars] + TRUNCATED
+        return sentence
+
+
+def clipped(text: str, max_tokens: int) -> str:
+    """``text`` cut to about ``max_tokens`` (a model may write more than it was asked)."""
+    if estimate_tokens(text) <= max_tokens:
+        return text
+    return text[: max(0, max_tokens * CHARS_PER_TOKEN - len(TRUNCATED))] + TRUNCATED
+
+
+def summariser_for(provider: Provider, model: str | None = None) -> Summariser:
+    """The thread's own model summarises (or ``model`` of its provider); offline, the
+    echo provider has nothing to summarise with, so the summary is extractive."""
+    if provider.name == "echo":
+        return ExtractiveSummariser()
+    return ModelSummariser(provider, model)
+
+
+class Compactor:
+    """Compacts threads in the background after requests, one task per thread at a time.
+
+    ``schedule`` returns at once; ``drain`` waits for what is running (tests, shutdown);
+    ``aclose`` cancels it (nothing is written until the summary is saved whole, so a
+    cancelled or crashed compaction leaves the thread as it was).
+    """
+
+    def __init__(
+        self,
+        memory: Memory,
+        summariser: Summariser,
+        *,
+        max_tokens: int,
+        policy: CompactionPolicy | None = None,
+    ) -> None:
+        self.memory = memory
+        self.summariser = summariser
+        self.max_tokens = max_tokens
+        self.policy = policy or CompactionPolicy()
+        self._running: dict[tuple[str, str | None], asyncio.Task[None]] = {}
+
+    def schedule(self, thread: Thread, ancestors: Sequence[Thread], owner: str | None) -> bool:
+        """Start compacting ``thread`` if it needs it and none is running; True if started."""
+        key = (thread.id, owner)
+        if key in self._running:
+            return False
+        if (
+            plan_compaction(thread, ancestors, max_tokens=self.max_tokens, policy=self.policy)
+            is None
+        ):
+            return False
+        task = asyncio.get_running_loop().create_task(
+            self._compact(thread.id, owner), name=f"convmem-compact-{thread.id}"
+        )
+        self._running[key] = task
+        task.add_done_callback(lambda _: self._running.pop(key, None))
+        return True
+
+    async def _compact(self, thread_id: str, owner: str | None) -> None:
+        try:
+            await self.memory.compact(
+                thread_id,
+                owner=owner,
+                summariser=self.summariser,
+                max_tokens=self.max_tokens,
+                policy=self.policy,
+            )
+        except StaleSummaryError:
+            log.info("thread %s was compacted or rewound meanwhile; not saved", thread_id)
+        except (ConvMemError, OSError) as exc:
+            log.warning("compacting thread %s failed (it stays as it was): %s", thread_id, exc)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def drain(self) -> None:
+        """Wait for every running compaction to end."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
