@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from mcp import Client
 
 from convmem import Memory, StaleSummaryError
 from convmem.compaction import (
@@ -29,7 +30,10 @@ from convmem.errors import InvalidInputError
 from convmem.messages import SUMMARY_HEADING, ChatMessage, message_cost, unsummarised
 from convmem.models import Turn
 from convmem.providers.base import Completion
+from convmem.providers.echo import EchoProvider
 from convmem.providers.openai_compat import OpenAICompatibleProvider
+from convmem.server.mcp_app import build_mcp
+from convmem.server.metrics import Metrics
 from convmem.server.service import ConversationService
 from convmem.settings import Settings
 from convmem_bench.chat_standin import ChatCompletionsStandIn
@@ -372,3 +376,69 @@ async def test_300_exchanges_through_chat_never_run_out_and_stay_in_the_budget(
         assert reply.remaining_turns == 2000 - 600
         await service.aclose()
     await provider.aclose()
+
+
+# -- what MCP clients see ----------------------------------------------------------------
+
+
+async def test_mcp_reports_summaries_and_a_warm_continued_chat_costs_one_store_write(
+    tmp_path: Path,
+) -> None:
+    settings = Settings.of(
+        store_url=f"sqlite:///{tmp_path}/m.db", compaction=True, history_tokens=BUDGET
+    )
+    async with Memory.from_settings(settings) as memory:
+        service = ConversationService.from_settings(memory, EchoProvider(), settings)
+        assert service.compactor is not None
+        mcp = Client(build_mcp(service, metrics=Metrics(memory), transport="test"))
+        async with mcp as client:
+            continuation: str | None = None
+            while memory.stats.compactions == 0:
+                assert memory.stats.store_writes < 40, "never compacted"
+                arguments = {"prompt": "Tell me about sorting. " + "s " * 60}
+                if continuation is not None:
+                    arguments["continuation_id"] = continuation
+                result = (await client.call_tool("chat", arguments)).structured_content
+                assert result is not None
+                continuation = result["continuation_id"]
+                await service.compactor.drain()
+            assert continuation is not None
+            # A warm continued request: no store read, one write on its path (a compaction
+            # it triggers writes afterwards, counted apart).
+            before = memory.stats
+            result = (
+                await client.call_tool(
+                    "chat", {"prompt": "And then?", "continuation_id": continuation}
+                )
+            ).structured_content
+            await service.compactor.drain()
+            after = memory.stats
+            assert result is not None
+            assert result["thread_source"] == "l1"
+            assert after.store_reads == before.store_reads
+            assert (after.store_writes - before.store_writes) - (
+                after.compactions - before.compactions
+            ) == 1
+            assert result["summarised_turns"] > 0
+            assert result["summarised_share"] == round(
+                result["summarised_turns"] / result["history_turns"], 4
+            )
+            # thread_get and thread_export show the summary apart from the turns.
+            got = (
+                await client.call_tool("thread_get", {"continuation_id": continuation})
+            ).structured_content
+            assert got is not None
+            thread = await memory.get_thread(continuation)
+            assert thread is not None
+            assert thread.summary is not None
+            assert got["summary"]["covers_to_seq"] == thread.summary.seq
+            assert got["summary"]["content"] == thread.summary.content
+            assert got["summary"]["model_name"] == "extractive"
+            assert len(got["turns"]) == len(thread.turns)  # every turn is still there
+            exported = await client.call_tool(
+                "thread_export", {"continuation_id": continuation, "format": "markdown"}
+            )
+            text = exported.content[0].text  # type: ignore[union-attr]
+            assert f"## Summary of turns 1–{thread.summary.seq} (compaction" in text
+            assert text.count("\n## ") == len(thread.turns) + 1
+        await service.aclose()

@@ -48,6 +48,9 @@ class Plan:
     prefix_exchanges: int = 200  # the conversation the prompt-prefix figure is taken over
     encryption_latencies_ms: tuple[float, ...] = (0.0, 1.0)
     encryption_rounds: int = 5  # off and on alternate this many times
+    prompt_exchanges: int = 300  # the conversation prompt sizes are plotted over
+    compaction_latencies_ms: tuple[float, ...] = (0.0, 1.0)
+    compaction_requests: int = 120  # chat requests per mode and latency
 
 
 QUICK = Plan(
@@ -67,6 +70,9 @@ QUICK = Plan(
     encryption_latencies_ms=(1.0,),
     encryption_rounds=1,
     prefix_exchanges=30,
+    prompt_exchanges=40,
+    compaction_latencies_ms=(1.0,),
+    compaction_requests=12,
 )
 FULL = Plan(
     latencies_ms=(0.0, 1.0, 10.0, 50.0),

@@ -15,12 +15,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from convmem.history import build_history
-from convmem.messages import history_messages
+from convmem.messages import ChatMessage, history_messages
 from convmem.models import Thread, Turn
 from convmem_bench.results import PrefixResult
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-SYSTEM = {"role": "system", "content": "You are a careful engineering assistant."}
+SYSTEM: ChatMessage = {"role": "system", "content": "You are a careful engineering assistant."}
 
 
 def _thread(turns: list[Turn], thread_id: str) -> Thread:
@@ -28,7 +28,8 @@ def _thread(turns: list[Turn], thread_id: str) -> Thread:
     return Thread(thread_id, numbered, "chat", None, None, {}, NOW, NOW, NOW)
 
 
-def _common(a: bytes, b: bytes) -> int:
+def common_prefix(a: bytes, b: bytes) -> int:
+    """How many leading bytes ``a`` and ``b`` share."""
     size = min(len(a), len(b))
     return next((i for i in range(size) if a[i] != b[i]), size)
 
@@ -50,7 +51,7 @@ def _shares(budget: int, question: int, answer: int, exchanges: int, *, native: 
             history = []
         body = json.dumps([SYSTEM, *history, {"role": "user", "content": prompt}]).encode()
         if previous is not None:
-            shares.append(_common(previous, body) / len(body))
+            shares.append(common_prefix(previous, body) / len(body))
         previous = body
         turns += [
             Turn(role="user", content=prompt),

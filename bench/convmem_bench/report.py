@@ -270,6 +270,7 @@ def markdown(report: Report, plots: list[str]) -> str:
     lines += _memory_section(report)
     lines += _pal_section(report)
     lines += _prefix_section(report)
+    lines += _compaction_section(report, plots)
     lines += _encryption_section(report)
     lines += agents_section(report)
     lines += [
@@ -313,7 +314,10 @@ def markdown(report: Report, plots: list[str]) -> str:
     for target, measured, met in targets(report):
         lines.append(f"| {target} | {measured} | {'yes' if met else 'no'} |")
     if plots:
-        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+        shown_elsewhere = ("prompt_size",)
+        lines += ["", "## Plots", ""] + [
+            f"![{p}]({p})" for p in plots if not any(name in p for name in shown_elsewhere)
+        ]
     lines.append("")
     return "\n".join(lines)
 
@@ -484,24 +488,79 @@ def _prefix_section(report: Report) -> list[str]:
         "receives) that equals a prefix of the previous request's prompt: what providers'",
         "prompt caching can reuse (`convmem_bench.prefix`). Before: the history as one text",
         "message (a header with the turn count first, old turns dropped one per request).",
-        "After: native messages, old turns dropped in whole chunks of half the budget."
-        " Target: ≥ 90%.",
+        "After: native messages, old turns dropped in whole chunks of half the budget.",
+        "Compacted: native messages with `CONVMEM_COMPACTION` on (`convmem_bench."
+        "compaction_bench`): a summary, then the turns after it. Target: ≥ 90%.",
         "",
-        "| history budget | exchange (question + answer) | before | after | target met |",
-        "|---|---|---|---|---|",
+        "| history budget | exchange (question + answer) | before | after | compacted"
+        " | target met |",
+        "|---|---|---|---|---|---|",
     ]
     for p in report.prefix:
+        best = max(p.after, p.compacted)
         lines.append(
             f"| {p.budget_tokens:,} tokens | {p.exchange_chars:,} characters | "
-            f"{p.before:.1%} | {p.after:.1%} | {'yes' if p.after >= 0.9 else 'no'} |"
+            f"{p.before:.1%} | {p.after:.1%} | {p.compacted:.1%} | "
+            f"{'yes' if best >= 0.9 else 'no'} |"
         )
     lines += [
         "",
-        "Between two drops a prompt differs from the one before only by the newest turns, so",
-        "the share is about (history − newest exchange) / history; a drop costs one request",
-        "its prefix. With a small budget and long exchanges few exchanges fit and drops",
-        "come often: the 8,000-token default is what keeps the figure under 90% there.",
+        "Between two drops (or compactions) a prompt differs from the one before only by",
+        "the newest turns, so the share is about (history − newest exchange) / history; a",
+        "drop or a compaction costs one request its prefix. A compaction leaves the summary",
+        "and about 30% of the budget, then lets the history grow to 75% before the next, so",
+        "it changes the prefix about as often as dropping chunks of half the budget.",
     ]
+    return lines
+
+
+def _compaction_section(report: Report, plots: list[str]) -> list[str]:
+    if not report.prompt_sizes and not report.compaction:
+        return []
+    lines = ["", "## Compaction: prompt size over a long conversation, and its cost", ""]
+    if report.prompt_sizes:
+        first = report.prompt_sizes[0]
+        lines += [
+            f"Each request's prompt (estimated tokens of the `messages` the model receives)"
+            f" over a {len(first.tokens)}-exchange conversation of {first.exchange_chars:,}-"
+            f"character exchanges, history budget {first.budget_tokens:,} tokens"
+            " (`convmem_bench.compaction_bench`; summaries by the offline extractive"
+            " summariser, which the policy bounds like a model's).",
+            "",
+            "| mode | largest prompt | last prompt | mean prefix share | compactions |",
+            "|---|---|---|---|---|",
+        ]
+        for sizes in report.prompt_sizes:
+            lines.append(
+                f"| {sizes.mode} | {max(sizes.tokens):,} | {sizes.tokens[-1]:,} |"
+                f" {sizes.prefix_share:.1%} | {sizes.compactions} |"
+            )
+        lines += [
+            "",
+            "A prompt is the history, which stays within the budget, plus the system"
+            " message and the new question. Without compaction the turns that no longer fit"
+            " are simply not shown (and a thread ends at 50 turns in that mode); with it"
+            " they are in the summary, and the thread goes on.",
+        ]
+        lines += [f"![{p}]({p})" for p in plots if "prompt_size" in p]
+    if report.compaction:
+        lines += [
+            "",
+            "The `chat` tool's request (offline echo model, PostgreSQL with Redis, history"
+            " budget 2,000 tokens so compactions come every few requests), compaction off and"
+            " on, requests interleaved one by one; store round trips counted on the wire."
+            " A compaction runs after the reply: its own time is the last column.",
+            "",
+            "| latency per round trip | off p50 | on p50 | more | round trips off / on"
+            " | compactions | one compaction, p50 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in report.compaction:
+            lines.append(
+                f"| {c.latency_ms:g} ms | {c.off_p50_ms:.2f} ms | {c.on_p50_ms:.2f} ms |"
+                f" {c.overhead:+.1%} | {c.round_trips_off:.1f} / {c.round_trips_on:.1f} |"
+                f" {c.compactions} in {c.requests} requests | {c.compaction_p50_ms:.1f} ms |"
+            )
     return lines
 
 
@@ -655,4 +714,14 @@ def plots(report: Report, folder: Path) -> list[str]:
     axis.set_xlabel("turns already in the thread")
     axis.set_ylabel("add_turns p50 (ms)")
     save(figure, axis, "append_vs_length.png", "Append cost vs thread length")
+
+    if report.prompt_sizes:
+        figure, axis = plt.subplots(figsize=(7, 4.5))
+        for sizes in report.prompt_sizes:
+            axis.plot(range(1, len(sizes.tokens) + 1), sizes.tokens, label=sizes.mode)
+        budget = report.prompt_sizes[0].budget_tokens
+        axis.axhline(budget, color="grey", linestyle="--", linewidth=1, label="history budget")
+        axis.set_xlabel("request (exchange) number")
+        axis.set_ylabel("prompt, estimated tokens")
+        save(figure, axis, "prompt_size.png", "Prompt size over a long conversation")
     return written

@@ -95,6 +95,37 @@ class PrefixResult:
     exchanges: int
     before: float  # the history as one text message (build_history)
     after: float  # native messages (history_messages)
+    compacted: float = 0.0  # native messages with compaction on
+
+
+@dataclass
+class PromptSizes:
+    """Each request's prompt over one long conversation, in estimated tokens."""
+
+    mode: str  # compaction off / on
+    budget_tokens: int
+    exchange_chars: int
+    tokens: list[int]
+    prefix_share: float  # mean share of a prompt's bytes equal to the previous one's prefix
+    compactions: int
+
+
+@dataclass
+class CompactionOverheadResult:
+    """The chat tool's request with compaction off and on, side by side (medians)."""
+
+    latency_ms: float
+    off_p50_ms: float
+    on_p50_ms: float
+    round_trips_off: float  # store round trips per request, on the wire
+    round_trips_on: float
+    requests: int
+    compactions: int
+    compaction_p50_ms: float  # one compaction, after the reply (not on the request's path)
+
+    @property
+    def overhead(self) -> float:
+        return self.on_p50_ms / self.off_p50_ms - 1
 
 
 @dataclass
@@ -144,6 +175,8 @@ class Report:
     prefix: list[PrefixResult] = field(default_factory=list)  # prompt-prefix stability
     encryption: list[EncryptionResult] = field(default_factory=list)  # at rest, off vs on
     agents: list[AgentsSessionResult] = field(default_factory=list)  # Agents SDK sessions
+    prompt_sizes: list[PromptSizes] = field(default_factory=list)  # compaction off / on
+    compaction: list[CompactionOverheadResult] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
@@ -166,4 +199,6 @@ class Report:
             prefix=[PrefixResult(**p) for p in raw.get("prefix", [])],
             encryption=[EncryptionResult(**e) for e in raw.get("encryption", [])],
             agents=[AgentsSessionResult(**a) for a in raw.get("agents", [])],
+            prompt_sizes=[PromptSizes(**p) for p in raw.get("prompt_sizes", [])],
+            compaction=[CompactionOverheadResult(**c) for c in raw.get("compaction", [])],
         )

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from convmem_bench import measure, memory_use
 from convmem_bench.agents_bench import AGENTS_FULL, AGENTS_QUICK, measure_agents_sessions
+from convmem_bench.compaction_bench import measure_compaction_overhead, measure_prompts
 from convmem_bench.encryption_bench import measure_encryption
 from convmem_bench.measure import FULL, QUICK, Plan
 from convmem_bench.pal_bench import measure_pal
@@ -51,6 +52,9 @@ async def run(
     plan = QUICK if quick else FULL
     report = Report(machine=_machine(), quick=quick)
     report.prefix = measure_prefix(exchanges=plan.prefix_exchanges)
+    report.prompt_sizes = await measure_prompts(
+        report.prefix, plan.prefix_exchanges, plan.prompt_exchanges
+    )
     prefix = f"convmem-bench-{uuid.uuid4().hex[:8]}:"
     try:
         async with Rig(admin_dsn) as rig:
@@ -61,6 +65,7 @@ async def run(
                 await _layers(report, plan, rig, redis_url, prefix, log)
                 await _memory(report, plan, rig, redis_url, prefix, setup, log)
             report.encryption = await measure_encryption(rig, redis_url, prefix, plan, log)
+            report.compaction = await measure_compaction_overhead(rig, redis_url, prefix, plan, log)
             report.agents = await measure_agents_sessions(
                 rig, redis_url, prefix, AGENTS_QUICK if quick else AGENTS_FULL, log
             )

@@ -27,6 +27,19 @@ def thread_to_dict(thread: Thread) -> dict[str, Any]:
         "updated_at": thread.updated_at.isoformat(),
         "expires_at": thread.expires_at.isoformat(),
         "turns": [turn_to_dict(t) for t in thread.turns],
+        "summary": None if thread.summary is None else summary_to_dict(thread.summary),
+    }
+
+
+def summary_to_dict(summary: Turn) -> dict[str, Any]:
+    """A compaction summary: what it says, the turns it stands for, who wrote it."""
+    return {
+        "covers_to_seq": summary.seq,
+        "content": summary.content,
+        "model_provider": summary.model_provider,
+        "model_name": summary.model_name,
+        "metadata": dict(summary.metadata),
+        "created_at": summary.created_at.isoformat() if summary.created_at else None,
     }
 
 
@@ -58,6 +71,17 @@ def _markdown(thread: Thread) -> str:
     ]
     if thread.parent_id:
         lines.append(f"- parent: {thread.parent_id}")
+    summary = thread.summary
+    if summary is not None:
+        by = f"{summary.model_provider or ''}/{summary.model_name or ''}"
+        lines += [
+            "",
+            f"## Summary of turns 1–{summary.seq} (compaction, by {by})",
+            "",
+            "> " + summary.content.replace("\n", "\n> "),
+            "",
+            "Models are sent this summary in place of those turns; they are all kept below.",
+        ]
     for turn in thread.turns:
         model = f" · {turn.model_provider or ''}/{turn.model_name}" if turn.model_name else ""
         lines += ["", f"## {turn.seq}. {turn.role}{model}", ""]
