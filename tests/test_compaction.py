@@ -37,8 +37,12 @@ from convmem.server.metrics import Metrics
 from convmem.server.service import ConversationService
 from convmem.settings import Settings
 from convmem_bench.chat_standin import ChatCompletionsStandIn
-from tests.conftest import MemoryFactory
+from tests.conftest import Backend, MemoryFactory
 from tests.support.flows import until
+from tests.test_tiered_cache import memories, redis_url
+
+__all__ = ["memories", "redis_url"]  # the cache suite's fixtures: one Redis and a Cluster,
+# encryption off and on, for every test through the tiers
 
 BUDGET = 600  # history tokens: small, so a few exchanges pass it
 POLICY = CompactionPolicy(trigger_share=0.75, keep_share=0.3, summary_share=0.15)
@@ -177,6 +181,11 @@ async def test_compact_saves_a_summary_that_replaces_the_folded_turns_in_the_his
     assert "Question 0." in summary.content
     messages = writer.history_messages(compacted, max_tokens=BUDGET)
     assert messages[0]["content"].startswith(SUMMARY_HEADING)
+    stored = await writer.store.load(thread.id, owner=None)
+    assert stored is not None
+    assert stored.summary is not None
+    # sealed in the store when encryption is on, like the turns
+    assert (stored.summary.content == summary.content) is (not writer.sealing.encrypts)
     assert [m["content"] for m in messages[1:]] == [
         t.content for t in compacted.turns if t.seq > summary.seq
     ]
@@ -221,10 +230,48 @@ async def test_a_compacted_thread_loads_whole_in_a_new_instance_and_a_pop_into_i
     assert await fresh.get_thread(thread.id) == rewound
 
 
-async def test_two_instances_compacting_one_version_save_one_summary(
+async def test_two_instances_compacting_at_once_call_the_model_once(
     memories: MemoryFactory,
 ) -> None:
     first, second = await memories(), await memories()
+    thread = await first.create_thread(turns=[t for i in range(8) for t in exchange(i)])
+    await second.get_thread(thread.id)
+    entered, release = asyncio.Event(), asyncio.Event()
+    calls: list[int] = []
+
+    class Held(ExtractiveSummariser):
+        async def summarise(
+            self, messages: Sequence[ChatMessage], *, max_tokens: int
+        ) -> Completion:
+            calls.append(1)
+            entered.set()
+            await release.wait()
+            return await super().summarise(messages, max_tokens=max_tokens)
+
+    holder = asyncio.create_task(
+        first.compact(thread.id, summariser=Held(), max_tokens=BUDGET, policy=POLICY)
+    )
+    await entered.wait()  # the first instance is calling its model now
+    other = await second.compact(thread.id, summariser=Held(), max_tokens=BUDGET, policy=POLICY)
+    assert other is None  # claimed by the first: no second model call
+    release.set()
+    saved = await holder
+    assert saved is not None
+    assert calls == [1]
+    assert (first.stats.compactions, second.stats.compactions) == (1, 0)
+    # The claim is released: the next compaction of the thread may run anywhere.
+    await second.add_turns(thread.id, [t for i in range(8, 14) for t in exchange(i)])
+    again = await second.compact(
+        thread.id, summariser=ExtractiveSummariser(), max_tokens=BUDGET, policy=POLICY
+    )
+    assert again is not None
+    assert again.summarised_through > saved.summarised_through
+
+
+async def test_without_redis_the_store_keeps_one_of_two_racing_summaries(
+    cache_backend: Backend,
+) -> None:
+    first, second = Memory(cache_backend.store), Memory(cache_backend.store)
     thread = await first.create_thread(turns=[t for i in range(8) for t in exchange(i)])
     await second.get_thread(thread.id)
     both_started = asyncio.Barrier(2)
@@ -246,9 +293,51 @@ async def test_two_instances_compacting_one_version_save_one_summary(
     assert sum(isinstance(o, StaleSummaryError) for o in outcomes) == 1
     assert first.stats.compactions + second.stats.compactions == 1
     assert first.stats.compactions_stale + second.stats.compactions_stale == 1
-    for instance in (first, second):
-        current = await instance.get_thread(thread.id)
-        assert current == saved[0]
+    stored = await cache_backend.store.load(thread.id, owner=None)
+    assert stored is not None
+    assert stored.summary == saved[0].summary  # type: ignore[union-attr]
+
+
+async def test_two_instances_continuing_one_thread_at_once_keep_it_consistent(
+    memories: MemoryFactory,
+) -> None:
+    """Two servers take requests on one thread concurrently, each compacting after its
+    replies: every turn is kept, and every version not taken by a turn is one summary."""
+    services = []
+    for _ in range(2):
+        memory = await memories(max_turns=2000)
+        services.append(
+            ConversationService(
+                memory,
+                EchoProvider(),
+                history_tokens=BUDGET,
+                compactor=Compactor(
+                    memory, ExtractiveSummariser(), max_tokens=BUDGET, policy=POLICY
+                ),
+            )
+        )
+    first = await services[0].chat(None, "Start. " + "s " * 80)
+    thread_id = first.continuation_id
+    for round_ in range(12):
+        await asyncio.gather(
+            *(
+                service.chat(None, f"Round {round_} from {n}. " + "r " * 80, thread_id)
+                for n, service in enumerate(services)
+            )
+        )
+    for service in services:
+        assert service.compactor is not None
+        await service.compactor.drain()
+    thread = await services[0].memory.get_thread(thread_id)
+    assert thread is not None
+    assert len(thread.turns) == 2 + 2 * 2 * 12
+    stats = [service.memory.stats for service in services]
+    saved = sum(s.compactions for s in stats)
+    assert saved >= 1
+    assert thread.version - len(thread.turns) == saved  # no pops: the rest are summaries
+    assert sum(s.compaction_failures for s in stats) == 0
+    for service in services:
+        await service.aclose()
 
 
 async def test_a_provider_failure_loses_nothing_and_the_next_request_retries(

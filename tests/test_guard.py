@@ -105,6 +105,13 @@ class FakeTier:
         self._call()
         return WriteOutcome.EXTENDED
 
+    async def claim(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
+        self._call()
+        return True
+
+    async def release_claim(self, name: str, thread_id: str, token: str) -> None:
+        self._call()
+
     async def fence(self, thread_id: str, version: int) -> bool:
         self._call()
         self.fences.append((thread_id, version))

@@ -8,9 +8,10 @@ on it stands for those turns in the history models are sent (``convmem.messages`
 while every turn stays in the store, in exports and in ``thread_get``.
 
 It runs off the request's critical path: ``Compactor.schedule`` starts it after the
-reply was saved and returns at once. At most one compaction of a thread runs at a time
-in an instance, and the store refuses a summary made from a version that another
-summary (from any instance) or a pop already moved past, so one summary wins. A failure
+reply was saved and returns at once. At most one compaction of a thread runs at a time:
+one task per thread in an instance, and across instances a claim in Redis that expires
+(``CLAIM_SECONDS``); and the store refuses a summary made from a version that another
+summary or a pop already moved past, so one summary wins even without Redis. A failure
 changes nothing; the next request over the threshold tries again.
 
 Summaries come from the thread's model (``ModelSummariser``: the provider the server
@@ -57,6 +58,9 @@ SUMMARY_SYSTEM_PROMPT = (
 )
 SUMMARY_REQUEST = "Summarise the conversation above in at most {words} words."
 TRUNCATED = " […]"
+# How long one instance holds a thread's compaction (the model's call included) before
+# another may start one: a stopped holder blocks the thread no longer than this.
+CLAIM_SECONDS = 180.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from convmem.sealing import NO_SEALING, Sealing
 from convmem.settings import Settings
 from convmem.stats import Stats
 from convmem.stores import store_from_url
-from convmem.stores.base import NewThread, Resealed, Store
+from convmem.stores.base import NewThread, Resealed, Store, Summarised
 from convmem.stores.guard import StoreGuard
 from convmem.validation import (
     check_length,
@@ -537,9 +537,9 @@ class Memory:
     ) -> Thread | None:
         """Fold the thread's older turns into a summary if its history passed the policy's
         share of ``max_tokens`` (see ``convmem.compaction``); return the thread as it now
-        is, or None when it needed none. Every turn stays; the summary stands for the
-        ones it covers in ``history_messages``. One model call (``summariser``) and one
-        store write; the thread read is cached.
+        is, or None when it needed none (or another instance is compacting it). Every
+        turn stays; the summary stands for the ones it covers in ``history_messages``.
+        One model call (``summariser``) and one store write; the thread read is cached.
 
         Raises:
             StaleSummaryError: a pop, a clear or another compaction came first (nothing
@@ -555,6 +555,30 @@ class Memory:
         plan = compaction.plan_compaction(thread, ancestors, max_tokens=max_tokens, policy=policy)
         if plan is None:
             return None
+        # One instance at a time calls the model for a thread (the claim expires, so a
+        # crashed holder blocks no one for long); the store keeps one summary anyway.
+        async with self._cache.claimed("compacting", thread_id, compaction.CLAIM_SECONDS) as ours:
+            if not ours:
+                log.debug("thread %s is being compacted by another instance", thread_id)
+                return None
+            saved = await self._summarised(thread, plan, summariser, owner)
+        self._stats.compactions += 1
+        log.info(
+            "thread %s compacted: %d turns through seq %d summarised",
+            thread_id,
+            plan.folded_turns,
+            plan.covers_to_seq,
+        )
+        return await self._cache.summarised(saved, owner)
+
+    async def _summarised(
+        self,
+        thread: Thread,
+        plan: compaction.CompactionPlan,
+        summariser: Summariser,
+        owner: str | None,
+    ) -> Summarised:
+        """Have ``plan`` summarised and save the summary; count what failed."""
         try:
             made = await summariser.summarise(plan.messages, max_tokens=plan.summary_tokens)
             summary = Turn(
@@ -565,10 +589,10 @@ class Memory:
                 metadata={"folded_turns": plan.folded_turns, "made_from_version": thread.version},
             )
             validate_turns([summary], self._limits, allow_empty=False)
-            sealed = self._sealing.seal_turns(thread_id, [summary])[0]
-            saved = await self._write(
+            sealed = self._sealing.seal_turns(thread.id, [summary])[0]
+            return await self._write(
                 lambda: self.store.save_summary(
-                    thread_id,
+                    thread.id,
                     sealed,
                     covers_to_seq=plan.covers_to_seq,
                     base_version=plan.base_version,
@@ -581,14 +605,6 @@ class Memory:
         except Exception:
             self._stats.compaction_failures += 1
             raise
-        self._stats.compactions += 1
-        log.info(
-            "thread %s compacted: %d turns through seq %d summarised",
-            thread_id,
-            plan.folded_turns,
-            plan.covers_to_seq,
-        )
-        return await self._cache.summarised(saved, owner)
 
     async def list_threads(
         self, *, owner: str | None = None, limit: int = 50, cursor: str | None = None

@@ -86,6 +86,12 @@ class WatchedTier:
             thread_id, base, version, summary, updated_at, expires_at, now, source=source
         )
 
+    async def claim(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
+        return await self.inner.claim(name, thread_id, token, ttl_seconds)
+
+    async def release_claim(self, name: str, thread_id: str, token: str) -> None:
+        await self.inner.release_claim(name, thread_id, token)
+
     async def fence(self, thread_id: str, version: int) -> bool:
         return await self.inner.fence(thread_id, version)
 

@@ -96,6 +96,12 @@ class GuardedL2:
     async def drop(self, thread_id: str) -> None:
         await self._guarded(lambda: self.tier.drop(thread_id))
 
+    async def claim(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
+        return await self._guarded(lambda: self.tier.claim(name, thread_id, token, ttl_seconds))
+
+    async def release_claim(self, name: str, thread_id: str, token: str) -> None:
+        await self._guarded(lambda: self.tier.release_claim(name, thread_id, token))
+
     # -- L2Tier: writes, remembered when they do not reach Redis --------------------
 
     async def append(

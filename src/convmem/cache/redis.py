@@ -176,6 +176,12 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
+# KEYS[1]; ARGV: token. Ends a claim if it is still the one this token took.
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # KEYS[1]; ARGV: ttl_ms. Drops a value that failed to decode, keeping a valid fence.
 _DROP: Final = """
 local f = redis.pcall('HGET', KEYS[1], 'f')
@@ -224,6 +230,7 @@ class RedisCache:
         self._summarise = client.register_script(_SUMMARISE)
         self.cluster = isinstance(client, RedisCluster)
         self._fence = client.register_script(_FENCE)
+        self._release = client.register_script(_RELEASE)
         self._drop = client.register_script(_DROP)
 
     @classmethod
@@ -469,6 +476,23 @@ class RedisCache:
         """Remove a value that failed to decode (keeping a valid fence)."""
         with _translated():
             await self._drop(keys=[self.key(thread_id)], args=[self._ttl_ms(None, None)])
+
+    async def claim(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
+        """Take the claim ``name`` on a thread for ``ttl_seconds`` unless another holder
+        has it; True if taken. It lives beside the thread's key (one Cluster slot)."""
+        with _translated():
+            taken = await self.client.set(
+                self._claim_key(name, thread_id), token, nx=True, px=max(1, int(ttl_seconds * 1000))
+            )
+        return bool(taken)
+
+    async def release_claim(self, name: str, thread_id: str, token: str) -> None:
+        """End the claim if ``token`` still holds it (it may have expired and been retaken)."""
+        with _translated():
+            await self._release(keys=[self._claim_key(name, thread_id)], args=[token])
+
+    def _claim_key(self, name: str, thread_id: str) -> str:
+        return f"{self.key(thread_id)}:{name}"
 
     async def publish(self, thread_id: str, version: int, source: str) -> int:
         """Announce a write; returns how many subscribers received it."""

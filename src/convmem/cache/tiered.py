@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from convmem.cache.bus import InvalidationListener
@@ -395,6 +395,22 @@ class TieredCache:
         if thread is None:  # deleted right after the write
             raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
         return thread
+
+    @contextlib.asynccontextmanager
+    async def claimed(self, name: str, thread_id: str, ttl_seconds: float) -> AsyncIterator[bool]:
+        """Hold the claim ``name`` on a thread across instances while inside (True), or
+        learn that another instance holds it (False). Without Redis, or when it fails,
+        there is no one to ask: True (callers keep a store-side condition too)."""
+        if self.l2 is None:
+            yield True
+            return
+        token = uuid.uuid4().hex
+        taken = await _l2(self.l2.claim(name, thread_id, token, ttl_seconds))
+        try:
+            yield taken is not False
+        finally:
+            if taken:
+                await _l2(self.l2.release_claim(name, thread_id, token))
 
     async def evict(self, thread_id: str, *, local_only: bool = False) -> None:
         """Forget the cached copies of a thread (here and in L2); not a write: fences stay."""
