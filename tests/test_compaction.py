@@ -26,7 +26,7 @@ from convmem.compaction import (
     ModelSummariser,
     plan_compaction,
 )
-from convmem.errors import InvalidInputError
+from convmem.errors import InvalidInputError, ProviderError
 from convmem.messages import SUMMARY_HEADING, ChatMessage, message_cost, unsummarised
 from convmem.models import Turn
 from convmem.providers.base import Completion
@@ -157,6 +157,42 @@ def test_the_turn_limit_depends_on_the_mode() -> None:
     assert Settings.of().turn_limit == 50
     assert Settings.of(compaction=True).turn_limit == 2000
     assert Settings.of(compaction=True, max_turns=300).turn_limit == 300
+
+
+async def test_an_empty_summary_is_a_failure_and_saves_nothing(memory: Memory) -> None:
+    class Silent(ExtractiveSummariser):
+        async def summarise(
+            self, messages: Sequence[ChatMessage], *, max_tokens: int
+        ) -> Completion:
+            return Completion(" \n", "standin", "mute")
+
+    thread = await memory.create_thread(turns=[t for i in range(8) for t in exchange(i)])
+    with pytest.raises(ProviderError, match="empty summary"):
+        await memory.compact(thread.id, summariser=Silent(), max_tokens=BUDGET, policy=POLICY)
+    assert memory.stats.compaction_failures == 1
+    assert await memory.get_thread(thread.id) == thread
+
+
+async def test_after_compaction_every_tool_result_still_follows_its_call(memory: Memory) -> None:
+    thread = await memory.create_thread(turns=[t for i in range(10) for t in tool_exchange(i)])
+    for i in range(10, 30):
+        thread = await memory.add_turns(thread.id, tool_exchange(i))
+        thread = (
+            await memory.compact(
+                thread.id, summariser=ExtractiveSummariser(), max_tokens=BUDGET, policy=POLICY
+            )
+            or thread
+        )
+        messages = memory.history_messages(thread, max_tokens=BUDGET)
+        called: set[str] = set()
+        for message in messages:
+            called |= {call["id"] for call in message.get("tool_calls", ())}
+            if message["role"] == "tool":
+                assert message["tool_call_id"] in called  # a result never without its call
+        answered = {m["tool_call_id"] for m in messages if m["role"] == "tool"}
+        assert called == answered  # a call never without its result
+        assert sum(message_cost(m) for m in messages) <= BUDGET
+    assert memory.stats.compactions >= 3
 
 
 # -- Memory.compact through the tiers ----------------------------------------------------

@@ -140,6 +140,7 @@ async def measure_compaction_overhead(
             trips: dict[str, list[int]] = {"off": [], "on": []}
             compaction_times: list[float] = []
             threads: dict[str, str | None] = {"off": None, "on": None}
+            saved_before = memories["on"].stats.compactions
             for n in range(plan.compaction_requests):
                 for mode in ("off", "on") if n % 2 == 0 else ("on", "off"):
                     service, memory = services[mode], memories[mode]
@@ -161,7 +162,7 @@ async def measure_compaction_overhead(
                 round_trips_off=statistics.mean(trips["off"][1:]),
                 round_trips_on=statistics.mean(trips["on"][1:]),
                 requests=plan.compaction_requests,
-                compactions=memories["on"].stats.compactions,
+                compactions=memories["on"].stats.compactions - saved_before,
                 compaction_p50_ms=statistics.median(compaction_times) if compaction_times else 0,
             )
             results.append(result)

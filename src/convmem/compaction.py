@@ -266,6 +266,8 @@ class Compactor:
             log.info("thread %s was compacted or rewound meanwhile; not saved", thread_id)
         except (ConvMemError, OSError) as exc:
             log.warning("compacting thread %s failed (it stays as it was): %s", thread_id, exc)
+        except Exception:  # a background task has no caller to raise to: log it whole
+            log.exception("compacting thread %s failed (it stays as it was)", thread_id)
 
     @property
     def running(self) -> int:

@@ -22,6 +22,7 @@ from convmem.errors import (
     DecryptionError,
     IdempotencyConflictError,
     InvalidInputError,
+    ProviderError,
     StaleSummaryError,
     StoreError,
     ThreadNotFoundError,
@@ -581,6 +582,10 @@ class Memory:
         """Have ``plan`` summarised and save the summary; count what failed."""
         try:
             made = await summariser.summarise(plan.messages, max_tokens=plan.summary_tokens)
+            if not made.text.strip():  # it would stand for the turns and say nothing
+                raise ProviderError(
+                    f"{made.provider} ({made.model}) returned an empty summary; not saved"
+                )
             summary = Turn(
                 role="system",
                 content=made.text,
