@@ -42,6 +42,8 @@ from convmem.stores.base import extend_thread
 from convmem.stores.guard import StoreGuard
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from convmem.cache.guard import GuardedL2
     from convmem.cache.local import LocalCache
     from convmem.models import Thread, Turn
@@ -331,28 +333,24 @@ class TieredCache:
         As for an append: each tier's copy at the writer's base version loses the turns
         in place, any other copy is fenced (L2) or left below the watermark (L1).
         """
-        thread_id, version = removal.thread_id, removal.version
-        if removal.seqs:  # an empty pop changed nothing and tells no one
-            self._committed(thread_id, version, owner)
-            if self.l2 is not None:
-                await _l2(
-                    self.l2.remove(
-                        thread_id,
-                        removal.base_version,
-                        version,
-                        removal.seqs,
-                        removal.updated_at,
-                        removal.expires_at,
-                        self.store.clock(),
-                        source=self.instance_id,
-                    )
-                )
-        cached = self.l1.get(thread_id)
-        revised = None if cached is None else removal.applied_to(cached)
-        if revised is not None:
-            self.l1.put(revised)
-            return revised
-        return await self._after_write(thread_id, owner)
+        if not removal.seqs:  # an empty pop changed nothing and tells no one
+            return await self._rewritten(removal.thread_id, owner, removal.applied_to)
+        return await self._rewritten(
+            removal.thread_id,
+            owner,
+            removal.applied_to,
+            version=removal.version,
+            l2_write=lambda l2, now: l2.remove(
+                removal.thread_id,
+                removal.base_version,
+                removal.version,
+                removal.seqs,
+                removal.updated_at,
+                removal.expires_at,
+                now,
+                source=self.instance_id,
+            ),
+        )
 
     async def summarised(self, saved: Summarised, owner: str | None) -> Thread:
         """Bring every tier up to a saved compaction summary; return the whole thread.
@@ -360,27 +358,50 @@ class TieredCache:
         As for a pop: each tier's copy at the writer's base version takes the summary in
         place, any other copy is fenced (L2) or left below the watermark (L1).
         """
-        thread_id, version = saved.thread_id, saved.version
-        self._committed(thread_id, version, owner)
-        if self.l2 is not None:
-            await _l2(
-                self.l2.summarise(
-                    thread_id,
-                    saved.base_version,
-                    version,
-                    saved.summary,
-                    saved.updated_at,
-                    saved.expires_at,
-                    self.store.clock(),
-                    source=self.instance_id,
-                )
-            )
+        thread_id = saved.thread_id
+        return await self._rewritten(
+            thread_id,
+            owner,
+            lambda cached: (
+                saved.applied_to(cached, self._opened_summary(thread_id, saved.summary))
+                if cached.version == saved.base_version  # else no need to open it
+                else None
+            ),
+            version=saved.version,
+            l2_write=lambda l2, now: l2.summarise(
+                thread_id,
+                saved.base_version,
+                saved.version,
+                saved.summary,
+                saved.updated_at,
+                saved.expires_at,
+                now,
+                source=self.instance_id,
+            ),
+        )
+
+    async def _rewritten(
+        self,
+        thread_id: str,
+        owner: str | None,
+        applied: Callable[[Thread], Thread | None],
+        *,
+        version: int | None = None,
+        l2_write: Callable[[GuardedL2, datetime], Awaitable[object]] | None = None,
+    ) -> Thread:
+        """After a committed write other than an append, which took the thread to
+        ``version`` (None: it changed nothing, and nothing is told): L2 brought along by
+        ``l2_write`` (which announces it), L1's copy revised by ``applied`` where it was
+        the write's base, else the thread read through the tiers."""
+        if version is not None:
+            self._committed(thread_id, version, owner)
+            if self.l2 is not None and l2_write is not None:
+                await _l2(l2_write(self.l2, self.store.clock()))
         cached = self.l1.get(thread_id)
-        if cached is not None and cached.version == saved.base_version:
-            summarised = saved.applied_to(cached, self._opened_summary(thread_id, saved.summary))
-            if summarised is not None:
-                self.l1.put(summarised)
-                return summarised
+        revised = None if cached is None else applied(cached)
+        if revised is not None:
+            self.l1.put(revised)
+            return revised
         return await self._after_write(thread_id, owner)
 
     def _committed(self, thread_id: str, version: int, owner: str | None) -> None:
