@@ -195,6 +195,33 @@ async def test_after_compaction_every_tool_result_still_follows_its_call(memory:
     assert memory.stats.compactions >= 3
 
 
+async def test_a_fork_sees_its_parents_summary_only_when_it_is_within_the_cut(
+    memory: Memory,
+) -> None:
+    parent = await memory.create_thread(turns=[t for i in range(8) for t in exchange(i)])
+    compacted = await memory.compact(
+        parent.id, summariser=ExtractiveSummariser(), max_tokens=BUDGET, policy=POLICY
+    )
+    assert compacted is not None
+    assert compacted.summary is not None
+    covered = compacted.summary.seq
+    after = await memory.fork_thread(parent.id)  # at the newest turn: the summary applies
+    before = await memory.fork_thread(parent.id, at_seq=covered - 1)  # inside it: it does not
+    for fork, summarised in ((after, True), (before, False)):
+        fork = await memory.add_turns(fork.id, exchange(100))
+        ancestors = await memory.get_ancestors(fork)
+        messages = memory.history_messages(fork, max_tokens=BUDGET, ancestors=ancestors)
+        assert messages[0]["content"].startswith(SUMMARY_HEADING) is summarised
+        assert messages[-1]["content"] == exchange(100)[1].content
+        assert sum(message_cost(m) for m in messages) <= BUDGET
+    shown = memory.history_messages(
+        after, max_tokens=BUDGET, ancestors=await memory.get_ancestors(after)
+    )
+    assert [m["content"] for m in shown[1:]] == [
+        t.content for t in compacted.turns if t.seq > covered
+    ]
+
+
 # -- Memory.compact through the tiers ----------------------------------------------------
 
 
