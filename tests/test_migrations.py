@@ -37,10 +37,12 @@ PASTE_ORDER = (
     "postgres/0003_reseal.sql",
     "postgres/0004_revisions.sql",
     "postgres/0005_summaries.sql",
+    "postgres/0006_rewrite.sql",
     "supabase/0102_row_level_security.sql",
     "supabase/0103_lock_down_reseal.sql",
     "supabase/0104_lock_down_revisions.sql",
     "supabase/0105_lock_down_summaries.sql",
+    "supabase/0106_lock_down_rewrite.sql",
 )
 
 
@@ -124,10 +126,12 @@ async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_s
         (3, "0003_reseal"),
         (4, "0004_revisions"),
         (5, "0005_summaries"),
+        (6, "0006_rewrite"),
         (102, "0102_row_level_security"),
         (103, "0103_lock_down_reseal"),
         (104, "0104_lock_down_revisions"),
         (105, "0105_lock_down_summaries"),
+        (106, "0106_lock_down_rewrite"),
     ]
     assert_locked_down(fresh_database)
     # Pasting again changes nothing and fails nothing.
@@ -172,8 +176,8 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     first = convmem("migrate", "--store", url)
     assert first.returncode == 0, first.stderr
     assert (
-        "applied 0001_init, 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries"
-        in first.stdout
+        "applied 0001_init, 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries,"
+        " 0006_rewrite" in first.stdout
     )
     again = convmem("migrate", "--store", url)
     assert "nothing was pending" in again.stdout
@@ -181,9 +185,9 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     supabase = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
     assert (
         "applied 0102_row_level_security, 0103_lock_down_reseal, 0104_lock_down_revisions,"
-        " 0105_lock_down_summaries" in " ".join(supabase.stdout.split())
+        " 0105_lock_down_summaries, 0106_lock_down_rewrite" in " ".join(supabase.stdout.split())
     )
-    assert [v for v, _ in recorded(fresh_database)] == [1, 2, 3, 4, 5, 102, 103, 104, 105]
+    assert [v for v, _ in recorded(fresh_database)] == [1, 2, 3, 4, 5, 6, 102, 103, 104, 105, 106]
 
 
 def test_a_project_on_the_previous_release_gets_the_rotation_functions_locked_down(
@@ -195,8 +199,9 @@ def test_a_project_on_the_previous_release_gets_the_rotation_functions_locked_do
     result = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
     assert result.returncode == 0, result.stderr
     assert (
-        "applied 0003_reseal, 0004_revisions, 0005_summaries, 0103_lock_down_reseal,"
-        " 0104_lock_down_revisions, 0105_lock_down_summaries" in " ".join(result.stdout.split())
+        "applied 0003_reseal, 0004_revisions, 0005_summaries, 0006_rewrite,"
+        " 0103_lock_down_reseal, 0104_lock_down_revisions, 0105_lock_down_summaries,"
+        " 0106_lock_down_rewrite" in " ".join(result.stdout.split())
     )
     assert_locked_down(fresh_database)
 
@@ -234,8 +239,9 @@ async def test_a_supabase_project_on_the_first_schema_upgrades_in_place(
     assert result.returncode == 0, result.stderr
     assert (
         "applied 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries,"
-        " 0102_row_level_security, 0103_lock_down_reseal, 0104_lock_down_revisions,"
-        " 0105_lock_down_summaries" in " ".join(result.stdout.split())
+        " 0006_rewrite, 0102_row_level_security, 0103_lock_down_reseal,"
+        " 0104_lock_down_revisions, 0105_lock_down_summaries, 0106_lock_down_rewrite"
+        in " ".join(result.stdout.split())
     )
     standin = PostgrestStandIn(pg_url(fresh_database)).start()
     try:

@@ -179,3 +179,27 @@ async def test_a_fork_continues_from_its_cut_and_leaves_the_parent_alone(
         await b.fork_thread(parent.id, owner="bob")
     with pytest.raises(TurnNotFoundError):
         await b.fork_thread(parent.id, at_seq=9, owner="alice")
+
+
+async def test_a_rewrite_on_one_instance_is_seen_whole_by_another_from_l2(
+    memories: MemoryFactory, cache_backend: Backend
+) -> None:
+    a, b = await memories(), await memories()
+    thread = await a.create_thread(turns=exchange(1) + exchange(2), metadata={"v": 1})
+    assert await b.get_thread(thread.id) == thread  # b holds version 4 in L1
+    trips = Trips(cache_backend)
+    rewritten = await a.rewrite_thread(
+        thread.id,
+        [Turn(role="assistant", content="answer 1, edited"), *exchange(3)],
+        after_seq=1,
+        metadata={"v": 2},
+    )
+    assert trips.count == 1  # the store write; the thread came back with it
+    assert contents(rewritten) == ["question 1", "answer 1, edited", "question 3", "answer 3"]
+    assert (rewritten.version, dict(rewritten.metadata)) == (4 + 1 + 3, {"v": 2})
+    assert await a.get_thread(thread.id) == rewritten  # an L1 hit
+    assert trips.count == 1
+    await until(lambda: b.stats.invalidations_received >= 1, "b to hear of the rewrite")
+    seen = await b.get_thread(thread.id)
+    assert trips.count == 1  # an L2 hit: the writer installed the new copy there
+    assert seen == rewritten

@@ -43,6 +43,7 @@ from convmem.validation import (
     validate_metadata,
     validate_optional_thread_id,
     validate_owner,
+    validate_seq_or_zero,
     validate_thread_id,
     validate_turns,
 )
@@ -407,6 +408,46 @@ class Memory:
         except DecryptionError:
             self._stats.decryption_errors += 1
             raise
+
+    async def rewrite_thread(
+        self,
+        thread_id: str,
+        turns: Sequence[Turn],
+        *,
+        after_seq: int,
+        owner: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Thread:
+        """Replace every turn after ``after_seq`` (0: all of them) with ``turns``, and the
+        thread's metadata with ``metadata`` when given, atomically, in one store round
+        trip; return the thread as it now is. For a caller whose new version of a
+        conversation is not an extension of the stored one (an edited earlier turn):
+        rewind to where they agree and append the rest, never half of it. Every cache
+        tier takes the new copy whole.
+
+        Raises:
+            InvalidInputError: bad id, owner, turns, metadata or ``after_seq`` (nothing
+                written).
+            TurnNotFoundError: ``after_seq`` is not one of the thread's turns.
+            ThreadNotFoundError, ThreadExpiredError, ThreadFullError,
+            IdempotencyConflictError: see their docs; nothing written.
+        """
+        validate_thread_id(thread_id)
+        validate_owner(owner, self._limits)
+        validate_seq_or_zero(after_seq, "after_seq")
+        validate_turns(turns, self._limits, allow_empty=True)
+        sealed_metadata = None
+        if metadata is not None:
+            frozen = freeze_mapping(metadata, what="thread metadata")
+            validate_metadata(frozen, self._limits, what="thread metadata")
+            sealed_metadata = self._sealing.seal_metadata(thread_id, frozen)
+        sealed = self._sealing.seal_turns(thread_id, turns)
+        stored = await self._write(
+            lambda: self.store.rewrite(
+                thread_id, sealed, after_seq=after_seq, owner=owner, metadata=sealed_metadata
+            )
+        )
+        return await self._cache.replaced(stored, owner)
 
     async def fork_thread(
         self,

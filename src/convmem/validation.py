@@ -73,6 +73,13 @@ def validate_fork_point(at_seq: object) -> int | None:
     return at_seq
 
 
+def validate_seq_or_zero(value: object, what: str) -> int:
+    """A turn's seq, or 0 for before the first turn."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInputError(f"{what} must be a turn's seq or 0, got {value!r}")
+    return value
+
+
 def validate_summary_point(covers_to_seq: object, base_version: object) -> None:
     """What a summary covers (a turn's seq) and the version it was made from (at or above
     that seq)."""

@@ -125,7 +125,7 @@ def test_threads_outlive_the_process(tmp_path: Path, storage: ConvmemStorage) ->
         ("thread:{id}", "[1]", "not a JSON object"),
         ("thread:{id}", "{other}", "not for the key's thread"),
         ("thread:{id}", "{huge}", "limit"),
-        ("thread:{id}", "{rewritten}", "does not extend"),
+        ("thread:{id}", "{other tool}", "names another tool or parent"),
     ],
 )
 def test_bad_sets_are_refused_and_leave_the_thread_unchanged(
@@ -140,12 +140,49 @@ def test_bad_sets_are_refused_and_leave_the_thread_unchanged(
     elif value == "{huge}":
         turn = context["turns"][-1] | {"content": "x" * 2_000_000}
         value = json.dumps(context | {"turns": [*context["turns"], turn]})
-    elif value == "{rewritten}":
-        turns = [context["turns"][0] | {"content": "changed history"}, *context["turns"][1:]]
-        value = json.dumps(context | {"turns": turns})
+    elif value == "{other tool}":
+        value = json.dumps(context | {"tool_name": "codereview"})
     with pytest.raises(PalStorageError, match=error):
         storage.setex(key.format(id=thread_id), 10800, value)
     assert storage.get(f"thread:{thread_id}") == stored
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["an earlier turn", "the last turn dropped", "the initial context", "everything"],
+)
+def test_a_set_that_rewrites_the_thread_replaces_it_atomically_in_one_write(
+    storage: ConvmemStorage, edit: str
+) -> None:
+    thread_id = converse(4)
+    key = f"thread:{thread_id}"
+    stored = storage.get(key)
+    assert stored is not None
+    context = json.loads(stored)
+    turns = context["turns"]
+    if edit == "an earlier turn":
+        turns = [turns[0], turns[1] | {"content": "an edited answer"}, *turns[2:]]
+        context |= {"turns": [*turns, turns[0] | {"content": "and a new turn"}]}
+    elif edit == "the last turn dropped":
+        context |= {"turns": turns[:-1], "last_updated_at": "2026-11-30T12:00:00+00:00"}
+    elif edit == "the initial context":
+        context |= {"initial_context": {"prompt": "edited"}}
+    else:
+        context |= {"turns": [], "initial_context": {}, "created_at": "2026-01-01T00:00:00Z"}
+    value = json.dumps(context)
+    writes = storage._memory.stats.store_writes
+    storage.setex(key, 10800, value)
+    assert storage._memory.stats.store_writes == writes + 1  # one atomic write
+    assert json.loads(storage.get(key) or "null") == context  # pal reads back what it wrote
+    again = storage._memory.stats.store_writes
+    storage.setex(key, 10800, value)  # the same value again writes nothing
+    assert storage._memory.stats.store_writes == again
+    # pal goes on with it as with any thread
+    assert pal.add_turn(thread_id, "user", "after the rewrite", tool_name="chat")
+    thread = pal.get_thread(thread_id)
+    assert thread is not None
+    assert thread.turns[-1].content == "after the rewrite"
+    assert len(thread.turns) == len(context["turns"]) + 1
 
 
 def test_pal_may_call_it_from_inside_its_own_event_loop(storage: ConvmemStorage) -> None:

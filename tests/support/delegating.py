@@ -3,8 +3,8 @@ that change one part of a real store's behaviour (``GatedStore``, ``SealedStore`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from convmem.stores.base import Store
 
@@ -62,6 +62,19 @@ class DelegatingStore(Store):
 
     async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
         return await self.inner.fork(thread, at_seq=at_seq)
+
+    async def rewrite(
+        self,
+        thread_id: str,
+        turns: Sequence[Turn],
+        *,
+        after_seq: int,
+        owner: str | None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Thread:
+        return await self.inner.rewrite(
+            thread_id, turns, after_seq=after_seq, owner=owner, metadata=metadata
+        )
 
     async def save_summary(
         self,

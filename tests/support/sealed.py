@@ -10,9 +10,9 @@ and the contract cases of scan and reseal run on the stores without this view.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tests.support.delegating import DelegatingStore
 
@@ -67,6 +67,26 @@ class SealedStore(DelegatingStore):
     async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
         removal = await self.inner.pop(thread_id, owner=owner, count=count)
         return replace(removal, turns=self.encryption.open_turns(thread_id, removal.turns))
+
+    async def rewrite(
+        self,
+        thread_id: str,
+        turns: Sequence[Turn],
+        *,
+        after_seq: int,
+        owner: str | None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Thread:
+        stored = await self.inner.rewrite(
+            thread_id,
+            self.encryption.seal_turns(thread_id, turns),
+            after_seq=after_seq,
+            owner=owner,
+            metadata=None
+            if metadata is None
+            else self.encryption.seal_metadata(thread_id, metadata),
+        )
+        return self.encryption.open_thread(stored)
 
     async def save_summary(
         self,

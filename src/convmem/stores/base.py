@@ -17,6 +17,7 @@ call                          round trips semantics
 ``fork(thread, at_seq)``      1           a new thread whose history starts with its
                                           parent's turns up to ``at_seq``
 ``save_summary(id, ...)``     1           a compaction summary of the turns up to a seq
+``rewrite(id, turns, after)``  1          the turns after a seq replaced, atomically
 ``list``/``delete``/``purge``  1          owner-scoped listing with a cursor
 ============================  ==========  ==============================================
 
@@ -377,6 +378,28 @@ class Store(ABC):
         Raises ``ThreadNotFoundError``/``ThreadExpiredError``, ``StaleSummaryError`` when
         the thread moved past ``base_version`` that way or has no turn ``covers_to_seq``
         (or it is above ``base_version``).
+        """
+
+    @abstractmethod
+    async def rewrite(
+        self,
+        thread_id: str,
+        turns: Sequence[Turn],
+        *,
+        after_seq: int,
+        owner: str | None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Thread:
+        """Replace every turn after ``after_seq`` (0: all of them) with ``turns``, and the
+        thread's metadata with ``metadata`` when given, atomically (1 round trip); return
+        the whole thread as it now is. As a pop of those turns then an append: the version
+        rises by one, then by one per new turn (seq ``version + 2 ..``); a summary that
+        covered a removed turn goes; the expiry slides.
+
+        Raises ``ThreadNotFoundError``/``ThreadExpiredError``, ``TurnNotFoundError`` when
+        ``after_seq`` is not one of its turns, ``ThreadFullError``,
+        ``IdempotencyConflictError`` when a new turn's key is a kept turn's; on any error
+        nothing is written.
         """
 
     @abstractmethod

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -42,7 +42,12 @@ from convmem.stores.base import (
     SnapshotStore,
     Summarised,
 )
-from convmem.validation import validate_count, validate_fork_point, validate_summary_point
+from convmem.validation import (
+    validate_count,
+    validate_fork_point,
+    validate_seq_or_zero,
+    validate_summary_point,
+)
 
 if TYPE_CHECKING:
     from convmem.errors import ConvMemError
@@ -248,6 +253,37 @@ class FunctionStore(SnapshotStore):
             header["updated_at"],
             header["expires_at"],
         )
+
+    async def rewrite(
+        self,
+        thread_id: str,
+        turns: Sequence[Turn],
+        *,
+        after_seq: int,
+        owner: str | None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Thread:
+        validate_seq_or_zero(after_seq, "after_seq")
+        rows = await self._rows(
+            Call(
+                "convmem_rewrite",
+                {
+                    "p_id": thread_id,
+                    "p_owner": owner,
+                    "p_after": after_seq,
+                    "p_turns": turns_argument(turns),
+                    "p_metadata": None if metadata is None else dict(metadata),
+                    "p_now": self.clock(),
+                    "p_ttl_seconds": self.limits.ttl.total_seconds(),
+                    "p_max_turns": self.limits.max_turns,
+                    "p_request_id": self._request_id(),
+                },
+            ),
+            thread_id=thread_id,
+        )
+        header = header_of(rows[0])
+        stored, header["summary"] = loaded_turns(rows)
+        return thread_from_values(header, stored)
 
     async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
         validate_fork_point(at_seq)

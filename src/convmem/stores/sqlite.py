@@ -41,10 +41,15 @@ from convmem.stores.base import (
     utc_now,
 )
 from convmem.stores.migrations import migrations_for, pending
-from convmem.validation import validate_count, validate_fork_point, validate_summary_point
+from convmem.validation import (
+    validate_count,
+    validate_fork_point,
+    validate_seq_or_zero,
+    validate_summary_point,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
 
     from convmem.limits import ThreadLimits
@@ -206,30 +211,9 @@ class SqliteStore(SnapshotStore):
         # One read transaction, so the header and the turns are one snapshot.
         conn.execute("BEGIN")
         try:
-            row = conn.execute(
-                f"SELECT {_THREAD_SELECT}, rewritten_at FROM convmem_threads"
-                " WHERE id = ? AND owner IS ? AND expires_at > ?",
-                (thread_id, owner, to_micros(self.clock())),
-            ).fetchone()
-            if row is None:
-                return None
-            header = _header(row[:-1])
-            # Turns removed after `since`: the reader's copy cannot be extended, send all.
-            whole = since < row[-1] or since > header["version"]
-            header["whole"] = whole
-            rows = conn.execute(
-                f"SELECT {_TURN_SELECT} FROM convmem_turns"
-                " WHERE thread_id = ? AND seq > ? ORDER BY seq",
-                (thread_id, 0 if whole else since),
-            ).fetchall()
-            summary = conn.execute(
-                f"SELECT {_TURN_SELECT} FROM convmem_summaries WHERE thread_id = ?",
-                (thread_id,),
-            ).fetchone()
+            return _snapshot(conn, thread_id, owner, since, self.clock())
         finally:
             conn.execute("COMMIT")
-        header["summary"] = None if summary is None else _turn(summary)
-        return header, tuple(_turn(r) for r in rows)
 
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None
@@ -447,6 +431,72 @@ class SqliteStore(SnapshotStore):
 
         return await self._run(lambda: self._transaction(save))
 
+    async def rewrite(
+        self,
+        thread_id: str,
+        turns: Sequence[Turn],
+        *,
+        after_seq: int,
+        owner: str | None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Thread:
+        validate_seq_or_zero(after_seq, "after_seq")
+        now = self.clock()
+        expires = now + self.limits.ttl
+        max_turns = self.limits.max_turns
+
+        def write(conn: sqlite3.Connection) -> Thread:
+            version, count = self._writable(conn, thread_id, owner, now)
+            if (
+                after_seq
+                and not conn.execute(
+                    "SELECT 1 FROM convmem_turns WHERE thread_id = ? AND seq = ?",
+                    (thread_id, after_seq),
+                ).fetchone()
+            ):
+                raise common.no_turn(thread_id, after_seq)
+            removed = conn.execute(
+                "DELETE FROM convmem_turns WHERE thread_id = ? AND seq > ?", (thread_id, after_seq)
+            ).rowcount
+            conn.execute(
+                "DELETE FROM convmem_summaries WHERE thread_id = ? AND seq > ?",
+                (thread_id, after_seq),
+            )
+            keys = [t.key for t in turns if t.key is not None]
+            if keys:
+                taken = conn.execute(
+                    f"SELECT key FROM convmem_turns WHERE thread_id = ?"
+                    f" AND key IN ({','.join('?' * len(keys))})",
+                    (thread_id, *keys),
+                ).fetchone()
+                if taken is not None:
+                    raise common.key_conflict(thread_id, taken[0])
+            kept = count - removed
+            if kept + len(turns) > max_turns:
+                raise common.full(thread_id, version=kept, fresh=len(turns), max_turns=max_turns)
+            conn.executemany(
+                _TURN_INSERT,
+                [_turn_row(thread_id, version + 1 + i, t, now) for i, t in enumerate(turns, 1)],
+            )
+            conn.execute(
+                "UPDATE convmem_threads SET version = ?, rewritten_at = ?, turn_count = ?,"
+                " metadata = coalesce(?, metadata), updated_at = ?, expires_at = ? WHERE id = ?",
+                (
+                    version + 1 + len(turns),
+                    version + 1,
+                    kept + len(turns),
+                    None if metadata is None else _json(dict(metadata)),
+                    to_micros(now),
+                    to_micros(expires),
+                    thread_id,
+                ),
+            )
+            found = _snapshot(conn, thread_id, owner, 0, now)
+            assert found is not None  # written in this transaction
+            return thread_from_values(*found)
+
+        return await self._run(lambda: self._transaction(write))
+
     async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
         validate_fork_point(at_seq)
         parent_id = thread.parent_id
@@ -542,6 +592,34 @@ class SqliteStore(SnapshotStore):
             return changed
 
         return await self._run(lambda: self._transaction(reseal))
+
+
+def _snapshot(
+    conn: sqlite3.Connection, thread_id: str, owner: str | None, since: int, now: datetime
+) -> tuple[dict[str, Any], tuple[Turn, ...]] | None:
+    """The live thread's header (with its summary) and the turns appended after ``since``
+    (every turn, ``whole``, when a pop, clear or summary came after it), inside the
+    caller's transaction."""
+    row = conn.execute(
+        f"SELECT {_THREAD_SELECT}, rewritten_at FROM convmem_threads"
+        " WHERE id = ? AND owner IS ? AND expires_at > ?",
+        (thread_id, owner, to_micros(now)),
+    ).fetchone()
+    if row is None:
+        return None
+    header = _header(row[:-1])
+    # Turns removed after `since`: the reader's copy cannot be extended, send all.
+    whole = since < row[-1] or since > header["version"]
+    header["whole"] = whole
+    rows = conn.execute(
+        f"SELECT {_TURN_SELECT} FROM convmem_turns WHERE thread_id = ? AND seq > ? ORDER BY seq",
+        (thread_id, 0 if whole else since),
+    ).fetchall()
+    summary = conn.execute(
+        f"SELECT {_TURN_SELECT} FROM convmem_summaries WHERE thread_id = ?", (thread_id,)
+    ).fetchone()
+    header["summary"] = None if summary is None else _turn(summary)
+    return header, tuple(_turn(r) for r in rows)
 
 
 def _insert_thread(

@@ -23,6 +23,8 @@ PAL = "pal"
 NATIVE_TEXT = ("tool_name", "model_provider", "model_name")
 NATIVE_LISTS = ("files", "images")
 HEADER = ("thread_id", "parent_thread_id", "created_at", "tool_name", "initial_context")
+# What makes it the same conversation: the thread's own columns, which a rewrite keeps.
+IDENTITY = ("thread_id", "parent_thread_id", "tool_name")
 
 
 class NotPalJson(ValueError):
@@ -74,6 +76,20 @@ def written_by_pal(thread: Thread) -> bool:
 
 def same_header(context: dict[str, Any], stored: dict[str, Any]) -> bool:
     return all(context.get(field) == stored.get(field) for field in HEADER)
+
+
+def same_conversation(context: dict[str, Any], stored: dict[str, Any]) -> bool:
+    return all(context.get(field) == stored.get(field) for field in IDENTITY)
+
+
+def agreed_turns(turns: list[dict[str, Any]], stored: list[dict[str, Any]]) -> int:
+    """How many leading turns the two lists have in common."""
+    agreed = 0
+    for new, old in zip(turns, stored, strict=False):
+        if new != old:
+            break
+        agreed += 1
+    return agreed
 
 
 def to_turns(

@@ -4,8 +4,10 @@
 - ``get`` reads through convmem's cache: no store round trip when the thread is warm.
 - ``setex`` compares the incoming thread with the stored one and appends only the new
   turns, in one store round trip (a brand-new thread is one create); a repeated set of
-  the same JSON writes nothing. A set that does not extend the stored thread is refused
-  and logged, the stored thread unchanged.
+  the same JSON writes nothing. A set that does not extend the stored thread (an edited
+  earlier turn or header) replaces the turns after the ones they agree on, atomically
+  (``Memory.rewrite_thread``: one round trip), and is logged; one that names another
+  tool or parent thread is refused, the stored thread unchanged.
 - Every call ends within ``timeout_seconds`` or raises ``PalStorageError``, which pal
   logs as a storage fault.
 """
@@ -99,17 +101,40 @@ class ConvmemStorage:
         current = mapping.to_context(stored)
         if context == current:
             return  # the same thread again: nothing to write
-        known = current["turns"]
-        if not mapping.same_header(context, current) or pal_turns[: len(known)] != known:
-            log.warning("pal set of thread %s does not extend the stored thread", thread_id)
+        if not mapping.same_conversation(context, current):
+            log.warning("pal set of thread %s names another tool or parent: refused", thread_id)
             raise PalStorageError(
-                f"thread {thread_id}: the new value does not extend the stored thread "
-                "(its earlier turns or its header differ); the stored thread is unchanged"
+                f"thread {thread_id}: the new value names another tool or parent thread than"
+                " the stored one; the stored thread is unchanged"
             )
-        new = pal_turns[len(known) :]
-        if new:
-            turns = mapping.to_turns(new, first_index=len(known), last_updated_at=last_updated_at)
-            await memory.add_turns(thread_id, turns, owner=self._owner)
+        known = current["turns"]
+        agreed = mapping.agreed_turns(pal_turns, known)
+        same_header = mapping.same_header(context, current)
+        if same_header and agreed == len(known):  # an extension: append the new turns
+            new = pal_turns[agreed:]
+            if new:
+                turns = mapping.to_turns(new, first_index=agreed, last_updated_at=last_updated_at)
+                await memory.add_turns(thread_id, turns, owner=self._owner)
+            return
+        # Not an extension (pal never does this; a fork of pal might): replace the turns
+        # after the agreed ones, and the header, in one atomic write. At least the last
+        # turn is written again, as it carries the thread's last_updated_at.
+        agreed = min(agreed, max(len(pal_turns) - 1, 0))
+        log.warning(
+            "pal set of thread %s does not extend the stored thread: its turns after turn"
+            " %d replaced",
+            thread_id,
+            agreed,
+        )
+        await memory.rewrite_thread(
+            thread_id,
+            mapping.to_turns(
+                pal_turns[agreed:], first_index=agreed, last_updated_at=last_updated_at
+            ),
+            after_seq=stored.turns[agreed - 1].seq if agreed else 0,
+            owner=self._owner,
+            metadata=None if same_header else mapping.thread_metadata(context),
+        )
 
     def _run(self, coroutine: Coroutine[Any, Any, Any], what: str) -> Any:
         if self._closed:
