@@ -27,7 +27,7 @@ from convmem.compaction import (
     plan_compaction,
 )
 from convmem.errors import InvalidInputError, ProviderError
-from convmem.messages import SUMMARY_HEADING, ChatMessage, message_cost, unsummarised
+from convmem.messages import SUMMARY_HEADING, ChatMessage, message_cost
 from convmem.models import Turn
 from convmem.providers.base import Completion
 from convmem.providers.echo import EchoProvider
@@ -36,6 +36,7 @@ from convmem.server.mcp_app import build_mcp
 from convmem.server.metrics import Metrics
 from convmem.server.service import ConversationService
 from convmem.settings import Settings
+from convmem.summaries import unsummarised
 from convmem_bench.chat_standin import ChatCompletionsStandIn
 from tests.conftest import Backend, MemoryFactory
 from tests.support.flows import until
@@ -220,6 +221,27 @@ async def test_a_fork_sees_its_parents_summary_only_when_it_is_within_the_cut(
     assert [m["content"] for m in shown[1:]] == [
         t.content for t in compacted.turns if t.seq > covered
     ]
+
+
+async def test_the_text_history_shows_the_summary_in_place_of_the_turns_it_covers(
+    memory: Memory,
+) -> None:
+    thread = await memory.create_thread(
+        turns=[t for i in range(8) for t in exchange(i)], tool_name="chat"
+    )
+    compacted = await memory.compact(
+        thread.id, summariser=ExtractiveSummariser(), max_tokens=BUDGET, policy=POLICY
+    )
+    assert compacted is not None
+    assert compacted.summary is not None
+    text = memory.build_history(compacted, max_tokens=4000)
+    covered = [t for t in compacted.turns if t.seq <= compacted.summary.seq]
+    assert f"--- Summary of turns 1 to {len(covered)} (compacted) ---" in text
+    assert compacted.summary.content in text
+    assert "Question 0." not in text.split(compacted.summary.content)[1]  # covered: not shown
+    first_shown = len(covered) + 1
+    assert f"--- Turn {first_shown} (" in text  # numbering goes on from the conversation's start
+    assert f"--- Turn {first_shown - 1} (" not in text
 
 
 # -- Memory.compact through the tiers ----------------------------------------------------

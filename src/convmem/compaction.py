@@ -35,9 +35,9 @@ from convmem.messages import (
     summary_message,
     turn_blocks,
     turn_message,
-    unsummarised,
 )
 from convmem.providers.base import Completion
+from convmem.summaries import unsummarised
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -7,7 +7,8 @@ It follows the established behaviour of MCP conversation memory:
   the newest reference winning: a file is placed by the most recent turn that named
   it, and newer files get the budget first;
 - turns are taken newest-first until the budget is spent, then shown oldest-first,
-  with a note saying how many older turns were left out.
+  with a note saying how many older turns were left out;
+- a compaction summary (``Thread.summary``) is shown in place of the turns it covers.
 
 Tokens are estimated as ~4 characters each: no tokenizer, nothing downloaded.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from convmem.errors import InvalidInputError
+from convmem.summaries import unsummarised
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -66,6 +68,20 @@ def build_history(
     ]
     if not numbered:
         return ""
+    # A compaction summary stands for the turns it covers: it is shown, they are not.
+    view = unsummarised(thread, ancestors)
+    summary_block: list[str] = []
+    if view.summary is not None:
+        summary_block = [
+            f"--- Summary of turns 1 to {view.summarised} (compacted) ---",
+            view.summary.content,
+            "",
+        ]
+        shown = {id(turn) for turn in view.turns}
+        files_from = numbered
+        numbered = [item for item in numbered if id(item.turn) in shown]
+    else:
+        files_from = numbered
 
     limit = f"/{max_turns}" if max_turns else ""
     head = [
@@ -78,9 +94,9 @@ def build_history(
         head.append(f"Parent threads: {' -> '.join(t.id for t in ancestors)}")
     head += ["You are continuing this conversation thread from where it left off.", ""]
     tail = ["", "=== END CONVERSATION HISTORY ==="]
-    budget = max_tokens - estimate_tokens("\n".join(head + tail))
+    budget = max_tokens - estimate_tokens("\n".join(head + tail + summary_block))
 
-    files_block, budget = _files_block(numbered, read_file, budget)
+    files_block, budget = _files_block(files_from, read_file, budget)
     turn_blocks: list[str] = []
     for item in reversed(numbered):
         block = _render_turn(item, thread.id)
@@ -92,11 +108,12 @@ def build_history(
     turn_blocks.reverse()
 
     omitted = len(numbered) - len(turn_blocks)
-    body: list[str] = [*files_block]
+    body: list[str] = [*files_block, *summary_block]
     if omitted:
         body.append(
-            f"[NOTE: showing the {len(turn_blocks)} most recent of {len(numbered)} turns; "
-            f"{omitted} older turn{'s' if omitted != 1 else ''} left out to fit the token budget]"
+            f"[NOTE: showing the {len(turn_blocks)} most recent of {len(numbered)} turns"
+            f"{' after the summary' if summary_block else ''}; {omitted} older"
+            f" turn{'s' if omitted != 1 else ''} left out to fit the token budget]"
         )
         body.append("")
     body.append("\n\n".join(turn_blocks))

@@ -25,9 +25,9 @@ from convmem.errors import (
     ThreadNotFoundError,
 )
 from convmem.export import thread_to_dict
-from convmem.messages import unsummarised
 from convmem.models import Turn
 from convmem.providers.base import ProviderError
+from convmem.summaries import unsummarised
 
 if TYPE_CHECKING:
     from convmem.memory import Memory
