@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar
 
 import orjson
 
@@ -264,7 +264,7 @@ class SqliteStore(SnapshotStore):
         max_turns = self.limits.max_turns
 
         def write(conn: sqlite3.Connection) -> AppendResult:
-            version, count = self._writable(conn, thread_id, owner, now)
+            version, count, *_ = self._writable(conn, thread_id, owner, now)
             keys = [t.key for t in turns if t.key is not None]
             existing: list[Turn] = []
             if keys:
@@ -307,18 +307,18 @@ class SqliteStore(SnapshotStore):
 
     def _writable(
         self, conn: sqlite3.Connection, thread_id: str, owner: str | None, now: datetime
-    ) -> tuple[int, int]:
-        """The version and turn count of a thread a write may change, or the refusal."""
+    ) -> _Writable:
+        """The header of a thread a write may change, or the refusal."""
         row = conn.execute(
-            "SELECT version, turn_count, expires_at FROM convmem_threads"
-            " WHERE id = ? AND owner IS ?",
+            "SELECT version, turn_count, rewritten_at, updated_at, expires_at"
+            " FROM convmem_threads WHERE id = ? AND owner IS ?",
             (thread_id, owner),
         ).fetchone()
         if row is None:
             raise common.not_found(thread_id)
-        if row[2] <= to_micros(now):
+        if row[4] <= to_micros(now):
             raise common.expired(thread_id)
-        return int(row[0]), int(row[1])
+        return _Writable(row[0], row[1], row[2], from_micros(row[3]), from_micros(row[4]))
 
     async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
         validate_count(count, "count")
@@ -333,7 +333,8 @@ class SqliteStore(SnapshotStore):
         expires = now + self.limits.ttl
 
         def remove(conn: sqlite3.Connection) -> Removal:
-            version, turn_count = self._writable(conn, thread_id, owner, now)
+            header = self._writable(conn, thread_id, owner, now)
+            version, turn_count = header.version, header.turn_count
             if count is None:
                 seqs = [
                     int(r[0])
@@ -362,17 +363,13 @@ class SqliteStore(SnapshotStore):
                         "DELETE FROM convmem_turns WHERE thread_id = ? AND seq >= ?",
                         (thread_id, seqs[0]),
                     )
-            if seqs:  # a summary that covered a removed turn no longer stands for them
-                conn.execute(
-                    "DELETE FROM convmem_summaries WHERE thread_id = ? AND seq >= ?",
-                    (thread_id, min(seqs)),
-                )
             if not seqs:
-                row = conn.execute(
-                    "SELECT updated_at, expires_at FROM convmem_threads WHERE id = ?",
-                    (thread_id,),
-                ).fetchone()
-                return Removal(thread_id, version, (), (), from_micros(row[0]), from_micros(row[1]))
+                return Removal(thread_id, version, (), (), header.updated_at, header.expires_at)
+            # a summary that covered a removed turn no longer stands for them
+            conn.execute(
+                "DELETE FROM convmem_summaries WHERE thread_id = ? AND seq >= ?",
+                (thread_id, min(seqs)),
+            )
             conn.execute(
                 "UPDATE convmem_threads SET version = ?, rewritten_at = ?, turn_count = ?,"
                 " updated_at = ?, expires_at = ? WHERE id = ?",
@@ -402,17 +399,13 @@ class SqliteStore(SnapshotStore):
         now = self.clock()
 
         def save(conn: sqlite3.Connection) -> Summarised:
-            self._writable(conn, thread_id, owner, now)
-            version, rewritten_at, updated_us, expires_us = conn.execute(
-                "SELECT version, rewritten_at, updated_at, expires_at FROM convmem_threads"
-                " WHERE id = ?",
-                (thread_id,),
-            ).fetchone()
+            header = self._writable(conn, thread_id, owner, now)
+            version = header.version
             covered = conn.execute(
                 "SELECT 1 FROM convmem_turns WHERE thread_id = ? AND seq = ?",
                 (thread_id, covers_to_seq),
             ).fetchone()
-            if rewritten_at > base_version or base_version > version or covered is None:
+            if header.rewritten_at > base_version or base_version > version or covered is None:
                 raise common.stale_summary(thread_id, covers_to_seq)
             conn.execute(
                 _SUMMARY_UPSERT, (*_turn_row(thread_id, covers_to_seq, summary, now), version + 1)
@@ -425,8 +418,8 @@ class SqliteStore(SnapshotStore):
                 thread_id,
                 version + 1,
                 stored_turn(summary, covers_to_seq, now),
-                from_micros(updated_us),
-                from_micros(expires_us),
+                header.updated_at,
+                header.expires_at,
             )
 
         return await self._run(lambda: self._transaction(save))
@@ -446,7 +439,7 @@ class SqliteStore(SnapshotStore):
         max_turns = self.limits.max_turns
 
         def write(conn: sqlite3.Connection) -> Thread:
-            version, count = self._writable(conn, thread_id, owner, now)
+            version, count, *_ = self._writable(conn, thread_id, owner, now)
             if (
                 after_seq
                 and not conn.execute(
@@ -592,6 +585,16 @@ class SqliteStore(SnapshotStore):
             return changed
 
         return await self._run(lambda: self._transaction(reseal))
+
+
+class _Writable(NamedTuple):
+    """What writes read of a thread's header before changing it."""
+
+    version: int
+    turn_count: int
+    rewritten_at: int
+    updated_at: datetime
+    expires_at: datetime
 
 
 def _snapshot(
