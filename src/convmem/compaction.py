@@ -186,9 +186,13 @@ class ExtractiveSummariser:
             elif text.strip():
                 points.append(f"- {message['role']}: {self._first_sentence(text)}")
         budget = max_tokens * CHARS_PER_TOKEN
-        while len(points) > 1 and len("\n".join(points)) > budget:
-            points.pop(0)
-        return Completion(clipped("\n".join(points), max_tokens), self.provider, self.model)
+        size = sum(len(point) for point in points) + len(points) - 1  # as joined by lines
+        first = 0
+        while len(points) - first > 1 and size > budget:  # the oldest points go first
+            size -= len(points[first]) + 1
+            first += 1
+        text = "\n".join(points[first:])
+        return Completion(clipped(text, max_tokens), self.provider, self.model)
 
     def _first_sentence(self, text: str) -> str:
         flat = " ".join(text.split())
