@@ -406,13 +406,11 @@ class TieredCache:
 
     async def replaced(self, stored: Thread, owner: str | None) -> Thread:
         """Cache a thread a write replaced whole (a rewrite: the store sent it back as
-        stored); return it opened. L2 takes the copy (it is newer than any there) and the
-        version is announced; L1 takes it opened."""
-        thread = self._opened(stored.id, lambda: self.sealing.open_thread(stored))
+        stored); return it opened. Nothing older may be served from now on; every tier
+        takes the new copy, as for a created thread, and the version is announced."""
         self._committed(stored.id, stored.version, owner)
-        self._install_l1(thread, self._epoch)
+        thread = await self.created(stored)
         if self.l2 is not None:
-            await _l2(self.l2.install(stored, self.store.clock()))
             await _l2(self.l2.publish(stored.id, stored.version, self.instance_id))
         return thread
 
