@@ -80,13 +80,8 @@ def encode_summary(summary: Turn) -> bytes:
 
 
 def _decode_summary(raw: bytes) -> Turn:
-    seq, role, content, tool, provider, model, files, images, metadata, key, micros = orjson.loads(
-        raw
-    )
-    created = None if micros is None else from_micros(micros)
-    return turn_from_storage(
-        seq, role, content, tool, provider, model, files, images, metadata, key, created
-    )
+    seq, *turn = orjson.loads(raw)
+    return _turns_of([seq], [turn])[0]
 
 
 def fence_of(fields: dict[bytes, bytes]) -> int:
@@ -162,6 +157,11 @@ def _decode_turns(
 ) -> tuple[Turn, ...]:
     # One JSON document for all the turns: one parser call instead of one per turn.
     raw = b"[" + b",".join([fields[name] for name in names]) + b"]"
+    return _turns_of(seqs, orjson.loads(raw))
+
+
+def _turns_of(seqs: Sequence[int], arrays: Sequence[Sequence[Any]]) -> tuple[Turn, ...]:
+    """Turns from their decoded arrays (see the module docstring) and their seqs."""
     turns: list[Turn] = []
     append = turns.append
     last_micros, created = None, None
@@ -176,7 +176,7 @@ def _decode_turns(
         metadata,
         key,
         micros,
-    ) in zip(seqs, orjson.loads(raw), strict=True):
+    ) in zip(seqs, arrays, strict=True):
         if micros != last_micros:  # the turns of one append share their time: convert once
             last_micros = micros
             created = None if micros is None else from_micros(micros)
