@@ -67,3 +67,22 @@ def test_the_image_is_multi_stage_non_root_with_a_real_healthcheck() -> None:
     assert users[-1] not in ("root", "0")
     assert "HEALTHCHECK" in dockerfile
     assert "/health" in dockerfile.split("HEALTHCHECK", 1)[1]
+
+
+def test_the_build_context_leaves_out_the_venv_git_and_data() -> None:
+    """Without a .dockerignore the context would carry .venv (hundreds of MB), .git and
+    the SQLite data; what the Dockerfile copies must stay in."""
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv", "data", ".env"} <= ignored
+    copied = [
+        part
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+        for part in line.split()[1:-1]
+    ]
+    assert copied == ["pyproject.toml", "README.md", "src"]
+    assert not ignored & set(copied)

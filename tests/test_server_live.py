@@ -469,3 +469,25 @@ async def test_a_stateful_session_belongs_to_the_client_that_opened_it(
             assert (await http.delete("/mcp", headers=alice)).status_code < 300
             gone = await http.post("/mcp", json=listing, headers=alice)
             assert gone.status_code == 404
+
+
+async def test_a_browsers_get_of_the_root_says_where_things_are(live: LiveServer) -> None:
+    async with httpx2.AsyncClient(base_url=live.url) as http:
+        response = await http.get("/")
+    assert response.status_code == 200
+    assert response.json()["mcp"].startswith("/mcp")
+
+
+async def test_a_get_of_mcp_on_the_stateless_server_is_405_at_once(live: LiveServer) -> None:
+    """The specification lets a server without an event stream at GET answer 405; the
+    stateless server has nothing to stream, so the answer comes at once (no hang)."""
+    async with httpx2.AsyncClient(base_url=live.url, timeout=5.0) as http:
+        plain = await http.get("/mcp", headers={"Authorization": "Bearer token-alice"})
+        streaming = await http.get(
+            "/mcp",
+            headers={"Authorization": "Bearer token-alice", "Accept": "text/event-stream"},
+        )
+    for response in (plain, streaming):
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+        assert "stateless" in response.json()["error"]["message"]

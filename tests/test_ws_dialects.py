@@ -5,6 +5,7 @@ default limits and a stand-in model that streams."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from convmem_bench.chat_standin import ChatCompletionsStandIn
 from tests.support.live import LiveServer, hello, live_server, server_env, until
 from tests.support.ws_clients import CallFailed, JsonRpcClient, NextFrameClient, RequestIdClient
+from tests.support.ws_clients import shown as shown_by_older_shims
 
 Client = NextFrameClient | RequestIdClient | JsonRpcClient
 DIALECTS: dict[str, Callable[[str, str], Client]] = {
@@ -72,6 +74,43 @@ async def test_each_dialect_chats_continues_and_sees_a_tool_error(
             await client.chat(
                 {"prompt": "x", "continuation_id": "00000000-0000-0000-0000-000000000000"}
             )
+
+
+UUID_IN_TEXT = re.compile(r"continuation_id ([0-9a-f-]{36})")
+
+
+@pytest.mark.parametrize("op", ["call_tool", "tool_call"])
+async def test_an_older_shim_shows_its_client_how_to_continue_and_the_client_continues(
+    daemon: LiveServer, op: str
+) -> None:
+    """The older shims show only the ``content`` of the top-level ``text``: the reply, then
+    the continuation note, from which their client takes the id to continue."""
+    async with RequestIdClient(root_url(daemon), "token-alice", op=op) as client:
+        first = await client.chat_shown({"prompt": f"{op}: the shown text keeps the number 17"})
+        found = UUID_IN_TEXT.search(first)
+        assert found is not None, first
+        reply, _, note = first.partition("\n\n---\n")  # the model's reply, then the note
+        assert reply, first
+        assert not reply.startswith("{"), first
+        assert found.group(0) in note, first
+        second = await client.chat_shown(
+            {"prompt": "what number?", "continuation_id": found.group(1)}
+        )
+        assert UUID_IN_TEXT.search(second).group(1) == found.group(1)  # type: ignore[union-attr]
+        assert f"{op}: the shown text keeps the number 17" in prompts_seen(daemon.standin)
+
+
+async def test_the_newest_shims_result_is_the_tools_own_output(daemon: LiveServer) -> None:
+    """The continuation note is added to the top-level ``text`` only: ``result`` (what
+    the newest shim reads), ``outputs`` and ``structured`` are the tool's own."""
+    async with RequestIdClient(root_url(daemon), "token-alice") as client:
+        reply = await client.call("chat", {"prompt": "leave my result alone"})
+    structured = reply["structured"]
+    assert orjson.loads(reply["result"][0]["text"]) == structured
+    assert reply["outputs"] == reply["result"]
+    assert "---" not in structured["content"]
+    note = structured["continuation_offer"]["note"]
+    assert shown_by_older_shims(reply) == f"{structured['content']}\n\n---\n{note}"
 
 
 async def test_a_request_id_call_gets_ack_progress_stream_then_its_result(

@@ -8,7 +8,9 @@ written from how those clients behave (no other project's code):
   ``request_id``; frames are read until the ``call_tool_res`` with that id, and the
   client gives up ``idle_timeout`` seconds after the call or its last ``call_tool_ack``
   or ``progress`` frame (only those extend its wait); an ``error`` key fails the call.
-  ``op="tool_call"`` sends ``{"tool": {"name"}}`` instead of ``name``.
+  ``op="tool_call"`` sends ``{"tool": {"name"}}`` instead of ``name``. What such a shim
+  shows its MCP client is ``shown(reply)``: the top-level ``text``, or only its
+  ``content`` when it is JSON with that key.
 - ``JsonRpcClient``: MCP's JSON-RPC over the socket, ``initialize`` as the first frame.
 
 Each returns the chat tool's structured result and raises ``CallFailed`` for a tool error.
@@ -125,7 +127,12 @@ class RequestIdClient:
 
     async def chat(self, arguments: dict[str, Any]) -> dict[str, Any]:
         reply = await self.call("chat", arguments)
-        return _structured(reply["text"])
+        structured: dict[str, Any] = reply["structured"]
+        return structured
+
+    async def chat_shown(self, arguments: dict[str, Any]) -> str:
+        """What the shim's MCP client is shown of a chat call."""
+        return shown(await self.call("chat", arguments))
 
     async def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         assert self.ws is not None
@@ -153,6 +160,19 @@ class RequestIdClient:
                 if reply.get("error"):
                     raise CallFailed(reply["error"]["message"])
                 return reply
+
+
+def shown(reply: dict[str, Any]) -> str:
+    """What the older shims pass on to their MCP client from a ``call_tool_res``."""
+    text: str = reply["text"]
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        content: str = value["content"]
+        return content
+    return text
 
 
 @dataclass

@@ -32,7 +32,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("convmem.server")
 
-OPEN_PATHS = frozenset({"/health", "/metrics"})  # probes and scrapers; they reveal no threads
+# Probes, scrapers and a browser's first look; they reveal no threads.
+OPEN_PATHS = frozenset({"/", "/health", "/metrics"})
+_INDEX = {
+    "name": "convmem",
+    "mcp": "/mcp (Streamable HTTP: POST JSON-RPC with 'Authorization: Bearer <token>')",
+    "websocket": "/ws, or any path (the daemon protocol or MCP JSON-RPC)",
+    "health": "/health",
+    "metrics": "/metrics",
+}
 
 
 class TokenAuth:
@@ -79,11 +87,12 @@ def build_app(
     # stateful mode keeps MCP sessions in this process, bound to the client that opened
     # them, and needs sticky routing.
     stateless = settings.http_sessions == "stateless"
-    mcp_http: ASGIApp = mcp.streamable_http_app(
+    sdk_http = mcp.streamable_http_app(
         streamable_http_path="/mcp", host=settings.host, stateless_http=stateless
     )
-    if not stateless:
-        mcp_http = SessionsBoundToClients(mcp_http)
+    mcp_http: ASGIApp = (
+        _NoStreamWithoutSession(sdk_http) if stateless else SessionsBoundToClients(sdk_http)
+    )
     daemon = WebSocketDaemon(
         build_mcp(service, metrics=metrics, transport="ws"),
         tokens,
@@ -105,6 +114,9 @@ def build_app(
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    async def index(request: Request) -> Response:
+        return JSONResponse(_INDEX)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with memory, mcp.session_manager.run():
@@ -124,6 +136,7 @@ def build_app(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/metrics", prometheus, methods=["GET"]),
+            Route("/", index, methods=["GET"]),
             WebSocketRoute("/ws", daemon.handle),
             Mount("/", app=_WebSocketsTo(daemon, mcp_http)),
         ],
@@ -131,6 +144,35 @@ def build_app(
     )
     app.add_middleware(TokenAuth, tokens=tokens)
     return app
+
+
+class _NoStreamWithoutSession:
+    """Stateless Streamable HTTP answers ``GET /mcp`` with 405, as the MCP specification
+    lets a server that offers no event stream there: without a session there is nothing
+    the server could send on it, and the SDK would hold the stream open forever (a
+    browser or a plain ``curl`` would hang)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/mcp":
+            response = JSONResponse(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {
+                        "code": -32000,
+                        "message": "Method Not Allowed: this server is stateless and offers no"
+                        " event stream at GET /mcp; POST JSON-RPC requests to /mcp",
+                    },
+                },
+                status_code=405,
+                headers={"Allow": "POST"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class _WebSocketsTo:

@@ -5,6 +5,12 @@ Each reply echoes the request's id under both spellings (``request_id`` and ``id
 A tool's result carries ``outputs`` (older shims), ``result`` (the newest), ``text``,
 ``structured`` and ``is_error``; a failure also carries ``error: {code, message}``,
 the key older shims test for.
+
+The two older generations show their MCP client the top-level ``text`` and, when it is
+JSON with a ``content`` key, only that ``content``: a chat result's reply without its
+``continuation_id``. So in ``text`` alone a chat result's ``content`` ends with the
+continuation note; ``outputs``, ``result`` and ``structured`` (what the newest reads)
+are the tool's own.
 """
 
 from __future__ import annotations
@@ -64,16 +70,32 @@ def tool_result(request_id: RequestId, payload: dict[str, Any]) -> dict[str, Any
     if is_error:
         frame = failure("call_tool", request_id, "tool_error", text or "the tool failed")
         return frame | {"outputs": outputs, "result": outputs}
+    structured = payload.get("structuredContent")
     return {
         "op": "call_tool_res",
         **ids(request_id),
         "ok": True,
         "outputs": outputs,
         "result": outputs,
-        "text": text,
-        "structured": payload.get("structuredContent"),
+        "text": _with_continuation_note(text, structured),
+        "structured": structured,
         "is_error": False,
     }
+
+
+def _with_continuation_note(text: str, structured: object) -> str:
+    """``text`` whose ``content`` carries the way to continue, for the shims that show
+    only ``content`` (see the module's docstring); other results' text unchanged."""
+    if not isinstance(structured, dict):
+        return text
+    content = structured.get("content")
+    offer = structured.get("continuation_offer")
+    if not isinstance(content, str) or not isinstance(offer, dict):
+        return text
+    note = offer.get("note")
+    if not isinstance(note, str) or not note:
+        return text
+    return dump(structured | {"content": f"{content}\n\n---\n{note}"})
 
 
 def too_large(raw: str, limit: int) -> bool:
