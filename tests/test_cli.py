@@ -161,3 +161,69 @@ def test_keygen_then_rotate_keys_seals_every_thread_and_reports(tmp_path: Path) 
     assert lost.returncode == 1
     assert f"failed: {ids[1]}" in lost.stderr
     assert "not among the configured encryption keys" in lost.stderr
+
+
+def convmem_without(
+    missing: tuple[str, ...], *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The command line in a process where ``missing`` modules cannot be imported, as in
+    an install without the extra that brings them."""
+    probe = (
+        "import sys\n"
+        f"for name in {missing!r}: sys.modules[name] = None\n"
+        "from convmem.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})},
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("missing", "args", "env", "extra", "what"),
+    [
+        (
+            ("redis",),
+            ("threads", "list"),
+            {"CONVMEM_CACHE_URL": "redis://127.0.0.1:1"},
+            "redis",
+            "CONVMEM_CACHE_URL",
+        ),
+        (("pybase64", "cryptography"), ("keygen",), {}, "encryption", "convmem keygen"),
+        (
+            ("psycopg", "psycopg_pool"),
+            ("threads", "list", "--store", "postgresql://x@127.0.0.1/x"),
+            {},
+            "postgres",
+            "the postgresql store",
+        ),
+        (
+            ("pybase64",),
+            ("threads", "list"),
+            {"CONVMEM_ENCRYPTION_KEYS": "a" * 43 + "="},
+            "encryption",
+            "CONVMEM_ENCRYPTION_KEYS",
+        ),
+    ],
+)
+def test_a_missing_extra_is_one_line_that_names_it_and_how_to_install_it(
+    tmp_path: Path,
+    missing: tuple[str, ...],
+    args: tuple[str, ...],
+    env: dict[str, str],
+    extra: str,
+    what: str,
+) -> None:
+    result = convmem_without(missing, *args, cwd=tmp_path, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {what}")
+    assert f"needs the '{extra}' extra" in lines[0]
+    assert f"pip install '.[{extra}]'" in lines[0]  # Rich markup did not swallow [extra]
+    assert any(name in lines[0] for name in missing)

@@ -10,10 +10,12 @@ from typing import Annotated, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from convmem.demo import DemoRequest, run_demo
 from convmem.errors import ConvMemError
+from convmem.extras import needs_extra
 from convmem.memory import Memory
 from convmem.settings import Settings
 from convmem.stores import redact_url
@@ -28,13 +30,20 @@ app = typer.Typer(
 threads_app = typer.Typer(help="Look at and manage stored threads.", no_args_is_help=True)
 app.add_typer(threads_app, name="threads")
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 
 StoreOption = Annotated[
     str | None,
     typer.Option("--store", help="Store URL; defaults to CONVMEM_STORE_URL or the SQLite file."),
 ]
 OwnerOption = Annotated[str | None, typer.Option("--owner", help="Only this owner's threads.")]
+
+
+def _failed(exc: ConvMemError) -> typer.Exit:
+    """Print ``error: <message>`` (the message as written: an install hint's
+    ``convmem[extra]`` is not Rich markup) and give the exit to raise."""
+    errors.print(f"[bold red]error:[/] {escape(str(exc))}")
+    return typer.Exit(1)
 
 
 def _memory(store: str | None, cache: str | None = None, *, cached: bool = True) -> Memory:
@@ -53,8 +62,7 @@ def _settings(**overrides: str | int | None) -> Settings:
     try:
         return Settings.load(**{k: v for k, v in overrides.items() if v})
     except ConvMemError as exc:
-        errors.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        raise _failed(exc) from None
 
 
 def _run(store: str | None, work: Callable[[Memory], Awaitable[T]]) -> T:
@@ -67,8 +75,7 @@ def _run(store: str | None, work: Callable[[Memory], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except ConvMemError as exc:
-        errors.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        raise _failed(exc) from None
 
 
 @app.callback()
@@ -94,8 +101,7 @@ def migrate(store: StoreOption = None) -> None:
     try:
         applied = asyncio.run(main())
     except ConvMemError as exc:
-        errors.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        raise _failed(exc) from None
     url = redact_url(_settings(store_url=store).store_url)
     if applied:
         console.print(f"{url}: applied {', '.join(applied)}")
@@ -173,8 +179,11 @@ def purge(store: StoreOption = None) -> None:
 @app.command()
 def keygen() -> None:
     """Print a new random encryption key for CONVMEM_ENCRYPTION_KEYS."""
-    from convmem.encryption import new_key
-
+    try:
+        with needs_extra("encryption", "convmem keygen"):
+            from convmem.encryption import new_key
+    except ConvMemError as exc:
+        raise _failed(exc) from None
     console.print(new_key(), highlight=False)
 
 
@@ -187,8 +196,12 @@ def rotate_keys(
     batch: Annotated[int, typer.Option(min=1, max=1000, help="Threads per page.")] = 100,
 ) -> None:
     """Seal every stored thread under the first of CONVMEM_ENCRYPTION_KEYS, online."""
-    from convmem.encryption.rotation import Rotation
-    from convmem.encryption.rotation import rotate_keys as rotate
+    try:
+        with needs_extra("encryption", "convmem rotate-keys"):
+            from convmem.encryption.rotation import Rotation
+            from convmem.encryption.rotation import rotate_keys as rotate
+    except ConvMemError as exc:
+        raise _failed(exc) from None
 
     def report(progress: Rotation) -> None:
         console.print(
@@ -251,8 +264,7 @@ def demo(
             )
         )
     except ConvMemError as exc:
-        errors.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        raise _failed(exc) from None
     console.print(table)
 
     def budget(kind: str) -> str:
@@ -289,8 +301,7 @@ def serve(
     try:
         application = build_app(settings)
     except ConvMemError as exc:
-        errors.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        raise _failed(exc) from None
     console.print(
         f"convmem on http://{settings.host}:{settings.port}: MCP at /mcp, WebSocket at /ws, "
         "/health, /metrics"
@@ -315,8 +326,7 @@ def mcp(
     try:
         asyncio.run(serve_stdio(settings))
     except ConvMemError as exc:
-        errors.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        raise _failed(exc) from None
 
 
 @app.command()
@@ -330,8 +340,7 @@ def pal(
     try:
         run_pal(settings)
     except ConvMemError as exc:
-        errors.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        raise _failed(exc) from None
 
 
 def main(args: list[str] | None = None) -> None:

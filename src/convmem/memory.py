@@ -28,6 +28,7 @@ from convmem.errors import (
     ThreadNotFoundError,
 )
 from convmem.export import export_thread
+from convmem.extras import needs_extra
 from convmem.limits import InputLimits
 from convmem.models import Turn, freeze_mapping
 from convmem.sealing import NO_SEALING, Sealing
@@ -799,13 +800,8 @@ class Memory:
 def _encryption(settings: Settings) -> Sealing | None:
     if settings.encryption_keys is None:
         return None
-    try:
-        from convmem.encryption import Encryption  # needs the ``encryption`` extra
-    except ImportError as exc:
-        raise ConfigurationError(
-            "encryption keys are set but the cipher library is missing:"
-            " pip install 'convmem[encryption]'"
-        ) from exc
+    with needs_extra("encryption", "CONVMEM_ENCRYPTION_KEYS (encryption at rest)"):
+        from convmem.encryption import Encryption
     return Encryption(
         settings.encryption_keys.get_secret_value(),
         accept_plaintext=settings.encryption_accept_plaintext,
@@ -815,7 +811,8 @@ def _encryption(settings: Settings) -> Sealing | None:
 def _redis_tier(settings: Settings) -> L2Tier | None:
     if settings.cache_url is None:
         return None
-    from convmem.cache.redis import RedisCache  # imported only when a cache URL is set
+    with needs_extra("redis", "CONVMEM_CACHE_URL (the Redis tier)"):
+        from convmem.cache.redis import RedisCache  # imported only when a cache URL is set
 
     return RedisCache.from_url(
         settings.cache_url,

@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from convmem.errors import ConfigurationError
+from convmem.extras import needs_extra
 
 if TYPE_CHECKING:
     from convmem.stores.base import Store
@@ -36,13 +37,11 @@ def store_from_url(url: str, **options: Any) -> Store:
             f"unsupported store URL scheme {scheme!r} in {redact_url(url)!r}; "
             f"use one of {sorted(STORE_SCHEMES)}"
         ) from None
-    try:
+    if extra is None:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        hint = f"pip install 'convmem[{extra}]'" if extra else "reinstall convmem"
-        raise ConfigurationError(
-            f"the {scheme} store needs a driver that is not installed ({exc.name}): {hint}"
-        ) from exc
+    else:
+        with needs_extra(extra, f"the {scheme} store ({redact_url(url)})"):
+            module = importlib.import_module(module_name)
     store: Store = getattr(module, class_name).from_url(url, **options)
     return store
 

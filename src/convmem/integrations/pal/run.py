@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from convmem.errors import ConfigurationError
+from convmem.extras import needs_extra
 from convmem.integrations.pal import ConvmemStorage, install
 from convmem.memory import Memory
 from convmem.stores import redact_url
@@ -21,13 +21,9 @@ log = logging.getLogger("convmem.pal")
 def run_pal(settings: Settings) -> None:
     """Serve pal on stdin/stdout until its client leaves; convmem's store is opened
     before pal's first request and closed after its last."""
-    try:
+    with needs_extra("pal", "convmem pal (pal-mcp-server)"):
         import server as pal_server  # pal-mcp-server's entry module
         import utils.storage_backend  # noqa: F401 - pal's storage module, to install into
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"pal-mcp-server is not installed ({exc}): pip install 'convmem[pal]'"
-        ) from exc
     storage = ConvmemStorage(Memory.from_settings(settings))
     install(storage)
     cache = redact_url(settings.cache_url) if settings.cache_url else "no Redis"
