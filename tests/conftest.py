@@ -114,6 +114,9 @@ def clean_pg(pg_database: str) -> str:
         exists = conn.execute("SELECT to_regclass('convmem_threads') IS NOT NULL").fetchone()
         if exists and exists[0]:
             conn.execute("TRUNCATE convmem_threads CASCADE")
+        keys = conn.execute("SELECT to_regclass('convmem_sealing_keys') IS NOT NULL").fetchone()
+        if keys and keys[0]:
+            conn.execute("TRUNCATE convmem_sealing_keys")
     return pg_database
 
 

@@ -45,9 +45,8 @@ def test_demo_on_the_embedded_default_shows_the_round_trip_budget(tmp_path: Path
     assert (tmp_path / "data" / "convmem.db").exists()  # the default: a file under ./data
 
 
-def test_demo_with_redis_shows_every_tier(
-    pg_database: str, redis_url: str, redis_prefix: str
-) -> None:
+def test_demo_with_redis_shows_every_tier(clean_pg: str, redis_url: str, redis_prefix: str) -> None:
+    pg_database = clean_pg
     os.environ["CONVMEM_CACHE_PREFIX"] = redis_prefix
     try:
         result = convmem("demo", "--store", pg_url(pg_database), "--cache", redis_url)
@@ -62,8 +61,8 @@ def test_demo_with_redis_shows_every_tier(
     assert "L2 cache (Redis)" in result.stdout
 
 
-def test_thread_commands_on_postgres(pg_database: str, tmp_path: Path) -> None:
-    url = pg_url(pg_database)
+def test_thread_commands_on_postgres(clean_pg: str, tmp_path: Path) -> None:
+    url = pg_url(clean_pg)
     assert convmem("migrate", "--store", url).returncode == 0
     assert convmem("demo", "--store", url, "--continuations", "2").returncode == 0
     listed = convmem("threads", "list", "--store", url)
@@ -156,11 +155,23 @@ def test_keygen_then_rotate_keys_seals_every_thread_and_reports(tmp_path: Path) 
             return [t.turns[0].content for t in threads if t is not None]
 
     assert asyncio.run(read()) == ["clear", "for ann", "for bob"]
-    # A key that opens nothing: the thread is reported and the command fails.
+    # The rotation was complete: the old key alone now opens nothing, and is refused.
     lost = convmem("rotate-keys", env={**both, "CONVMEM_ENCRYPTION_KEYS": old_key})
     assert lost.returncode == 1
-    assert f"failed: {ids[1]}" in lost.stderr
-    assert "not among the configured encryption keys" in lost.stderr
+    assert lost.stderr.startswith("error: CONVMEM_ENCRYPTION_KEYS holds none of the keys")
+    assert len(lost.stderr.strip().splitlines()) == 1
+    # A thread under a key the rotation is not given is reported, and the command fails.
+    third_key = convmem("keygen").stdout.strip()
+
+    async def write_under_third_key() -> str:
+        async with Memory.from_url(url, encryption_keys=[third_key, new_key]) as memory:
+            return (await memory.create_thread(turns=[Turn(role="user", content="k3")])).id
+
+    under_third = asyncio.run(write_under_third_key())
+    partial = convmem("rotate-keys", env={**both, "CONVMEM_ENCRYPTION_KEYS": new_key})
+    assert partial.returncode == 1
+    assert f"failed: {under_third}" in partial.stderr
+    assert "not among the configured encryption keys" in partial.stderr
 
 
 def convmem_without(

@@ -31,10 +31,11 @@ from convmem.providers.echo import EchoProvider
 from convmem.server.mcp_app import build_mcp
 from convmem.server.metrics import Metrics
 from convmem.server.service import ConversationService
+from convmem.settings import Settings
 from convmem.stores.base import Resealed
 from convmem_bench.postgrest_standin import PostgrestStandIn
 from tests.conftest import Backend, MemoryFactory
-from tests.support.services import admin_connect
+from tests.support.services import admin_connect, pg_url
 
 SECRET = "sk-live-TOPSECRET-4242"
 KEY_A, KEY_B = new_key(), new_key()
@@ -418,3 +419,99 @@ async def test_a_retry_across_a_key_change_is_still_idempotent(backend: Backend)
     staged = Memory(backend.store, encryption=Encryption([KEY_A, KEY_B]))
     again = await staged.add_turns(thread.id, secret_turns("1")[:1])
     assert again.version == 4
+
+
+# -- failing closed: the keys a process holds against the keys the store's data needs ---
+
+
+async def test_without_a_key_a_store_holding_sealed_data_refuses_to_open(
+    backend: Backend, redis_url: str, redis_prefix: str
+) -> None:
+    """A process started without CONVMEM_ENCRYPTION_KEYS serves no ciphertext as text and
+    adds no plaintext turn: it does not open, with Redis holding the sealed copy or not."""
+    redis_settings = {"cache_url": redis_url, "cache_prefix": redis_prefix}
+    sealed = Memory.from_settings(
+        Settings.of(store_url="sqlite:///unused", encryption_keys=[KEY_A], **redis_settings),
+        store=backend.store,
+    )
+    async with sealed:  # Redis holds the thread's sealed copy
+        thread = await sealed.create_thread(turns=secret_turns("1"))
+    for settings in ({}, redis_settings):
+        keyless = Memory.from_settings(
+            Settings.of(store_url="sqlite:///unused", **settings), store=backend.store
+        )
+        with pytest.raises(ConfigurationError) as refused:
+            await keyless.open()
+        await keyless.aclose()
+        message = str(refused.value)
+        assert "CONVMEM_ENCRYPTION_KEYS is not set" in message
+        assert Encryption([KEY_A]).current_key_id in message
+        assert "\n" not in message
+    reader = Memory(backend.store, encryption=Encryption([KEY_A]))
+    read = await reader.get_thread(thread.id)
+    assert read is not None
+    assert len(read.turns) == 2  # nothing was added in clear
+
+
+async def test_a_wrong_key_is_refused_at_start_and_an_added_key_is_recorded(
+    backend: Backend,
+) -> None:
+    async with Memory(backend.store, encryption=Encryption([KEY_A])):
+        pass  # an empty store: the first keyed process records its key
+    stranger = Memory(backend.store, encryption=Encryption([KEY_B]))
+    with pytest.raises(ConfigurationError, match="holds none of the keys") as refused:
+        await stranger.open()
+    assert Encryption([KEY_A]).current_key_id in str(refused.value)
+    # The new key put first, the old one kept (a rotation's first step): accepted, and
+    # from then on the store holds data under both.
+    async with Memory(backend.store, encryption=Encryption([KEY_B, KEY_A])):
+        pass
+    both = sorted(Encryption([k]).current_key_id for k in (KEY_A, KEY_B))
+    assert await backend.store.sealing_keys(None, ()) == tuple(both)
+    async with Memory(backend.store, encryption=Encryption([KEY_B])):
+        pass  # knows one of them: starts (threads under the other fail one by one)
+    # A keyless process is refused; a plain store with nothing sealed is not.
+    with pytest.raises(ConfigurationError, match="CONVMEM_ENCRYPTION_KEYS is not set"):
+        await Memory(backend.store).open()
+
+
+async def test_a_complete_rotation_lets_the_old_key_go(backend: Backend) -> None:
+    old = Memory(backend.store, encryption=Encryption([KEY_A]))
+    await old.open()
+    await old.create_thread(metadata={"m": 1}, turns=secret_turns("1"))
+    rotating = Memory(backend.store, encryption=Encryption([KEY_B, KEY_A]))
+    await rotating.open()
+    backend.clock.advance(timedelta(minutes=2))  # past any REST retry of those writes
+    done = await rotate_keys(rotating)
+    assert done.failed == []
+    assert await backend.store.sealing_keys(None, ()) == (Encryption([KEY_B]).current_key_id,)
+    await Memory(backend.store, encryption=Encryption([KEY_B])).open()
+    with pytest.raises(ConfigurationError, match="holds none of the keys"):
+        await Memory(backend.store, encryption=Encryption([KEY_A])).open()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+async def test_an_upgraded_database_knows_the_keys_its_sealed_threads_were_written_with(
+    dialect: str, tmp_path: Path, clean_pg: str
+) -> None:
+    """Threads sealed before the store recorded its keys: the migration finds their key in
+    their sealed metadata, so a keyless process is refused on an upgraded database too."""
+    url = f"sqlite:///{tmp_path}/old.db" if dialect == "sqlite" else pg_url(clean_pg)
+    async with Memory.from_url(url, encryption_keys=[KEY_A]) as sealed:
+        await sealed.create_thread(metadata={"m": 1}, turns=secret_turns("1"))
+    # Back to the schema before sealing keys were recorded, sealed threads and all.
+    undo = [
+        "DROP TABLE convmem_sealing_keys",
+        "DELETE FROM convmem_schema_migrations WHERE name LIKE '%sealing_keys'",
+    ]
+    if dialect == "sqlite":
+        with sqlite3.connect(tmp_path / "old.db") as conn:
+            for statement in undo:
+                conn.execute(statement)
+    else:
+        with admin_connect(clean_pg) as conn:
+            for statement in undo:
+                conn.execute(statement)
+    with pytest.raises(ConfigurationError, match="CONVMEM_ENCRYPTION_KEYS is not set"):
+        async with Memory.from_url(url):  # migrates, then checks
+            pass

@@ -91,12 +91,14 @@ def migrate(store: StoreOption = None) -> None:
     """Apply pending schema migrations (idempotent; first start does it too)."""
 
     async def main() -> list[str]:
-        memory = _memory(store, cached=False)
-        await memory.open(migrate=False)  # opening would apply them and report nothing
+        # The store alone: opening a Memory would apply the migrations and report nothing,
+        # and check the encryption keys, which is no business of a schema upgrade.
+        target = _memory(store, cached=False).store
+        await target.open(migrate=False)
         try:
-            return await memory.migrate()
+            return await target.migrate()
         finally:
-            await memory.aclose()
+            await target.aclose()
 
     try:
         applied = asyncio.run(main())

@@ -29,6 +29,7 @@ from convmem.errors import (
 )
 from convmem.export import export_thread
 from convmem.extras import needs_extra
+from convmem.key_check import check_sealing_keys
 from convmem.limits import InputLimits
 from convmem.models import Turn, freeze_mapping
 from convmem.sealing import NO_SEALING, Sealing
@@ -247,9 +248,16 @@ class Memory:
     # -- lifetime --------------------------------------------------------------
 
     async def open(self, *, migrate: bool = True) -> None:
-        """Connect the store, apply pending migrations (unless ``migrate=False``), and
-        subscribe to invalidations."""
+        """Connect the store, apply pending migrations (unless ``migrate=False``), check
+        the encryption keys against the store's (``convmem.key_check``), and subscribe to
+        invalidations.
+
+        Raises:
+            ConfigurationError: the store holds sealed data and no key or the wrong key
+                is configured; a missing schema.
+        """
         await self.store.open(migrate=migrate)
+        await check_sealing_keys(self.store, self._sealing)
         await self._cache.start()
 
     async def aclose(self) -> None:
@@ -746,6 +754,14 @@ class Memory:
         changed = await self._write(lambda: self.store.reseal(thread_id, turns, header))
         await self._cache.evict(thread_id)
         return changed
+
+    async def forget_older_sealing_keys(self) -> None:
+        """After a complete rotation: record that the store holds sealed data under the
+        newest key only (one store round trip), so the older keys may be dropped."""
+        key_ids = self._sealing.key_ids
+        if not key_ids:
+            raise ConfigurationError("key rotation needs encryption keys (CONVMEM_ENCRYPTION_KEYS)")
+        await self._write(lambda: self.store.sealing_keys(key_ids[0], key_ids, only=True))
 
     async def purge_expired(self) -> int:
         """Delete every expired thread from the store; return how many."""

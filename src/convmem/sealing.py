@@ -23,6 +23,11 @@ class Sealing(Protocol):
         """False for the identity: a sealed copy is then also a plaintext one."""
         ...
 
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """The ids of the keys it opens, the one it seals with first; none for the identity."""
+        ...
+
     def seal_turns(self, thread_id: str, turns: Sequence[Turn]) -> Sequence[Turn]: ...
     def seal_metadata(self, thread_id: str, metadata: Mapping[str, Any]) -> Mapping[str, Any]: ...
     def open_turns(self, thread_id: str, turns: Sequence[Turn]) -> tuple[Turn, ...]: ...
@@ -41,6 +46,7 @@ class _NoSealing:
     """Encryption off: everything passes through unchanged."""
 
     encrypts = False
+    key_ids: tuple[str, ...] = ()
 
     def seal_turns(self, thread_id: str, turns: Sequence[Turn]) -> Sequence[Turn]:
         return turns

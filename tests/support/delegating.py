@@ -38,6 +38,11 @@ class DelegatingStore(Store):
     async def ping(self) -> None:
         await self.inner.ping()
 
+    async def sealing_keys(
+        self, current: str | None, known: Sequence[str], *, only: bool = False
+    ) -> tuple[str, ...]:
+        return await self.inner.sealing_keys(current, known, only=only)
+
     async def load(self, thread_id: str, *, owner: str | None) -> Thread | None:
         return await self.inner.load(thread_id, owner=owner)
 

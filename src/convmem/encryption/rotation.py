@@ -43,7 +43,9 @@ async def rotate_keys(
     """Reseal every thread after ``after`` (all of them by default), ``batch`` per page.
 
     A thread that cannot be opened (a missing key, tampering) or whose write fails is
-    listed in ``failed`` and the rotation goes on with the others.
+    listed in ``failed`` and the rotation goes on with the others. A run that fails none
+    records that the store holds sealed data under the newest key only, so a process
+    configured without the older keys may then start (``convmem.key_check``).
     """
     progress = Rotation(last_id=after)
     while True:
@@ -64,4 +66,6 @@ async def rotate_keys(
         if on_batch is not None and page:
             on_batch(progress)
         if len(page) < batch:
+            if not progress.failed:
+                await memory.forget_older_sealing_keys()
             return progress

@@ -58,6 +58,10 @@ class Encryption:
     def current_key_id(self) -> str:
         return self.ring.current.id
 
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(key.id for key in self.ring.keys)
+
     # -- sealing ------------------------------------------------------------------
 
     def seal_turn(self, thread_id: str, turn: Turn) -> Turn:

@@ -435,6 +435,16 @@ class Store(ABC):
         still equals ``old``. Seq, role, key, times and the version do not change (the
         plaintext is the same). Returns how many rows changed."""
 
+    @abstractmethod
+    async def sealing_keys(
+        self, current: str | None, known: Sequence[str], *, only: bool = False
+    ) -> tuple[str, ...]:
+        """The ids of the encryption keys this store holds sealed data under, sorted
+        (1 round trip), after recording ``current`` (the key a process seals with) if
+        the store holds no sealed data yet or holds some under one of ``known`` (the
+        keys that process can open); ``only``, after a complete rotation, forgets the
+        others. ``current=None`` only reads. Concurrent calls take turns."""
+
 
 class SnapshotStore(Store):
     """A store whose ``load`` and ``load_since`` are one read of a thread's header and the

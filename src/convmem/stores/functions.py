@@ -357,6 +357,18 @@ class FunctionStore(SnapshotStore):
         )
         return int(changed or 0)
 
+    async def sealing_keys(
+        self, current: str | None, known: Sequence[str], *, only: bool = False
+    ) -> tuple[str, ...]:
+        recorded = await self._value(
+            Call(
+                "convmem_sealing_keys",
+                {"p_current": current, "p_known": list(known), "p_only": only},
+                returns_rows=False,
+            )
+        )
+        return tuple(recorded or ())
+
     async def schema_version(self) -> int:
         """The newest migration recorded in the database (0 when none is)."""
         version = await self._value(Call("convmem_schema_version", {}, returns_rows=False))

@@ -530,6 +530,26 @@ class SqliteStore(SnapshotStore):
 
         return await self._run(lambda: self._transaction(remove))
 
+    async def sealing_keys(
+        self, current: str | None, known: Sequence[str], *, only: bool = False
+    ) -> tuple[str, ...]:
+        now = to_micros(self.clock())
+
+        def record(conn: sqlite3.Connection) -> tuple[str, ...]:
+            recorded = {row[0] for row in conn.execute("SELECT key_id FROM convmem_sealing_keys")}
+            if current is not None and (not recorded or recorded & set(known)):
+                conn.execute(
+                    "INSERT OR IGNORE INTO convmem_sealing_keys (key_id, recorded_at)"
+                    " VALUES (?, ?)",
+                    (current, now),
+                )
+                if only:
+                    conn.execute("DELETE FROM convmem_sealing_keys WHERE key_id <> ?", (current,))
+                recorded = {current} if only else recorded | {current}
+            return tuple(sorted(recorded))
+
+        return await self._run(lambda: self._transaction(record))
+
     async def purge_expired(self) -> int:
         now = to_micros(self.clock())
 
