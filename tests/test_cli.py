@@ -6,13 +6,17 @@ import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from convmem import Memory, Turn
+from convmem_bench.pgbouncer import free_port
 from tests.support.services import pg_url
 
 
@@ -238,3 +242,101 @@ def test_a_missing_extra_is_one_line_that_names_it_and_how_to_install_it(
     assert f"needs the '{extra}' extra" in lines[0]
     assert f"pip install '.[{extra}]'" in lines[0]  # Rich markup did not swallow [extra]
     assert any(name in lines[0] for name in missing)
+
+
+# -- start-up: one line that names the cause, the variable and what to do -------------
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "convmem on http" not in result.stdout  # nothing was announced
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+def test_serve_on_a_postgres_that_does_not_answer_says_why(tmp_path: Path) -> None:
+    port = free_port()
+    line = one_line_error(
+        convmem("serve", "--store", f"postgresql://postgres@127.0.0.1:{port}/test", cwd=tmp_path)
+    )
+    assert f"cannot connect to PostgreSQL at postgresql://postgres@127.0.0.1:{port}/test" in line
+    assert "Connection refused" in line
+
+
+def test_serve_on_a_database_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    line = one_line_error(
+        convmem("serve", "--store", "postgresql://postgres@127.0.0.1:5432/no_such_db_here")
+    )
+    assert 'database "no_such_db_here" does not exist' in line
+
+
+def test_serve_on_a_busy_port_names_the_setting(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_line_error(convmem("serve", cwd=tmp_path, env={"CONVMEM_PORT": str(port)}))
+    assert f"port {port} on 127.0.0.1 is in use" in line
+    assert "CONVMEM_PORT" in line
+
+
+def test_a_bad_value_names_the_variable_that_supplied_it(tmp_path: Path) -> None:
+    line = one_line_error(convmem("serve", cwd=tmp_path, env={"EXAI_WS_PORT": "eighty"}))
+    assert "EXAI_WS_PORT='eighty'" in line
+    assert "valid integer" in line
+
+
+def test_a_misspelt_variable_is_warned_with_the_nearest_name(tmp_path: Path) -> None:
+    result = convmem(
+        "threads", "list", cwd=tmp_path, env={"CONVMEM_STOR_URL": f"sqlite:///{tmp_path}/x.db"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "CONVMEM_STOR_URL is not a convmem setting and is ignored; did you mean"
+        " CONVMEM_STORE_URL?" in result.stderr
+    )
+
+
+def test_a_redis_that_does_not_answer_is_named_and_health_says_degraded(
+    tmp_path: Path,
+) -> None:
+    port, dead = free_port(), free_port()
+    env = {
+        **os.environ,
+        "CONVMEM_PORT": str(port),
+        "CONVMEM_CACHE_URL": f"redis://127.0.0.1:{dead}",
+        "NO_COLOR": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "convmem", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        health = None
+        for _ in range(100):
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert health is not None
+        assert health.status_code == 200  # the store serves: the instance stays in rotation
+        assert health.json() == {
+            "ok": True,
+            "status": "degraded",
+            "store": "ok",
+            "redis": "down",
+        }
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=20)
+    assert f"Redis does not answer (ConnectionError: Error 111 connecting to 127.0.0.1:{dead}" in (
+        stderr
+    )
+    assert "L1 is bypassed" in stderr

@@ -132,7 +132,7 @@ async def test_unauthenticated_health_shows_a_status_word_only(live: LiveServer)
 
     async with httpx2.AsyncClient() as http:
         body = (await http.get(f"{live.url}/health")).json()
-    assert body == {"ok": True, "store": "ok", "redis": "disabled"}
+    assert body == {"ok": True, "status": "ok", "store": "ok", "redis": "disabled"}
 
 
 async def test_health_when_supabase_refuses_the_key_is_a_word_not_a_crash(

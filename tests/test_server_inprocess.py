@@ -116,7 +116,13 @@ async def test_thread_tools_and_resource(memory: Memory) -> None:
         assert stats is not None
         assert stats["store_writes"] >= 1
         health = (await client.call_tool("health", {})).structured_content
-        assert health == {"ok": True, "store": "ok", "redis": "disabled", "detail": None}
+        assert health == {
+            "ok": True,
+            "status": "ok",
+            "store": "ok",
+            "redis": "disabled",
+            "detail": None,
+        }
         deleted = (
             await client.call_tool("thread_delete", {"continuation_id": cid})
         ).structured_content

@@ -135,7 +135,7 @@ async def test_health_and_metrics(live: LiveServer) -> None:
     async with httpx2.AsyncClient() as http:
         health = await http.get(f"{live.url}/health")
         metrics = (await http.get(f"{live.url}/metrics")).text
-    assert health.json() == {"ok": True, "store": "ok", "redis": "disabled"}
+    assert health.json() == {"ok": True, "status": "ok", "store": "ok", "redis": "disabled"}
     assert 'convmem_requests_total{outcome="ok",tool="chat",transport="http"}' in metrics
     assert 'convmem_store_round_trips_total{kind="write"}' in metrics
     assert 'convmem_cache_hits_total{layer="l1"}' in metrics

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+import psycopg
+
 from convmem.encryption import new_key
 from convmem_bench import measure
 from convmem_bench.flows import ConvMemFlow, Forget
@@ -57,7 +59,17 @@ async def measure_encryption(
                     f"  on {result.on_p50_ms:7.2f} ms  ({result.overhead:+.1%})"
                 )
         rig.set_latency(0.0)
+    _forget_sealed_data(rig)
     return results
+
+
+def _forget_sealed_data(rig: Rig) -> None:
+    """The sealed side's threads and its key's record go, so the benchmarks after this
+    one run keyless on the same database (convmem refuses to serve sealed data without
+    its key)."""
+    with psycopg.connect(rig.direct_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM convmem_threads WHERE metadata ? 'cm1'")
+        conn.execute("DELETE FROM convmem_sealing_keys")
 
 
 async def _side_by_side(

@@ -289,9 +289,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Defaults to CONVMEM_PORT or 8079.")] = None,
 ) -> None:
     """Serve MCP over Streamable HTTP (/mcp), the WebSocket daemon (/ws), /health, /metrics."""
-    import uvicorn
-
-    from convmem.server.app import build_app, warn_if_exposed
+    from convmem.server.app import serve_http, warn_if_exposed
 
     overrides: dict[str, str | int | None] = {"store_url": store, "cache_url": cache, "host": host}
     if port is not None:
@@ -299,22 +297,21 @@ def serve(
     settings = _settings(**overrides)
     warning = warn_if_exposed(settings)
     if warning:
-        errors.print(f"[bold red]{warning}[/]")
+        errors.print(f"[bold red]{escape(warning)}[/]")
+
+    def listening() -> None:
+        console.print(
+            f"convmem on http://{settings.host}:{settings.port}: MCP at /mcp, WebSocket at /ws,"
+            " /health, /metrics",
+            highlight=False,
+        )
+
     try:
-        application = build_app(settings)
+        asyncio.run(serve_http(settings, on_listening=listening))
     except ConvMemError as exc:
         raise _failed(exc) from None
-    console.print(
-        f"convmem on http://{settings.host}:{settings.port}: MCP at /mcp, WebSocket at /ws, "
-        "/health, /metrics"
-    )
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        ws_max_size=settings.max_frame_bytes * 2,  # larger frames get our error frame, not a drop
-        log_level="warning",
-    )
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

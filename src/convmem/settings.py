@@ -11,6 +11,10 @@ mean the same thing (``REDIS_URL``, ``L1_CACHE_TTL_SECS``, ``L2_CACHE_TTL_SECS``
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -27,6 +31,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from convmem.compaction import CompactionPolicy
 from convmem.errors import ConfigurationError, InvalidInputError
 from convmem.limits import InputLimits, ThreadLimits
+
+log = logging.getLogger("convmem.settings")
 
 DEFAULT_STORE_URL = "sqlite:///./data/convmem.db"
 # Without compaction the whole history is sent and dropped from the front as it grows
@@ -178,13 +184,25 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
-        """Read the environment (plus ``overrides``); raise ``ConfigurationError`` when invalid."""
-        return _validated(cls, overrides)
+        """Read the environment (plus ``overrides``); raise ``ConfigurationError`` when
+        invalid, naming the variable that supplied the bad value. An unknown ``CONVMEM_*``
+        variable is logged as a warning with the nearest known name."""
+        for warning in unknown_variables(os.environ):
+            log.warning("%s", warning)
+        return _validated(cls, overrides, os.environ)
 
     @classmethod
     def of(cls, **values: Any) -> Settings:
         """Only ``values`` and the defaults; reads no environment variable."""
-        return _validated(_ValuesOnly, values)
+        return _validated(_ValuesOnly, values, {})
+
+    @classmethod
+    def variables(cls) -> tuple[str, ...]:
+        """Every environment variable a setting is read from, each ``CONVMEM_*`` name and
+        the seed's and Supabase's aliases."""
+        return tuple(
+            name for field in cls.model_fields for name in _variables_of(field) if name.isupper()
+        )
 
     @property
     def turn_limit(self) -> int:
@@ -229,12 +247,70 @@ class _ValuesOnly(Settings):
         return (init_settings,)
 
 
-def _validated(cls: type[Settings], values: dict[str, Any]) -> Settings:
+# Read elsewhere: the model provider's variables (convmem.providers.select), and the
+# repository's own tools (tests, benchmarks, chaos runs), which are no settings.
+_OTHER_VARIABLES = frozenset(
+    {
+        "CONVMEM_PROVIDER",
+        "CONVMEM_MODEL",
+        "CONVMEM_MODEL_API_KEY",
+        "CONVMEM_MODEL_BASE_URL",
+        "CONVMEM_MODEL_TIMEOUT_SECONDS",
+        "CONVMEM_MODEL_MAX_RETRIES",
+    }
+)
+_TOOL_PREFIXES = ("CONVMEM_TEST_", "CONVMEM_BENCH_", "CONVMEM_CHAOS")
+# Never repeated in an error message.
+_SECRET_FIELDS = frozenset({"token", "client_tokens", "encryption_keys", "supabase_service_key"})
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A warning for each ``CONVMEM_*`` variable in ``env`` that nothing reads (a typo,
+    most likely), with the nearest known name."""
+    known = {*Settings.variables(), *_OTHER_VARIABLES}
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith("CONVMEM_") or name in known or name.startswith(_TOOL_PREFIXES):
+            continue
+        nearest = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {nearest[0]}?" if nearest else " (see the README's Configuration)"
+        warnings.append(f"{name} is not a convmem setting and is ignored{hint}")
+    return warnings
+
+
+def _variables_of(field: str) -> tuple[str, ...]:
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice) for choice in alias.choices)
+    return (field,)
+
+
+def _source_of(field: str, values: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """Where a field's value came from: the keyword it was given as, else the first
+    variable set among its names (the CONVMEM_* one wins, as in reading)."""
+    if field in values:
+        return field
+    names = _variables_of(field)
+    return next((name for name in names if name.isupper() and name in env), field)
+
+
+def _validated(cls: type[Settings], values: dict[str, Any], env: Mapping[str, str]) -> Settings:
     try:
         return cls(**values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigurationError(f"invalid convmem settings: {problems}") from exc
+        problems = []
+        for err in exc.errors(include_url=False):
+            field = str(err["loc"][0]) if err["loc"] else ""
+            if field in cls.model_fields:
+                source = _source_of(field, values, env)
+                shown = env.get(source, values.get(source, err.get("input")))
+                value = "<hidden>" if field in _SECRET_FIELDS else repr(shown)
+                problems.append(f"{source}={value}: {_plain_message(err['msg'])}")
+            else:
+                problems.append(_plain_message(err["msg"]))
+        raise ConfigurationError(f"invalid convmem settings: {'; '.join(problems)}") from exc
+
+
+def _plain_message(message: str) -> str:
+    """Pydantic's message in the words of this one: ``Value error, x`` is just ``x``."""
+    return message.removeprefix("Value error, ")

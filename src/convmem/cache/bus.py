@@ -46,6 +46,7 @@ class InvalidationListener:
         self._max_retry_after = max_retry_after
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self.last_error: str | None = None  # why the last subscription attempt failed
 
     @property
     def subscribed(self) -> bool:
@@ -57,7 +58,12 @@ class InvalidationListener:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._subscribed.wait(), wait)
         if not self.subscribed:
-            log.warning("invalidation channel not subscribed yet; L1 bypassed until it is")
+            why = self.last_error or f"no answer within {wait:g} s"
+            log.warning(
+                "Redis does not answer (%s): the invalidation channel is not subscribed, so"
+                " L1 is bypassed and reads go to the store until it is; retrying",
+                why,
+            )
 
     async def wait_subscribed(self, within: float) -> bool:
         with contextlib.suppress(TimeoutError):
@@ -86,6 +92,7 @@ class InvalidationListener:
                         self._subscribed.set()
                         delay = self._retry_after
             except L2Error as exc:
+                self.last_error = str(exc)
                 if self._subscribed.is_set():
                     self._subscribed.clear()
                     log.warning("invalidation subscription lost (%s); L1 bypassed", exc)

@@ -4,9 +4,11 @@ daemon at ``/ws``, ``GET /health`` and ``GET /metrics``; and ``convmem mcp`` on 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -14,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from convmem.errors import ConfigurationError
 from convmem.memory import Memory
 from convmem.providers import provider_from_env
 from convmem.server.auth import TokenTable, current_owner
@@ -75,9 +78,15 @@ class TokenAuth:
 def build_app(
     settings: Settings, *, memory: Memory | None = None, provider: Provider | None = None
 ) -> Starlette:
-    """The whole HTTP face. Opens the Memory (and closes it) in the app's lifespan."""
-    memory = memory or Memory.from_settings(settings)
-    provider = provider or provider_from_env()
+    """The whole HTTP face. What it builds (the Memory, the provider when not given) it
+    opens and closes in the app's lifespan; what it is given it leaves as it is."""
+    owned: list[Memory | Provider] = []
+    if memory is None:
+        memory = Memory.from_settings(settings)
+        owned.append(memory)
+    if provider is None:
+        provider = provider_from_env()
+        owned.append(provider)
     tokens = TokenTable.from_settings(settings.token, settings.client_tokens)
     service = ConversationService.from_settings(memory, provider, settings)
     metrics = Metrics(memory)
@@ -119,18 +128,23 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with memory, mcp.session_manager.run():
-            log.info(
-                "convmem serving on %s:%d (provider %s)",
-                settings.host,
-                settings.port,
-                provider.name,
-            )
-            try:
-                yield
-            finally:
-                await service.aclose()
-                await provider.aclose()
+        if memory in owned:
+            await memory.open()
+        try:
+            async with mcp.session_manager.run():
+                log.info(
+                    "convmem serving on %s:%d (provider %s)",
+                    settings.host,
+                    settings.port,
+                    provider.name,
+                )
+                try:
+                    yield
+                finally:
+                    await service.aclose()
+        finally:
+            for part in reversed(owned):
+                await part.aclose()
 
     app = Starlette(
         routes=[
@@ -204,6 +218,62 @@ def warn_if_exposed(settings: Settings) -> str | None:
         f"WARNING: convmem listens on {settings.host}:{settings.port} WITHOUT A TOKEN: anyone who "
         "can reach this address can read and write every conversation. Set CONVMEM_TOKEN."
     )
+
+
+async def serve_http(settings: Settings, *, on_listening: Callable[[], None]) -> None:
+    """``convmem serve``: bind the port, open the store (and check the keys), then call
+    ``on_listening`` and serve until stopped. A busy port or a store that cannot be
+    opened raises ``ConvMemError`` before anything is announced."""
+    import uvicorn  # the server's own dependency; the library does not need it
+
+    listener = _bound_socket(settings.host, settings.port)
+    try:
+        async with Memory.from_settings(settings) as memory:
+            provider = provider_from_env()
+            try:
+                config = uvicorn.Config(
+                    build_app(settings, memory=memory, provider=provider),
+                    # Larger frames get our error frame, not a dropped connection.
+                    ws_max_size=settings.max_frame_bytes * 2,
+                    log_level="warning",
+                )
+                on_listening()
+                await uvicorn.Server(config).serve(sockets=[listener])
+            finally:
+                await provider.aclose()
+    finally:
+        listener.close()
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, or a ``ConfigurationError`` that says which
+    setting to change."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ConfigurationError(
+            f"cannot listen on {host!r}: {exc.strerror}; set CONVMEM_HOST (or --host) to an"
+            " address of this machine, such as 127.0.0.1"
+        ) from None
+    listener = socket.socket(family, kind, proto)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(address)
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigurationError(
+                f"port {port} on {host} is in use by another process: stop it, or set"
+                " CONVMEM_PORT (or --port) to a free port"
+            ) from None
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {exc.strerror}; set CONVMEM_HOST and"
+            " CONVMEM_PORT (or --host, --port) to an address this process may bind"
+        ) from None
+    listener.set_inheritable(True)
+    return listener
 
 
 async def serve_stdio(settings: Settings) -> None:

@@ -110,8 +110,12 @@ StoreStatus = Literal["ok", "timeout", "unavailable", "error"]
 RedisStatus = Literal["ok", "down", "disabled"]
 
 
+HealthStatus = Literal["ok", "degraded", "unavailable"]
+
+
 class Health(BaseModel):
-    ok: bool
+    ok: bool  # the store answers: this instance serves (without Redis too, from the store)
+    status: HealthStatus  # degraded: Redis is configured and does not answer
     store: StoreStatus
     redis: RedisStatus
     detail: str | None = None  # what the store said; only for an authenticated caller
@@ -337,8 +341,15 @@ class ConversationService:
         except TimeoutError:
             answered = False
         redis: RedisStatus = "disabled" if answered is None else "ok" if answered else "down"
+        status: HealthStatus = (
+            "unavailable" if store != "ok" else "degraded" if redis == "down" else "ok"
+        )
         return Health(
-            ok=store == "ok", store=store, redis=redis, detail=detail if detailed else None
+            ok=store == "ok",
+            status=status,
+            store=store,
+            redis=redis,
+            detail=detail if detailed else None,
         )
 
 

@@ -11,9 +11,11 @@ own plans are cached by the server connection either way.
 
 from __future__ import annotations
 
+import logging
 import math
 import select
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -134,16 +136,32 @@ class PostgresStore(FunctionStore):
         if self._opened:
             return
         try:
-            await self._pool.open(wait=True, timeout=max(self.connect_timeout, self.pool_timeout))
+            with _pool_warnings_muted():  # the failure is raised with its cause, once
+                await self._pool.open(
+                    wait=True, timeout=max(self.connect_timeout, self.pool_timeout)
+                )
         except PoolTimeout as exc:
             await self._pool.close()
             raise StoreUnavailableError(
-                f"cannot connect to PostgreSQL at {redact_url(self.conninfo)}: {exc}; "
-                "check that it runs and retry"
+                f"cannot connect to PostgreSQL at {redact_url(self.conninfo)}:"
+                f" {await self._why_not_connected() or exc}"
             ) from exc
         self._opened = True
         if migrate:
             await self.migrate()
+
+    async def _why_not_connected(self) -> str | None:
+        """The server's or the network's own words for a pool that could not connect (the
+        pool says only that it timed out; psycopg logs the cause as a warning): one
+        direct attempt, its error on one line."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.conninfo, connect_timeout=max(1, math.ceil(self.connect_timeout))
+            )
+        except psycopg.Error as exc:
+            return " ".join(str(exc).split()).removeprefix("connection failed: ")
+        await conn.close()
+        return None
 
     async def aclose(self) -> None:
         if self._opened:
@@ -273,6 +291,19 @@ class _UtcTimestamptzLoader(TimestamptzLoader):
 class _UtcTimestamptzBinaryLoader(TimestamptzBinaryLoader):
     def load(self, data: Any) -> datetime:
         return super().load(data).astimezone(UTC)
+
+
+@contextmanager
+def _pool_warnings_muted() -> Iterator[None]:
+    """psycopg-pool logs each failed connection attempt as a warning of several lines;
+    while opening, the one error that says why replaces them."""
+    logger = logging.getLogger("psycopg.pool")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 async def _configure(conn: AsyncConnection[Any]) -> None:
