@@ -1,6 +1,9 @@
 # The two commands of the README: `make run` and `make test`. Each sets everything up first.
 # `make run` installs what serving needs (every store and Redis driver); `make test`,
 # `make bench` and the linters install the development extra on top.
+# bash with pipefail: an install piped through its progress filter still fails when pip does.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,12 +16,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# pip's own progress (one line per package it collects), after a line that says what is
+# happening: the first install takes a minute or more.
 $(BIN)/.installed-all: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[all]"
+	@echo "installing convmem with its store and Redis drivers into $(VENV) (the first time takes a minute or two) ..."
+	$(BIN)/pip install --progress-bar off -e ".[all]" | awk '/^(Collecting|Successfully installed)/'
 	@touch $@
 
 $(BIN)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev]"
+	@echo "installing convmem with its development tools into $(VENV) (the first time takes several minutes) ..."
+	$(BIN)/pip install --progress-bar off -e ".[dev]" | awk '/^(Collecting|Successfully installed)/'
 	@touch $@ $(BIN)/.installed-all
 
 setup: $(BIN)/.installed-all

@@ -89,7 +89,7 @@ def test_thread_commands_on_postgres(clean_pg: str, tmp_path: Path) -> None:
     assert convmem("threads", "delete", thread_id, "--store", url).returncode == 0
     gone = convmem("threads", "show", thread_id, "--store", url)
     assert gone.returncode == 1
-    assert f"no thread {thread_id}" in gone.stderr
+    assert f"no live thread {thread_id} without an owner" in gone.stderr
     purged = convmem("threads", "purge", "--store", url)
     assert purged.returncode == 0
     assert "purged 0 expired thread(s)" in purged.stdout
@@ -340,3 +340,111 @@ def test_a_redis_that_does_not_answer_is_named_and_health_says_degraded(
         stderr
     )
     assert "L1 is bypassed" in stderr
+
+
+# -- a CLI for people and for scripts ------------------------------------------------
+
+
+def test_version_and_every_flag_described(tmp_path: Path) -> None:
+    shown = convmem("--version", cwd=tmp_path)
+    assert shown.returncode == 0
+    assert re.fullmatch(r"convmem \d+\.\d+\.\d+\S*\n", shown.stdout)
+    commands = [
+        (),
+        ("demo",),
+        ("serve",),
+        ("mcp",),
+        ("pal",),
+        ("migrate",),
+        ("keygen",),
+        ("rotate-keys",),
+        ("threads", "list"),
+        ("threads", "show"),
+        ("threads", "export"),
+        ("threads", "delete"),
+        ("threads", "purge"),
+    ]
+    for command in commands:
+        helped = convmem(*command, "--help", cwd=tmp_path)
+        assert helped.returncode == 0, helped.stderr
+        assert "<bool>" not in helped.stdout
+        options = helped.stdout.split("Options:", 1)[1]
+        for line in options.splitlines():
+            flag = re.match(r"\s+(-\w, )?(--[\w-]+)( <[^>]+>)?\s*(.*)", line)
+            if flag:  # every option line says what the option is for
+                assert flag.group(4).strip(), f"{' '.join(command)} {flag.group(2)}: {line!r}"
+
+
+def test_threads_of_other_owners_are_found_with_owner_or_all_owners(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/owners.db"
+
+    async def write() -> dict[str | None, str]:
+        async with Memory.from_url(url) as memory:
+            made = {}
+            for owner in ("default", "alice", None):
+                thread = await memory.create_thread(
+                    owner=owner, tool_name="chat", turns=[Turn(role="user", content=f"hi {owner}")]
+                )
+                made[owner] = thread.id
+            return made
+
+    made = asyncio.run(write())
+    env = {"CONVMEM_STORE_URL": url}
+    # Without --owner: the threads without an owner, and a hint about the others.
+    mine = convmem("threads", "list", "--json", env=env)
+    assert [t["id"] for t in json.loads(mine.stdout)["threads"]] == [made[None]]
+    every = json.loads(convmem("threads", "list", "--all-owners", "--json", env=env).stdout)
+    assert {(t["id"], t["owner"]) for t in every["threads"]} == {(v, k) for k, v in made.items()}
+    assert every["next_cursor"] is None
+    alice = json.loads(convmem("threads", "list", "--owner", "alice", "--json", env=env).stdout)
+    assert [t["owner"] for t in alice["threads"]] == ["alice"]
+    none_for_bob = convmem("threads", "list", "--owner", "bob", env=env)
+    assert none_for_bob.returncode == 0
+    assert "no live threads of owner 'bob'" in none_for_bob.stderr
+    assert "--all-owners" in none_for_bob.stderr
+    # show: a thread of another owner is not found without --owner, with a hint.
+    hidden = convmem("threads", "show", made["default"], env=env)
+    assert hidden.returncode == 1
+    assert "CONVMEM_TOKEN's client is owner 'default'" in hidden.stderr
+    assert "--owner NAME" in hidden.stderr
+    shown = convmem("threads", "show", made["default"], "--owner", "default", env=env)
+    assert "hi default" in shown.stdout
+    as_json = convmem("threads", "show", made["alice"], "--all-owners", "--json", env=env)
+    assert json.loads(as_json.stdout)["owner"] == "alice"
+    both = convmem("threads", "show", made["alice"], "--all-owners", "--owner", "x", env=env)
+    assert both.returncode == 2
+    deleted = convmem("threads", "delete", made["alice"], "--all-owners", env=env)
+    assert deleted.returncode == 0, deleted.stderr
+    gone = convmem("threads", "show", made["alice"], "--all-owners", env=env)
+    assert gone.returncode == 1
+    assert f"no live thread {made['alice']}" in gone.stderr
+
+
+def test_a_piped_listing_is_tab_separated_and_never_cut(tmp_path: Path) -> None:
+    """Piped (not a terminal), whatever COLUMNS says: one line per thread, nothing cut."""
+    url = f"sqlite:///{tmp_path}/piped.db"
+
+    async def write() -> str:
+        async with Memory.from_url(url) as memory:
+            made = await memory.create_thread(
+                owner="a-rather-long-owner-name", tool_name="a-rather-long-tool-name"
+            )
+            return made.id
+
+    thread_id = asyncio.run(write())
+    listed = convmem(
+        "threads", "list", "--all-owners", env={"CONVMEM_STORE_URL": url, "COLUMNS": "40"}
+    )
+    lines = listed.stdout.splitlines()
+    assert lines[0].split("\t") == [
+        "id",
+        "owner",
+        "tool",
+        "turns",
+        "updated (UTC)",
+        "expires (UTC)",
+        "parent",
+    ]
+    fields = lines[1].split("\t")
+    assert fields[:4] == [thread_id, "a-rather-long-owner-name", "a-rather-long-tool-name", "0"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", fields[4])

@@ -39,12 +39,14 @@ PASTE_ORDER = (
     "postgres/0005_summaries.sql",
     "postgres/0006_rewrite.sql",
     "postgres/0007_sealing_keys.sql",
+    "postgres/0008_operator_reads.sql",
     "supabase/0102_row_level_security.sql",
     "supabase/0103_lock_down_reseal.sql",
     "supabase/0104_lock_down_revisions.sql",
     "supabase/0105_lock_down_summaries.sql",
     "supabase/0106_lock_down_rewrite.sql",
     "supabase/0107_lock_down_sealing_keys.sql",
+    "supabase/0108_lock_down_operator_reads.sql",
 )
 
 
@@ -130,12 +132,14 @@ async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_s
         (5, "0005_summaries"),
         (6, "0006_rewrite"),
         (7, "0007_sealing_keys"),
+        (8, "0008_operator_reads"),
         (102, "0102_row_level_security"),
         (103, "0103_lock_down_reseal"),
         (104, "0104_lock_down_revisions"),
         (105, "0105_lock_down_summaries"),
         (106, "0106_lock_down_rewrite"),
         (107, "0107_lock_down_sealing_keys"),
+        (108, "0108_lock_down_operator_reads"),
     ]
     assert_locked_down(fresh_database)
     # Pasting again changes nothing and fails nothing.
@@ -181,7 +185,7 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     assert first.returncode == 0, first.stderr
     assert (
         "applied 0001_init, 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries,"
-        " 0006_rewrite, 0007_sealing_keys" in first.stdout
+        " 0006_rewrite, 0007_sealing_keys, 0008_operator_reads" in first.stdout
     )
     again = convmem("migrate", "--store", url)
     assert "nothing was pending" in again.stdout
@@ -189,12 +193,12 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     supabase = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
     assert (
         "applied 0102_row_level_security, 0103_lock_down_reseal, 0104_lock_down_revisions,"
-        " 0105_lock_down_summaries, 0106_lock_down_rewrite, 0107_lock_down_sealing_keys"
-        in " ".join(supabase.stdout.split())
+        " 0105_lock_down_summaries, 0106_lock_down_rewrite, 0107_lock_down_sealing_keys,"
+        " 0108_lock_down_operator_reads" in " ".join(supabase.stdout.split())
     )
     assert [v for v, _ in recorded(fresh_database)] == [
-        *range(1, 8),
-        *range(102, 108),
+        *range(1, 9),
+        *range(102, 109),
     ]
 
 
@@ -208,8 +212,9 @@ def test_a_project_on_the_previous_release_gets_the_rotation_functions_locked_do
     assert result.returncode == 0, result.stderr
     assert (
         "applied 0003_reseal, 0004_revisions, 0005_summaries, 0006_rewrite,"
-        " 0007_sealing_keys, 0103_lock_down_reseal, 0104_lock_down_revisions,"
-        " 0105_lock_down_summaries, 0106_lock_down_rewrite, 0107_lock_down_sealing_keys"
+        " 0007_sealing_keys, 0008_operator_reads, 0103_lock_down_reseal,"
+        " 0104_lock_down_revisions, 0105_lock_down_summaries, 0106_lock_down_rewrite,"
+        " 0107_lock_down_sealing_keys, 0108_lock_down_operator_reads"
         in " ".join(result.stdout.split())
     )
     assert_locked_down(fresh_database)
@@ -248,9 +253,10 @@ async def test_a_supabase_project_on_the_first_schema_upgrades_in_place(
     assert result.returncode == 0, result.stderr
     assert (
         "applied 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries,"
-        " 0006_rewrite, 0007_sealing_keys, 0102_row_level_security, 0103_lock_down_reseal,"
-        " 0104_lock_down_revisions, 0105_lock_down_summaries, 0106_lock_down_rewrite,"
-        " 0107_lock_down_sealing_keys" in " ".join(result.stdout.split())
+        " 0006_rewrite, 0007_sealing_keys, 0008_operator_reads, 0102_row_level_security,"
+        " 0103_lock_down_reseal, 0104_lock_down_revisions, 0105_lock_down_summaries,"
+        " 0106_lock_down_rewrite, 0107_lock_down_sealing_keys, 0108_lock_down_operator_reads"
+        in " ".join(result.stdout.split())
     )
     standin = PostgrestStandIn(pg_url(fresh_database)).start()
     try:

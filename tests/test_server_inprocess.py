@@ -87,7 +87,12 @@ async def test_a_full_thread_says_to_start_a_new_one(memory: Memory) -> None:
             ).is_error
         full = await client.call_tool("chat", {"prompt": "4", "continuation_id": cid})
         assert full.is_error
-        assert "start a new conversation" in full.content[0].text  # type: ignore[union-attr]
+        text = full.content[0].text  # type: ignore[union-attr]
+        assert text == (  # the advice once
+            f"Error executing tool chat: conversation {cid} is full (it holds at most"
+            f" {memory.max_turns} turns): start a new conversation by calling chat without"
+            " continuation_id"
+        )
 
 
 async def test_thread_tools_and_resource(memory: Memory) -> None:

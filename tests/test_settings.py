@@ -44,9 +44,9 @@ def test_the_convmem_name_wins_over_an_alias(monkeypatch: pytest.MonkeyPatch) ->
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("CONVMEM_MAX_TURNS", "0", "max_turns"),
-        ("CONVMEM_MAX_TURNS", "many", "max_turns"),
-        ("CONVERSATION_TIMEOUT_HOURS", "-1", "thread_ttl_hours"),
+        ("CONVMEM_MAX_TURNS", "0", "CONVMEM_MAX_TURNS='0': Input should be greater than 0"),
+        ("CONVMEM_MAX_TURNS", "many", "CONVMEM_MAX_TURNS='many': Input should be a valid integer"),
+        ("CONVERSATION_TIMEOUT_HOURS", "-1", "CONVERSATION_TIMEOUT_HOURS='-1': Input should be"),
         ("CONVMEM_STORE_URL", "mysql://x/y", "unsupported store URL scheme 'mysql'"),
     ],
 )

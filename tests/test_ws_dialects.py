@@ -125,9 +125,9 @@ async def test_a_request_id_call_gets_ack_progress_stream_then_its_result(
     assert ops[-2:] == ["stream_complete", "call_tool_res"]
     chunks = [frame["chunk"] for frame in client.seen if frame["op"] == "stream_chunk"]
     assert len(chunks) >= 3
-    content = orjson.loads(reply["text"])["content"]
+    content = reply["structured"]["content"]
     assert "".join(chunks) == content == "stand-in reply to: [slow:3] stream this"
-    assert reply["structured"]["content"] == content
+    assert orjson.loads(reply["result"][0]["text"])["content"] == content
     assert reply["outputs"] == reply["result"]
     assert reply["ok"] is True
     assert reply["request_id"] == reply["id"]

@@ -4,30 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
+import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from convmem.demo import DemoRequest, run_demo
-from convmem.errors import ConvMemError
+from convmem.errors import ConvMemError, ThreadNotFoundError
 from convmem.extras import needs_extra
 from convmem.memory import Memory
+from convmem.models import ThreadPage, ThreadSummary
 from convmem.settings import Settings
 from convmem.stores import redact_url
 
 T = TypeVar("T")
 
+# Plain help (no Rich panels): it reads the same in a pipe and in a terminal.
 app = typer.Typer(
     help="convmem: conversation memory for MCP servers and LLM tool servers.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
-threads_app = typer.Typer(help="Look at and manage stored threads.", no_args_is_help=True)
+threads_app = typer.Typer(
+    help="Look at and manage stored threads.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(threads_app, name="threads")
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
@@ -36,7 +43,21 @@ StoreOption = Annotated[
     str | None,
     typer.Option("--store", help="Store URL; defaults to CONVMEM_STORE_URL or the SQLite file."),
 ]
-OwnerOption = Annotated[str | None, typer.Option("--owner", help="Only this owner's threads.")]
+OwnerOption = Annotated[
+    str | None,
+    typer.Option("--owner", help="The owner (client) whose threads; none: threads without one."),
+]
+CacheOption = Annotated[
+    str | None,
+    typer.Option("--cache", help="Redis URL of the L2 tier; defaults to CONVMEM_CACHE_URL."),
+]
+AllOwnersOption = Annotated[
+    bool, typer.Option("--all-owners", help="Every owner's threads (an operator's view).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of text.")]
+ThreadIdArgument = Annotated[
+    str, typer.Argument(help="The thread's id (its continuation_id).", show_default=False)
+]
 
 
 def _failed(exc: ConvMemError) -> typer.Exit:
@@ -78,8 +99,24 @@ def _run(store: str | None, work: Callable[[Memory], Awaitable[T]]) -> T:
         raise _failed(exc) from None
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"convmem {version('convmem')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _configure(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def _configure(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log what convmem does (DEBUG) on stderr.")
+    ] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -115,61 +152,184 @@ def migrate(store: StoreOption = None) -> None:
 def list_threads(
     store: StoreOption = None,
     owner: OwnerOption = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
-    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page")] = None,
+    all_owners: AllOwnersOption = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Threads per page.")] = 20,
+    cursor: Annotated[
+        str | None, typer.Option(help="The next page: the cursor the previous page printed.")
+    ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """List live threads, most recently updated first."""
-    page = _run(store, lambda m: m.list_threads(owner=owner, limit=limit, cursor=cursor))
-    table = Table("tool", "turns", "updated (UTC)", "expires (UTC)", "parent")
-    table.add_column("id", no_wrap=True, min_width=36)
-    for t in page.threads:
-        table.add_row(
+    _one_owner_choice(owner, all_owners)
+
+    async def page_of(memory: Memory) -> ThreadPage:
+        if all_owners:
+            return await memory.list_every_owners_threads(limit=limit, cursor=cursor)
+        return await memory.list_threads(owner=owner, limit=limit, cursor=cursor)
+
+    page = _run(store, page_of)
+    if as_json:
+        listing = {"threads": [_summary_json(t) for t in page.threads]}
+        typer.echo(orjson.dumps(listing | {"next_cursor": page.next_cursor}).decode())
+        return
+    columns = ("id", "owner", "tool", "turns", "updated (UTC)", "expires (UTC)", "parent")
+    rows = [
+        (
+            t.id,
+            t.owner or "-",
             t.tool_name or "-",
             str(t.turns),
             t.updated_at.strftime("%Y-%m-%d %H:%M"),
             t.expires_at.strftime("%Y-%m-%d %H:%M"),
             t.parent_id or "-",
-            t.id,
         )
-    console.print(table)
+        for t in page.threads
+    ]
+    _print_rows(columns, rows)
     if page.next_cursor:
-        console.print(f"more: --cursor {page.next_cursor}")
+        errors.print(f"more: --cursor {page.next_cursor}", highlight=False)
+    if not rows and not all_owners and cursor is None:
+        errors.print(f"no live threads {_owned_by(owner)}; {_OWNER_HINT}", highlight=False)
 
 
 @threads_app.command("show")
-def show_thread(thread_id: str, store: StoreOption = None, owner: OwnerOption = None) -> None:
-    """Print one thread as Markdown."""
-    console.print(_run(store, lambda m: m.export_thread(thread_id, owner=owner)), markup=False)
+def show_thread(
+    thread_id: ThreadIdArgument,
+    store: StoreOption = None,
+    owner: OwnerOption = None,
+    all_owners: AllOwnersOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Print one thread as Markdown (or JSON)."""
+    _one_owner_choice(owner, all_owners)
+    chosen: Literal["markdown", "json"] = "json" if as_json else "markdown"
+    text = _run(store, lambda m: _export(m, thread_id, owner, all_owners, chosen))
+    typer.echo(text)
 
 
 @threads_app.command("export")
 def export(
-    thread_id: str,
+    thread_id: ThreadIdArgument,
     store: StoreOption = None,
     owner: OwnerOption = None,
-    format: Annotated[str, typer.Option("--format", help="markdown or json")] = "markdown",
-    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    all_owners: AllOwnersOption = False,
+    format: Annotated[
+        str, typer.Option("--format", help="markdown (the default) or json.")
+    ] = "markdown",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
+    ] = None,
 ) -> None:
     """Export one thread as Markdown or JSON, to stdout or a file."""
+    _one_owner_choice(owner, all_owners)
     if format not in ("markdown", "json"):
-        errors.print(f"[bold red]error:[/] unknown format {format!r}: use markdown or json")
+        errors.print(f"[bold red]error:[/] unknown format {escape(format)!r}: use markdown or json")
         raise typer.Exit(2)
     chosen: Literal["markdown", "json"] = "json" if format == "json" else "markdown"
-    text = _run(store, lambda m: m.export_thread(thread_id, owner=owner, format=chosen))
+    text = _run(store, lambda m: _export(m, thread_id, owner, all_owners, chosen))
     if output is None:
         typer.echo(text)
     else:
         output.write_text(text, encoding="utf-8")
-        console.print(f"wrote {output}")
+        console.print(f"wrote {output}", highlight=False)
 
 
 @threads_app.command("delete")
-def delete(thread_id: str, store: StoreOption = None, owner: OwnerOption = None) -> None:
+def delete(
+    thread_id: ThreadIdArgument,
+    store: StoreOption = None,
+    owner: OwnerOption = None,
+    all_owners: AllOwnersOption = False,
+) -> None:
     """Delete one thread and its turns."""
-    if not _run(store, lambda m: m.delete_thread(thread_id, owner=owner)):
-        errors.print(f"[bold red]error:[/] no thread {thread_id} for this owner")
-        raise typer.Exit(1)
-    console.print(f"deleted {thread_id}")
+    _one_owner_choice(owner, all_owners)
+
+    async def remove(memory: Memory) -> bool:
+        found = await _owner_of(memory, thread_id, owner, all_owners)
+        return await memory.delete_thread(thread_id, owner=found)
+
+    if not _run(store, remove):
+        raise _failed(_not_found(thread_id, owner))
+    console.print(f"deleted {thread_id}", highlight=False)
+
+
+_OWNER_HINT = (
+    "threads of an authenticated client belong to it (CONVMEM_TOKEN's client is owner"
+    " 'default'): pass --owner NAME, or --all-owners to see every owner's"
+)
+
+
+def _owned_by(owner: str | None) -> str:
+    return "without an owner" if owner is None else f"of owner {owner!r}"
+
+
+def _not_found(thread_id: str, owner: str | None) -> ThreadNotFoundError:
+    return ThreadNotFoundError(
+        f"no live thread {thread_id} {_owned_by(owner)}; {_OWNER_HINT}", thread_id=thread_id
+    )
+
+
+def _one_owner_choice(owner: str | None, all_owners: bool) -> None:
+    if owner is not None and all_owners:
+        errors.print("[bold red]error:[/] pass --owner or --all-owners, not both")
+        raise typer.Exit(2)
+
+
+async def _owner_of(
+    memory: Memory, thread_id: str, owner: str | None, all_owners: bool
+) -> str | None:
+    """``owner``, or with ``all_owners`` whoever owns the thread (one store read)."""
+    if not all_owners:
+        return owner
+    found = await memory.find_thread_any_owner(thread_id)
+    if found is None:
+        raise ThreadNotFoundError(f"no live thread {thread_id}", thread_id=thread_id)
+    return found.owner
+
+
+async def _export(
+    memory: Memory,
+    thread_id: str,
+    owner: str | None,
+    all_owners: bool,
+    format: Literal["markdown", "json"],
+) -> str:
+    found = await _owner_of(memory, thread_id, owner, all_owners)
+    try:
+        return await memory.export_thread(thread_id, owner=found, format=format)
+    except ThreadNotFoundError:
+        if all_owners:
+            raise
+        raise _not_found(thread_id, owner) from None
+
+
+def _summary_json(summary: ThreadSummary) -> dict[str, Any]:
+    return {
+        "id": summary.id,
+        "owner": summary.owner,
+        "tool_name": summary.tool_name,
+        "turns": summary.turns,
+        "version": summary.version,
+        "parent_id": summary.parent_id,
+        "metadata": dict(summary.metadata),
+        "created_at": summary.created_at.isoformat(),
+        "updated_at": summary.updated_at.isoformat(),
+        "expires_at": summary.expires_at.isoformat(),
+    }
+
+
+def _print_rows(columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """A table on a terminal; tab-separated lines, header first, when piped (nothing cut
+    to the terminal's width, and ready for ``cut`` and ``awk``)."""
+    if not console.is_terminal:
+        for line in (columns, *rows):
+            typer.echo("\t".join(line))
+        return
+    table = Table(*columns[1:])
+    table.add_column(columns[0], no_wrap=True, min_width=36)
+    for row in rows:
+        table.add_row(*row[1:], row[0])
+    console.print(table)
 
 
 @threads_app.command("purge")
@@ -227,11 +387,10 @@ def rotate_keys(
 @app.command()
 def demo(
     store: StoreOption = None,
-    cache: Annotated[
-        str | None,
-        typer.Option("--cache", help="Redis URL for the L2 tier; defaults to CONVMEM_CACHE_URL."),
-    ] = None,
-    continuations: Annotated[int, typer.Option(min=2, max=20)] = 4,
+    cache: CacheOption = None,
+    continuations: Annotated[
+        int, typer.Option(min=2, max=20, help="Continued requests after the first.")
+    ] = 4,
 ) -> None:
     """Run the seed's validation scenario: start a thread, continue it, count round trips.
 
@@ -284,7 +443,7 @@ def demo(
 @app.command()
 def serve(
     store: StoreOption = None,
-    cache: Annotated[str | None, typer.Option("--cache", help="Redis URL for the L2 tier.")] = None,
+    cache: CacheOption = None,
     host: Annotated[str | None, typer.Option(help="Defaults to CONVMEM_HOST or 127.0.0.1.")] = None,
     port: Annotated[int | None, typer.Option(help="Defaults to CONVMEM_PORT or 8079.")] = None,
 ) -> None:
@@ -315,9 +474,7 @@ def serve(
 
 
 @app.command()
-def mcp(
-    store: StoreOption = None, cache: Annotated[str | None, typer.Option("--cache")] = None
-) -> None:
+def mcp(store: StoreOption = None, cache: CacheOption = None) -> None:
     """Serve MCP on stdin/stdout, for clients that launch their server as a subprocess."""
     from convmem.server.app import serve_stdio
 
@@ -329,9 +486,7 @@ def mcp(
 
 
 @app.command()
-def pal(
-    store: StoreOption = None, cache: Annotated[str | None, typer.Option("--cache")] = None
-) -> None:
+def pal(store: StoreOption = None, cache: CacheOption = None) -> None:
     """Run pal-mcp-server (stdio) with convmem as its conversation storage."""
     from convmem.integrations.pal.run import run_pal
 

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from convmem.cache.protocol import L2Tier
     from convmem.compaction import CompactionPolicy, Summariser
     from convmem.messages import ChatMessage
-    from convmem.models import Thread, ThreadPage
+    from convmem.models import Thread, ThreadPage, ThreadSummary
 
 log = logging.getLogger("convmem")
 
@@ -667,6 +667,30 @@ class Memory:
         """A page of ``owner``'s live threads, most recently updated first."""
         validate_owner(owner, self._limits)
         page = await self._read(lambda: self.store.list(owner=owner, limit=limit, cursor=cursor))
+        return self._opened_page(page)
+
+    async def list_every_owners_threads(
+        self, *, limit: int = 50, cursor: str | None = None
+    ) -> ThreadPage:
+        """A page of every owner's live threads, most recently updated first: for an
+        operator's tools (``convmem threads list --all-owners``), never for a client."""
+        page = await self._read(lambda: self.store.list_every_owner(limit=limit, cursor=cursor))
+        return self._opened_page(page)
+
+    async def find_thread_any_owner(self, thread_id: str) -> ThreadSummary | None:
+        """A live thread's header whoever owns it, or None: for an operator's tools (``convmem
+        threads show --all-owners``), never for a client."""
+        validate_thread_id(thread_id)
+        found = await self._read(lambda: self.store.find_any_owner(thread_id))
+        if found is None or not self._sealing.encrypts:
+            return found
+        try:
+            return self._sealing.open_summary(found)
+        except DecryptionError:
+            self._stats.decryption_errors += 1
+            raise
+
+    def _opened_page(self, page: ThreadPage) -> ThreadPage:
         if not self._sealing.encrypts:
             return page
         try:

@@ -341,6 +341,30 @@ async def test_list_pages_through_an_owners_threads_newest_first(backend: Backen
     assert (summary.version, summary.owner, summary.tool_name) == (1, "lister", "chat")
 
 
+async def test_an_operator_lists_every_owners_live_threads_newest_first(
+    backend: Backend,
+) -> None:
+    gone = await make_thread(backend, 1, owner="dee")
+    backend.clock.advance(LIMITS.ttl - timedelta(seconds=10))
+    made = []
+    for owner in ("ann", None, "bob", "ann", "cy"):
+        made.append(await make_thread(backend, 1, owner=owner))
+        backend.clock.advance(timedelta(seconds=1))
+    backend.clock.advance(timedelta(seconds=6))  # `gone` has expired, not the others
+    assert await backend.store.load(gone.id, owner="dee") is None
+    seen: list[tuple[str, str | None]] = []
+    cursor = None
+    while True:
+        trips = Trips(backend)
+        page = await backend.store.list_every_owner(limit=2, cursor=cursor)
+        assert trips.count == 1
+        seen += [(t.id, t.owner) for t in page.threads]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == [(t.id, t.owner) for t in reversed(made)]
+
+
 async def test_list_rejects_a_forged_cursor_and_a_bad_limit(backend: Backend) -> None:
     with pytest.raises(InvalidInputError, match="cursor"):
         await backend.store.list(owner=None, cursor="not-a-cursor")
@@ -433,3 +457,15 @@ async def test_concurrent_retries_of_the_same_key_insert_it_once(backend: Backen
 async def test_migrate_is_idempotent(backend: Backend) -> None:
     assert await backend.store.migrate() == []
     await backend.store.ping()
+
+
+async def test_an_operator_finds_a_live_thread_whoever_owns_it(backend: Backend) -> None:
+    owned = await make_thread(backend, 2, owner="ann")
+    trips = Trips(backend)
+    found = await backend.store.find_any_owner(owned.id)
+    assert trips.count == 1
+    assert found is not None
+    assert (found.id, found.owner, found.turns, found.version) == (owned.id, "ann", 2, 2)
+    assert await backend.store.find_any_owner(str(uuid.uuid4())) is None
+    backend.clock.advance(LIMITS.ttl + timedelta(seconds=1))
+    assert await backend.store.find_any_owner(owned.id) is None  # expired: not live

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from convmem.stores.base import Store
 
 if TYPE_CHECKING:
-    from convmem.models import Thread, ThreadPage, Turn
+    from convmem.models import Thread, ThreadPage, ThreadSummary, Turn
     from convmem.stores.base import (
         AppendResult,
         MetadataSwap,
@@ -102,6 +102,12 @@ class DelegatingStore(Store):
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None
     ) -> ThreadPage:
         return await self.inner.list(owner=owner, limit=limit, cursor=cursor)
+
+    async def list_every_owner(self, *, limit: int = 50, cursor: str | None = None) -> ThreadPage:
+        return await self.inner.list_every_owner(limit=limit, cursor=cursor)
+
+    async def find_any_owner(self, thread_id: str) -> ThreadSummary | None:
+        return await self.inner.find_any_owner(thread_id)
 
     async def delete(self, thread_id: str, *, owner: str | None) -> bool:
         return await self.inner.delete(thread_id, owner=owner)

@@ -367,10 +367,10 @@ def _as_tool_failure() -> Iterator[None]:
     """Turn convmem's errors into tool failures with messages that say what to do."""
     try:
         yield
-    except ThreadFullError as exc:
+    except ThreadFullError as exc:  # the store's advice is for Python callers: say it once
         raise ToolFailure(
-            f"{exc} (at most {exc.max_turns} turns): start a new conversation by calling "
-            "chat without continuation_id"
+            f"conversation {exc.thread_id} is full (it holds at most {exc.max_turns} turns):"
+            " start a new conversation by calling chat without continuation_id"
         ) from exc
     except (ThreadExpiredError, ThreadNotFoundError) as exc:
         raise ToolFailure(f"{exc}: call chat without continuation_id to start over") from exc

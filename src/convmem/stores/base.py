@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
 from convmem.limits import ThreadLimits
-from convmem.models import Thread, ThreadPage, Turn
+from convmem.models import Thread, ThreadPage, ThreadSummary, Turn
 from convmem.records import thread_from_values
 
 if TYPE_CHECKING:
@@ -407,6 +407,16 @@ class Store(ABC):
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None
     ) -> ThreadPage:
         """Live threads of ``owner``, most recently updated first (1 round trip)."""
+
+    @abstractmethod
+    async def list_every_owner(self, *, limit: int = 50, cursor: str | None = None) -> ThreadPage:
+        """Every owner's live threads, most recently updated first (1 round trip): for an
+        operator's tools, never for serving a client."""
+
+    @abstractmethod
+    async def find_any_owner(self, thread_id: str) -> ThreadSummary | None:
+        """A live thread's header whoever owns it, or None (1 round trip): for an
+        operator's tools, never for serving a client."""
 
     @abstractmethod
     async def delete(self, thread_id: str, *, owner: str | None) -> bool:

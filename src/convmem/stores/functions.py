@@ -120,13 +120,28 @@ class FunctionStore(SnapshotStore):
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None
     ) -> ThreadPage:
+        return await self._page("convmem_list", {"p_owner": owner}, limit, cursor)
+
+    async def list_every_owner(self, *, limit: int = 50, cursor: str | None = None) -> ThreadPage:
+        return await self._page("convmem_list_every_owner", {}, limit, cursor)
+
+    async def find_any_owner(self, thread_id: str) -> ThreadSummary | None:
+        rows = await self._rows(
+            Call("convmem_find_any_owner", {"p_id": thread_id, "p_now": self.clock()}),
+            thread_id=thread_id,
+        )
+        return summary_of(rows[0]) if rows else None
+
+    async def _page(
+        self, function: str, args: dict[str, Any], limit: int, cursor: str | None
+    ) -> ThreadPage:
         common.check_list_limit(limit)
         after_at, after_id = common.decode_cursor(cursor) if cursor is not None else (None, None)
         rows = await self._rows(
             Call(
-                "convmem_list",
+                function,
                 {
-                    "p_owner": owner,
+                    **args,
                     "p_now": self.clock(),
                     "p_limit": limit + 1,
                     "p_after_at": after_at,

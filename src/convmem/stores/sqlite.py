@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from convmem.limits import ThreadLimits
-    from convmem.models import Thread, ThreadPage, Turn
+    from convmem.models import Thread, ThreadPage, ThreadSummary, Turn
 
 T = TypeVar("T")
 
@@ -218,14 +218,38 @@ class SqliteStore(SnapshotStore):
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None
     ) -> ThreadPage:
+        return await self._page("owner IS ?", [owner], limit, cursor)
+
+    async def list_every_owner(self, *, limit: int = 50, cursor: str | None = None) -> ThreadPage:
+        return await self._page("1", [], limit, cursor)
+
+    async def find_any_owner(self, thread_id: str) -> ThreadSummary | None:
+        now = to_micros(self.clock())
+
+        def find() -> Any:
+            return (
+                self._db()
+                .execute(
+                    f"SELECT {_THREAD_SELECT} FROM convmem_threads WHERE id = ? AND expires_at > ?",
+                    (thread_id, now),
+                )
+                .fetchone()
+            )
+
+        row = await self._run(find)
+        return None if row is None else summary_from_values(_header(row))
+
+    async def _page(
+        self, condition: str, values: Sequence[Any], limit: int, cursor: str | None
+    ) -> ThreadPage:
         common.check_list_limit(limit)
         after = common.decode_cursor(cursor) if cursor is not None else None
 
         def page() -> list[Any]:
             sql = (
-                f"SELECT {_THREAD_SELECT} FROM convmem_threads WHERE owner IS ? AND expires_at > ?"
+                f"SELECT {_THREAD_SELECT} FROM convmem_threads WHERE {condition} AND expires_at > ?"
             )
-            params: list[Any] = [owner, to_micros(self.clock())]
+            params: list[Any] = [*values, to_micros(self.clock())]
             if after is not None:
                 sql += " AND (updated_at, id) < (?, ?)"
                 params += [to_micros(after[0]), after[1]]
