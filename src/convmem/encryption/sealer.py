@@ -232,8 +232,8 @@ class Encryption:
         if not self.ring.knows(key_id):
             raise DecryptionError(
                 f"{what} of thread {thread_id} is encrypted under key id {key_id!r}, which is"
-                " not among the configured encryption keys; add that key back (keys after the"
-                " first still decrypt)",
+                " not among the configured encryption keys: add that key to"
+                " CONVMEM_ENCRYPTION_KEYS after the first (every listed key decrypts)",
                 thread_id=thread_id,
             )
         return self.ring.cipher(key_id, thread_id)
@@ -256,8 +256,8 @@ def _tampered(thread_id: str, what: str) -> DecryptionError:
 
 def _in_clear(thread_id: str, what: str) -> DecryptionError:
     return DecryptionError(
-        f"{what} of thread {thread_id} is stored in clear while encryption is on; run"
-        " `convmem rotate-keys` to seal threads written before encryption was turned on"
-        " (CONVMEM_ENCRYPTION_ACCEPT_PLAINTEXT=1 reads them meanwhile)",
+        f"{what} of thread {thread_id} is stored in clear although encryption is on: a"
+        " thread written before encryption was turned on is sealed by `convmem rotate-keys`"
+        " (CONVMEM_ENCRYPTION_ACCEPT_PLAINTEXT=1 reads it meanwhile)",
         thread_id=thread_id,
     )
