@@ -35,7 +35,7 @@ from convmem.settings import Settings
 from convmem.stores.base import Resealed
 from convmem_bench.postgrest_standin import PostgrestStandIn
 from tests.conftest import Backend, MemoryFactory
-from tests.support.services import admin_connect, pg_url
+from tests.support.services import admin_connect, create_database, drop_database, pg_url
 
 SECRET = "sk-live-TOPSECRET-4242"
 KEY_A, KEY_B = new_key(), new_key()
@@ -492,26 +492,31 @@ async def test_a_complete_rotation_lets_the_old_key_go(backend: Backend) -> None
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
 async def test_an_upgraded_database_knows_the_keys_its_sealed_threads_were_written_with(
-    dialect: str, tmp_path: Path, clean_pg: str
+    dialect: str, tmp_path: Path
 ) -> None:
     """Threads sealed before the store recorded its keys: the migration finds their key in
     their sealed metadata, so a keyless process is refused on an upgraded database too."""
-    url = f"sqlite:///{tmp_path}/old.db" if dialect == "sqlite" else pg_url(clean_pg)
-    async with Memory.from_url(url, encryption_keys=[KEY_A]) as sealed:
-        await sealed.create_thread(metadata={"m": 1}, turns=secret_turns("1"))
-    # Back to the schema before sealing keys were recorded, sealed threads and all.
-    undo = [
-        "DROP TABLE convmem_sealing_keys",
-        "DELETE FROM convmem_schema_migrations WHERE name LIKE '%sealing_keys'",
-    ]
-    if dialect == "sqlite":
-        with sqlite3.connect(tmp_path / "old.db") as conn:
-            for statement in undo:
-                conn.execute(statement)
-    else:
-        with admin_connect(clean_pg) as conn:
-            for statement in undo:
-                conn.execute(statement)
-    with pytest.raises(ConfigurationError, match="CONVMEM_ENCRYPTION_KEYS is not set"):
-        async with Memory.from_url(url):  # migrates, then checks
-            pass
+    database = create_database() if dialect == "postgres" else None  # its own: it is undone
+    try:
+        url = f"sqlite:///{tmp_path}/old.db" if database is None else pg_url(database)
+        async with Memory.from_url(url, encryption_keys=[KEY_A]) as sealed:
+            await sealed.create_thread(metadata={"m": 1}, turns=secret_turns("1"))
+        # Back to the schema before sealing keys were recorded, sealed threads and all.
+        undo = [
+            "DROP TABLE convmem_sealing_keys",
+            "DELETE FROM convmem_schema_migrations WHERE name LIKE '%sealing_keys'",
+        ]
+        if database is None:
+            with sqlite3.connect(tmp_path / "old.db") as conn:
+                for statement in undo:
+                    conn.execute(statement)
+        else:
+            with admin_connect(database) as conn:
+                for statement in undo:
+                    conn.execute(statement)
+        with pytest.raises(ConfigurationError, match="CONVMEM_ENCRYPTION_KEYS is not set"):
+            async with Memory.from_url(url):  # migrates, then checks
+                pass
+    finally:
+        if database is not None:
+            drop_database(database)
