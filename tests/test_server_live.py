@@ -15,7 +15,7 @@ import orjson
 import pytest
 from mcp import Client, StdioServerParameters
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from convmem_bench.chat_standin import ChatCompletionsStandIn
 from tests.support.live import (
@@ -491,3 +491,57 @@ async def test_a_get_of_mcp_on_the_stateless_server_is_405_at_once(live: LiveSer
         assert response.status_code == 405
         assert response.headers["allow"] == "POST"
         assert "stateless" in response.json()["error"]["message"]
+
+
+# -- security: headers read one way ----------------------------------------------------
+
+
+async def test_a_repeated_session_header_is_refused_and_the_session_stays_its_owners(
+    tmp_path: Path, standin: ChatCompletionsStandIn
+) -> None:
+    """The attack: bob presents alice's session id and a second, bogus one. The request is
+    refused (400) before any part reads either, and alice's session lives on."""
+    env = server_env(tmp_path, standin, CONVMEM_HTTP_SESSIONS="stateful")
+    with live_server(env, standin) as server:
+        async with httpx2.AsyncClient(base_url=server.url) as http:
+            opened = await http.post(
+                "/mcp", json=INITIALIZE, headers=session_headers("token-alice")
+            )
+            session = opened.headers["mcp-session-id"]
+            listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+            twice = [
+                *session_headers("token-bob").items(),
+                ("Mcp-Session-Id", session),
+                ("Mcp-Session-Id", "bogus"),
+            ]
+            posted = await http.post("/mcp", json=listing, headers=twice)
+            assert posted.status_code == 400
+            assert "mcp-session-id more than once" in posted.json()["error"]["message"]
+            ended = await http.request("DELETE", "/mcp", headers=twice)
+            assert ended.status_code == 400
+            # The other order, and a repeated Authorization, are refused alike.
+            reversed_twice = [*twice[:-2], ("Mcp-Session-Id", "bogus"), ("Mcp-Session-Id", session)]
+            assert (
+                await http.post("/mcp", json=listing, headers=reversed_twice)
+            ).status_code == 400
+            two_tokens = [
+                *MCP_HEADERS.items(),
+                ("Authorization", "Bearer token-bob"),
+                ("Authorization", "Bearer token-alice"),
+            ]
+            refused = await http.post("/mcp", json=INITIALIZE, headers=two_tokens)
+            assert refused.status_code == 400
+            # Alice's session is hers, and alive.
+            alice = session_headers("token-alice", session)
+            initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+            assert (await http.post("/mcp", json=initialized, headers=alice)).status_code == 202
+            assert (await http.post("/mcp", json=listing, headers=alice)).status_code == 200
+
+
+async def test_a_websocket_upgrade_with_a_repeated_authorization_is_refused(
+    live: LiveServer,
+) -> None:
+    headers = [("Authorization", "Bearer token-bob"), ("Authorization", "Bearer token-alice")]
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(live.ws_url, additional_headers=headers)
+    assert refused.value.response.status_code == 403

@@ -20,6 +20,7 @@ from convmem.errors import ConfigurationError
 from convmem.memory import Memory
 from convmem.providers import provider_from_env
 from convmem.server.auth import TokenTable, current_owner
+from convmem.server.headers import RepeatedHeaderError, bearer_token, check_single
 from convmem.server.mcp_app import build_mcp
 from convmem.server.metrics import CONTENT_TYPE, Metrics
 from convmem.server.service import ConversationService
@@ -54,12 +55,16 @@ class TokenAuth:
         self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            try:
+                check_single(scope["headers"])
+            except RepeatedHeaderError as exc:
+                await _refuse_repeated(scope, receive, send, str(exc))
+                return
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = header.partition(" ")
-        owner = self.tokens.owner_of(token if scheme.lower() == "bearer" else None)
+        owner = self.tokens.owner_of(bearer_token(scope["headers"]))
         if self.tokens.required and owner is None:
             response = JSONResponse(
                 {"error": "unauthorized", "message": "send 'Authorization: Bearer <token>'"},
@@ -73,6 +78,17 @@ class TokenAuth:
             await self.app(scope, receive, send)
         finally:
             current_owner.reset(reset)
+
+
+async def _refuse_repeated(scope: Scope, receive: Receive, send: Send, message: str) -> None:
+    if scope["type"] == "websocket":  # closed before the upgrade: the client sees 403
+        await send({"type": "websocket.close", "code": 1008, "reason": message})
+        return
+    response = JSONResponse(
+        {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}},
+        status_code=400,
+    )
+    await response(scope, receive, send)
 
 
 def build_app(
@@ -113,8 +129,7 @@ def build_app(
 
     async def health(request: Request) -> Response:
         # Open to probes, but the store's own words only to an authenticated client.
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        caller = tokens.owner_of(token if scheme.lower() == "bearer" else None)
+        caller = tokens.owner_of(bearer_token(request.scope["headers"]))
         report = await service.health(detailed=tokens.required and caller is not None)
         return JSONResponse(
             report.model_dump(exclude_none=True), status_code=200 if report.ok else 503

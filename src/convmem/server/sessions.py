@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 from starlette.responses import JSONResponse
 
 from convmem.server.auth import current_owner
+from convmem.server.headers import SESSION_ID, single
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-SESSION_HEADER = b"mcp-session-id"
 MAX_REMEMBERED = 100_000  # the SDK keeps at most 10,000 sessions by default
 
 
@@ -34,7 +34,7 @@ class SessionsBoundToClients:
             await self.app(scope, receive, send)
             return
         owner = current_owner.get()
-        presented = dict(scope["headers"]).get(SESSION_HEADER, b"").decode("latin-1")
+        presented = single(scope["headers"], SESSION_ID) or ""  # repeated: refused before
         if presented and presented in self._owners and self._owners[presented] != owner:
             response = JSONResponse(
                 {
@@ -49,7 +49,7 @@ class SessionsBoundToClients:
 
         async def remember(message: Message) -> None:
             if message["type"] == "http.response.start":
-                issued = dict(message.get("headers", [])).get(SESSION_HEADER)
+                issued = dict(message.get("headers", [])).get(SESSION_ID)  # the SDK's own
                 if issued:
                     self._remember(issued.decode("latin-1"), owner)
                 if scope["method"] == "DELETE" and presented and message["status"] < 300:

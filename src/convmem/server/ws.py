@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from convmem.server import ws_frames as frames
 from convmem.server.auth import current_owner
+from convmem.server.headers import RepeatedHeaderError, bearer_token
 from convmem.server.ws_jsonrpc import UNAUTHORIZED, is_initialize, json_rpc_error, serve_json_rpc
 from convmem.server.ws_ops import CallPolicy, OpConnection
 
@@ -146,8 +147,11 @@ def _token_of(websocket: WebSocket, frame: dict[str, Any]) -> str | None:
         token = holder.get("token")
         if isinstance(token, str) and token:
             return token
-    scheme, _, header_token = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and header_token:
+    try:
+        header_token = bearer_token(websocket.scope["headers"])
+    except RepeatedHeaderError:  # the app refuses such an upgrade before it gets here
+        header_token = None
+    if header_token:
         return header_token
     return websocket.query_params.get("token") or None
 
