@@ -28,6 +28,7 @@ from tests.support.live import (
     server_env,
     until,
 )
+from tests.support.ws_clients import JsonRpcClient
 
 
 @pytest.fixture(scope="module")
@@ -545,3 +546,57 @@ async def test_a_websocket_upgrade_with_a_repeated_authorization_is_refused(
     with pytest.raises(InvalidStatus) as refused:
         await connect(live.ws_url, additional_headers=headers)
     assert refused.value.response.status_code == 403
+
+
+# -- security: frames nested past any parser's depth -----------------------------------
+
+NESTED = "[" * 1025 + "]" * 1025
+NESTED_OBJECT = '{"op":"call_tool","request_id":7,"name":"chat","arguments":{"a":' + NESTED + "}}"
+
+
+async def test_a_nested_first_frame_is_a_bad_hello_not_a_dropped_connection(
+    live: LiveServer,
+) -> None:
+    """Before authentication: the nesting that made the parser raise RecursionError (a
+    1006 drop) is answered like any other bad first frame, and closed with 4001."""
+    for first in (NESTED, NESTED_OBJECT):
+        ws = await connect(live.ws_url)
+        await ws.send(first)
+        refusal = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert refusal["code"] == "bad_hello"
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4001
+
+
+async def test_a_nested_frame_after_hello_is_an_error_frame_and_the_connection_lives(
+    live: LiveServer,
+) -> None:
+    ws = await hello(live)
+    try:
+        for nested in (NESTED, NESTED_OBJECT):
+            error = await frame(ws, nested)
+            assert error["code"] == "bad_json"
+            assert "deeper than 1024 levels" in error["message"]
+        assert (await frame(ws, {"op": "ping", "request_id": 9}))["op"] == "pong"
+    finally:
+        await ws.close()
+
+
+async def test_a_nested_json_rpc_message_is_a_parse_error_and_the_session_lives(
+    live: LiveServer,
+) -> None:
+    async with JsonRpcClient(live.ws_url, "token-alice") as client:
+        assert client.ws is not None
+        await client.ws.send(NESTED)
+        error = orjson.loads(await asyncio.wait_for(client.ws.recv(), 10))
+        assert error["error"]["code"] == -32700
+        await client.ws.send(
+            '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"chat",'
+            '"arguments":{"prompt":' + NESTED + "}}}"
+        )
+        error = orjson.loads(await asyncio.wait_for(client.ws.recv(), 10))
+        assert error["id"] is None or error["id"] == 5
+        assert "error" in error
+        assert "chat" in await client.list_tools()

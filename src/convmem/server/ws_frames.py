@@ -108,15 +108,24 @@ def too_large(raw: str, limit: int) -> bool:
     return len(raw.encode()) > limit
 
 
+MAX_DEPTH = 1024  # orjson's own bound; a deeper frame is not read at all
+
+NOT_JSON = f"the frame is not JSON text (or nests deeper than {MAX_DEPTH} levels)"
+
+
 def parse(raw: str) -> object:
-    """The frame's JSON, or None. orjson first; the standard library for what orjson
-    refuses but JSON allows (integers beyond 64 bits, as some clients' request ids)."""
+    """The frame's JSON, or None. orjson first (it refuses nesting deeper than
+    ``MAX_DEPTH``); the standard library only for what orjson refuses but JSON allows
+    (integers beyond 64 bits, as some clients' request ids), and never for a frame that
+    nests deeper: its recursive parser would fail with ``RecursionError``."""
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):
+            return None
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
 

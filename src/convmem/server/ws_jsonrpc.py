@@ -66,7 +66,7 @@ async def serve_json_rpc(
         except ValueError:
             frame = frames.parse(raw)
             if frame is None:
-                error = json_rpc_error(None, PARSE_ERROR, "the frame is not JSON text")
+                error = json_rpc_error(None, PARSE_ERROR, frames.NOT_JSON)
             else:
                 request_id = frame.get("id") if isinstance(frame, dict) else None
                 error = json_rpc_error(request_id, INVALID_REQUEST, "not a JSON-RPC 2.0 message")

@@ -107,7 +107,7 @@ class OpConnection:
             )
             return
         if frame is None:
-            await self.send(frames.failure("", None, "bad_json", "the frame is not JSON text"))
+            await self.send(frames.failure("", None, "bad_json", frames.NOT_JSON))
             return
         if not isinstance(frame, dict):
             await self.send(
