@@ -5,6 +5,7 @@ Streamable HTTP client, a WebSocket client speaking the daemon protocol, plain H
 from __future__ import annotations
 
 import asyncio
+import base64
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -600,3 +601,66 @@ async def test_a_nested_json_rpc_message_is_a_parse_error_and_the_session_lives(
         assert error["id"] is None or error["id"] == 5
         assert "error" in error
         assert "chat" in await client.list_tools()
+
+
+# -- security: numbers, ids and cursors out of range -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_id", "code"),
+    [("{}", -32600), ("NaN", -32700), ("1.5", -32600), ("true", -32600), ("[1]", -32600)],
+)
+async def test_a_json_rpc_request_whose_id_is_not_an_id_gets_an_error_not_a_silent_202(
+    live: LiveServer, request_id: str, code: int
+) -> None:
+    body = f'{{"jsonrpc":"2.0","id":{request_id},"method":"tools/list"}}'
+    async with httpx2.AsyncClient(base_url=live.url) as http:
+        alone = await http.post("/mcp", content=body, headers=session_headers("token-alice"))
+        batch = await http.post("/mcp", content=f"[{body}]", headers=session_headers("token-alice"))
+    for response in (alone, batch):
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == code
+
+
+async def test_a_fork_point_or_a_count_out_of_range_is_refused_in_words(
+    live: LiveServer,
+) -> None:
+    async with http_client(live, "token-alice") as client:
+        thread_id = (await chat(client, "fork me"))["continuation_id"]
+        for at_seq, expected in (
+            (2147483648, "less than or equal to 2147483647"),
+            (2**63, "less than or equal to 2147483647"),
+            (True, "valid integer"),
+            ("3", "valid integer"),
+        ):
+            result = await client.call_tool(
+                "thread_fork", {"continuation_id": thread_id, "at_seq": at_seq}
+            )
+            assert result.is_error
+            text = result.content[0].text  # type: ignore[union-attr]
+            assert "at_seq" in text
+            assert expected in text
+            assert "PostgreSQL" not in text
+            assert "try again" not in text
+        rewound = await client.call_tool(
+            "thread_rewind", {"continuation_id": thread_id, "turns": True}
+        )
+        assert rewound.is_error
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"99999999999999999999999:0f8c2a4e-6b1d-4c3a-9e2f-5a7b8c9d0e1f",
+        b"1796168886670346:not-a-uuid",
+        b"-99999999999999999999:0f8c2a4e-6b1d-4c3a-9e2f-5a7b8c9d0e1f",
+    ],
+)
+async def test_a_forged_listing_cursor_is_refused_in_words(live: LiveServer, raw: bytes) -> None:
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    async with http_client(live, "token-alice") as client:
+        result = await client.call_tool("thread_list", {"cursor": cursor})
+    assert result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert "invalid listing cursor: pass the next_cursor of a previous page unchanged" in text
+    assert "uuid" not in text.lower().replace("invalid listing cursor", "")

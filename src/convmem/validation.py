@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import orjson
 
@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from convmem.limits import InputLimits
 
 _NAME_FIELDS = ("tool_name", "model_provider", "model_name")
+# The largest seq (and version) any store keeps: PostgreSQL's integer columns. A number
+# beyond it names no turn; refused here, it never reaches a driver (which would fail on
+# it with an overflow or a missing function of a bigger integer type).
+MAX_SEQ = 2**31 - 1
 
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -66,18 +70,24 @@ def validate_owner(owner: object, limits: InputLimits | None = None) -> str | No
 
 def validate_fork_point(at_seq: object) -> int | None:
     """A fork point: a turn's seq, 0 (none of the parent's turns) or None (the newest)."""
-    if at_seq is not None and (
-        not isinstance(at_seq, int) or isinstance(at_seq, bool) or at_seq < 0
-    ):
-        raise InvalidInputError(f"at_seq must be a turn's seq, 0 or None, got {at_seq!r}")
-    return at_seq
+    if at_seq is None or _is_seq_or_zero(at_seq):
+        return at_seq
+    raise InvalidInputError(
+        f"at_seq must be a turn's seq (1 to {MAX_SEQ}), 0 or None, got {_clip(repr(at_seq))}"
+    )
 
 
 def validate_seq_or_zero(value: object, what: str) -> int:
     """A turn's seq, or 0 for before the first turn."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidInputError(f"{what} must be a turn's seq or 0, got {value!r}")
-    return value
+    if _is_seq_or_zero(value):
+        return value
+    raise InvalidInputError(
+        f"{what} must be a turn's seq (1 to {MAX_SEQ}) or 0, got {_clip(repr(value))}"
+    )
+
+
+def _is_seq_or_zero(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEQ
 
 
 def validate_summary_point(covers_to_seq: object, base_version: object) -> None:
@@ -90,9 +100,11 @@ def validate_summary_point(covers_to_seq: object, base_version: object) -> None:
 
 
 def validate_count(count: object, what: str) -> int:
-    """How many turns a pop removes: a positive integer."""
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise InvalidInputError(f"{what} must be a positive integer, got {count!r}")
+    """How many turns a pop removes, or a seq or version: a positive integer a store keeps."""
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_SEQ:
+        raise InvalidInputError(
+            f"{what} must be an integer from 1 to {MAX_SEQ}, got {_clip(repr(count))}"
+        )
     return count
 
 

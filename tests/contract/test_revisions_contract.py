@@ -196,6 +196,21 @@ async def test_fork_refuses_a_missing_turn_another_owner_and_a_taken_id(
         await backend.store.fork(replace(spec("alice"), parent_id=parent.id))
 
 
+@pytest.mark.parametrize("at_seq", [2**31, 2**63, 2**64, True, "3", 1.0])
+async def test_fork_refuses_a_point_no_store_keeps_before_any_io(
+    backend: Backend, at_seq: object
+) -> None:
+    """Numbers past PostgreSQL's integer are refused in words, before the driver (which
+    answered with a missing function of a bigger integer type, or SQLite's OverflowError)."""
+    parent = await make_thread(backend, 2)
+    trips = Trips(backend)
+    with pytest.raises(InvalidInputError, match=r"at_seq must be a turn's seq \(1 to 2147483647\)"):
+        await backend.store.fork(replace(spec(), parent_id=parent.id), at_seq=at_seq)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="from 1 to 2147483647"):
+        await backend.store.pop(parent.id, owner=None, count=2**63)
+    assert trips.count == 0
+
+
 async def test_concurrent_pops_each_remove_a_different_turn(backend: Backend) -> None:
     thread = await make_thread(backend, 6)
     removals = await asyncio.gather(*(backend.store.pop(thread.id, owner=None) for _ in range(4)))

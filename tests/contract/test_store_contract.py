@@ -7,6 +7,7 @@ worker-thread boundary for SQLite), never taken from our own counters.
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from datetime import timedelta
 
@@ -365,9 +366,24 @@ async def test_an_operator_lists_every_owners_live_threads_newest_first(
     assert seen == [(t.id, t.owner) for t in reversed(made)]
 
 
+FORGED_CURSORS = [
+    b"99999999999999999999999:0f8c2a4e-6b1d-4c3a-9e2f-5a7b8c9d0e1f",  # past any datetime
+    b"1796168886670346:not-a-uuid",  # PostgreSQL's uuid parser said so, in its words
+    b"1796168886670346",
+]
+
+
 async def test_list_rejects_a_forged_cursor_and_a_bad_limit(backend: Backend) -> None:
     with pytest.raises(InvalidInputError, match="cursor"):
         await backend.store.list(owner=None, cursor="not-a-cursor")
+    for raw in FORGED_CURSORS:
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        for listing in (
+            backend.store.list(owner=None, cursor=cursor),
+            backend.store.list_every_owner(cursor=cursor),
+        ):
+            with pytest.raises(InvalidInputError, match="invalid listing cursor"):
+                await listing
     with pytest.raises(InvalidInputError, match="limit"):
         await backend.store.list(owner=None, limit=0)
 

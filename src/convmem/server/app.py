@@ -21,6 +21,7 @@ from convmem.memory import Memory
 from convmem.providers import provider_from_env
 from convmem.server.auth import TokenTable, current_owner
 from convmem.server.headers import RepeatedHeaderError, bearer_token, check_single
+from convmem.server.json_rpc_ids import JsonRpcIdsChecked
 from convmem.server.mcp_app import build_mcp
 from convmem.server.metrics import CONTENT_TYPE, Metrics
 from convmem.server.service import ConversationService
@@ -115,8 +116,9 @@ def build_app(
     sdk_http = mcp.streamable_http_app(
         streamable_http_path="/mcp", host=settings.host, stateless_http=stateless
     )
+    checked = JsonRpcIdsChecked(sdk_http)
     mcp_http: ASGIApp = (
-        _NoStreamWithoutSession(sdk_http) if stateless else SessionsBoundToClients(sdk_http)
+        _NoStreamWithoutSession(checked) if stateless else SessionsBoundToClients(checked)
     )
     daemon = WebSocketDaemon(
         build_mcp(service, metrics=metrics, transport="ws"),

@@ -23,6 +23,7 @@ from convmem.server.service import (
     ThreadPageView,
     ToolFailure,
 )
+from convmem.validation import MAX_SEQ
 
 if TYPE_CHECKING:
     from convmem.server.metrics import Metrics
@@ -148,7 +149,7 @@ def build_mcp(service: ConversationService, *, metrics: Metrics, transport: str)
 
     @mcp.tool(description="Your live conversations, most recent first; pass next_cursor for more.")
     async def thread_list(
-        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+        limit: Annotated[int, Field(ge=1, le=100, strict=True)] = 20,
         cursor: Annotated[str | None, Field(max_length=MAX_CURSOR_CHARS)] = None,
     ) -> ThreadPageView:
         with _tool_errors("thread_list"):
@@ -169,7 +170,12 @@ def build_mcp(service: ConversationService, *, metrics: Metrics, transport: str)
         continuation_id: ContinuationId,
         at_seq: Annotated[
             int | None,
-            Field(ge=0, description="The seq of the last turn to keep (see thread_get)"),
+            Field(
+                ge=0,
+                le=MAX_SEQ,
+                strict=True,  # true is not seq 1, nor "3" seq 3
+                description="The seq of the last turn to keep (see thread_get)",
+            ),
         ] = None,
     ) -> ForkResult:
         with _tool_errors("thread_fork"):
@@ -181,7 +187,9 @@ def build_mcp(service: ConversationService, *, metrics: Metrics, transport: str)
     )
     async def thread_rewind(
         continuation_id: ContinuationId,
-        turns: Annotated[int, Field(ge=1, le=10_000, description="How many turns to drop")] = 2,
+        turns: Annotated[
+            int, Field(ge=1, le=10_000, strict=True, description="How many turns to drop")
+        ] = 2,
     ) -> RewindResult:
         with _tool_errors("thread_rewind"):
             return await service.thread_rewind(current_owner.get(), continuation_id, turns)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
@@ -16,9 +17,11 @@ from pydantic import BaseModel, Field
 
 from convmem.compaction import Compactor, summariser_for
 from convmem.errors import (
+    ConfigurationError,
     ConvMemError,
     DecryptionError,
     InvalidInputError,
+    StoreError,
     StoreUnavailableError,
     ThreadExpiredError,
     ThreadFullError,
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
     from convmem.models import Thread
     from convmem.providers.base import Provider, TextSink
     from convmem.settings import Settings
+
+log = logging.getLogger("convmem.server")
 
 MAX_PROMPT_CHARS = 200_000
 HEALTH_STORE_SECONDS = 0.7  # with Redis' share, /health answers within a second
@@ -381,5 +386,15 @@ def _as_tool_failure() -> Iterator[None]:
             f"conversation {exc.thread_id} cannot be decrypted with this server's keys; call"
             " chat without continuation_id to start a new one"
         ) from exc
-    except ConvMemError as exc:
-        raise ToolFailure(f"the conversation store failed: {exc}; try again") from exc
+    except StoreUnavailableError as exc:  # the driver's words stay in the server's log
+        log.warning("the store is unavailable: %s", exc)
+        raise ToolFailure(
+            "the conversation store cannot be reached right now; try again in a moment"
+        ) from exc
+    except (StoreError, ConfigurationError) as exc:
+        log.error("a tool call failed in the store: %s", exc)
+        raise ToolFailure(
+            "the conversation store could not carry out this call (the server's log says why)"
+        ) from exc
+    except ConvMemError as exc:  # convmem's own words about the caller's request
+        raise ToolFailure(str(exc)) from exc

@@ -231,10 +231,12 @@ class OpConnection:
             )
         except ToolError as exc:
             await self.send(frames.failure("call_tool", request_id, "tool_error", str(exc)))
-        except Exception as exc:
-            log.exception("tool %s failed", name)
+        except Exception:
+            log.exception("tool %s failed", name)  # the detail is for the server's log only
             await self.send(
-                frames.failure("call_tool", request_id, "internal", f"{type(exc).__name__}: {exc}")
+                frames.failure(
+                    "call_tool", request_id, "internal", "the call failed on the server (logged)"
+                )
             )
         finally:
             if ticker is not None:

@@ -25,6 +25,7 @@ from convmem.errors import (
 )
 from convmem.models import ThreadPage, ThreadSummary
 from convmem.records import from_micros, stored_turn, to_micros
+from convmem.validation import validate_thread_id
 
 if TYPE_CHECKING:
     from convmem.models import Turn
@@ -101,15 +102,18 @@ def encode_cursor(updated_at: datetime, thread_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Inverse of ``encode_cursor``; a cursor that was not made by it is an input error."""
+    """Inverse of ``encode_cursor``; a cursor that was not made by it is an input error
+    (never a driver's: its time must be one a store keeps, its id a canonical UUID)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         micros_text, thread_id = raw.split(":", 1)
-        return from_micros(int(micros_text)), thread_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        after = from_micros(int(micros_text))
+        validate_thread_id(thread_id)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidInputError(
             "invalid listing cursor: pass the next_cursor of a previous page unchanged"
         ) from None
+    return after, thread_id
 
 
 def page_of(summaries: Sequence[ThreadSummary], limit: int) -> ThreadPage:
