@@ -277,7 +277,14 @@ async def test_threads_written_in_clear_need_rotation_or_the_plaintext_switch(
     lenient = Memory(backend.store, encryption=Encryption([KEY_A], accept_plaintext=True))
     assert (await lenient.get_thread(thread.id)) is not None
     backend.clock.advance(timedelta(minutes=2))  # past any REST retry of those writes
-    done = await rotate_keys(Memory(backend.store, encryption=Encryption([KEY_A])))
+    # Without the switch a turn in clear may have been planted: rotation refuses it.
+    strict = await rotate_keys(Memory(backend.store, encryption=Encryption([KEY_A])))
+    assert (strict.scanned, strict.resealed) == (1, 0)
+    assert [(t, "stored in clear" in why) for t, why in strict.failed] == [(thread.id, True)]
+    assert SECRET in stored_text(backend, pg_name)  # nothing was sealed
+    done = await rotate_keys(
+        Memory(backend.store, encryption=Encryption([KEY_A], accept_plaintext=True))
+    )
     assert (done.scanned, done.resealed, done.failed) == (1, 1, [])
     assert done.rows == 3  # two turns and the metadata
     assert SECRET not in stored_text(backend, pg_name)

@@ -201,12 +201,14 @@ class Encryption:
     def reseal_turn(self, thread_id: str, turn: Turn) -> Turn | None:
         """``turn`` (as stored) sealed under the current key, or None if it already is.
 
-        A turn stored in clear is sealed too: rotation is how threads written before
-        encryption was turned on get encrypted.
+        A turn stored in clear is sealed too, but only with ``accept_plaintext``: rotation
+        is how threads written before encryption was turned on get encrypted, and without
+        that setting a turn in clear may have been planted by whoever can write the
+        database (``DecryptionError``, as when reading it).
         """
         if turn.content.startswith(f"{PREFIX}{self.ring.current.id}."):
             return None
-        opened = self.open_turn(thread_id, turn) if turn.content.startswith(PREFIX) else turn
+        opened = self.open_turn(thread_id, turn)  # in clear: only with accept_plaintext
         return self.seal_turn(thread_id, opened)
 
     def reseal_metadata(
@@ -216,10 +218,7 @@ class Encryption:
         sealed = metadata.get(METADATA_FIELD) if len(metadata) == 1 else None
         if isinstance(sealed, str) and sealed.startswith(f"{self.ring.current.id}."):
             return None
-        opened = (
-            metadata if not isinstance(sealed, str) else self.open_metadata(thread_id, metadata)
-        )
-        return self.seal_metadata(thread_id, opened)
+        return self.seal_metadata(thread_id, self.open_metadata(thread_id, metadata))
 
     # -- parts --------------------------------------------------------------------
 
@@ -256,8 +255,9 @@ def _tampered(thread_id: str, what: str) -> DecryptionError:
 
 def _in_clear(thread_id: str, what: str) -> DecryptionError:
     return DecryptionError(
-        f"{what} of thread {thread_id} is stored in clear although encryption is on: a"
-        " thread written before encryption was turned on is sealed by `convmem rotate-keys`"
-        " (CONVMEM_ENCRYPTION_ACCEPT_PLAINTEXT=1 reads it meanwhile)",
+        f"{what} of thread {thread_id} is stored in clear although encryption is on: if it"
+        " was written before encryption was turned on, `convmem rotate-keys` with"
+        " CONVMEM_ENCRYPTION_ACCEPT_PLAINTEXT=1 seals it (the same setting reads it"
+        " meanwhile); otherwise someone wrote it into the store",
         thread_id=thread_id,
     )
