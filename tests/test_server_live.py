@@ -664,3 +664,32 @@ async def test_a_forged_listing_cursor_is_refused_in_words(live: LiveServer, raw
     text = result.content[0].text  # type: ignore[union-attr]
     assert "invalid listing cursor: pass the next_cursor of a previous page unchanged" in text
     assert "uuid" not in text.lower().replace("invalid listing cursor", "")
+
+
+# -- security: exhaustion --------------------------------------------------------------
+
+
+async def test_stateful_sessions_are_bounded_per_client_not_for_everyone(
+    tmp_path: Path, standin: ChatCompletionsStandIn
+) -> None:
+    """One client opening sessions in a loop reaches its own bound (429); another client
+    still opens sessions; ending one of its sessions lets the first open another."""
+    env = server_env(
+        tmp_path, standin, CONVMEM_HTTP_SESSIONS="stateful", CONVMEM_HTTP_SESSIONS_PER_CLIENT="3"
+    )
+    with live_server(env, standin) as server:
+        async with httpx2.AsyncClient(base_url=server.url) as http:
+
+            async def open_session(token: str) -> httpx2.Response:
+                return await http.post("/mcp", json=INITIALIZE, headers=session_headers(token))
+
+            opened = [await open_session("token-alice") for _ in range(3)]
+            assert all(r.status_code == 200 for r in opened)
+            refused = await open_session("token-alice")
+            assert refused.status_code == 429
+            assert "3 open MCP sessions, its limit" in refused.json()["error"]["message"]
+            assert (await open_session("token-bob")).status_code == 200
+            first = opened[0].headers["mcp-session-id"]
+            ended = await http.delete("/mcp", headers=session_headers("token-alice", first))
+            assert ended.status_code < 300
+            assert (await open_session("token-alice")).status_code == 200

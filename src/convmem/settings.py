@@ -113,6 +113,15 @@ class Settings(BaseSettings):
     http_sessions: Literal["stateless", "stateful"] = Field(
         "stateless", validation_alias=_env("http_sessions")
     )
+    http_sessions_per_client: int = Field(
+        100, gt=0, validation_alias=_env("http_sessions_per_client")
+    )
+    http_session_idle_seconds: float = Field(
+        300.0, gt=0, validation_alias=_env("http_session_idle_seconds")
+    )
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias=_env("http_header_timeout_seconds")
+    )
     ws_progress_seconds: float = Field(5.0, gt=0, validation_alias=_env("ws_progress_seconds"))
     ws_call_timeout_seconds: float = Field(
         300.0, gt=0, validation_alias=_env("ws_call_timeout_seconds")

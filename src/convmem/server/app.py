@@ -114,11 +114,20 @@ def build_app(
     # them, and needs sticky routing.
     stateless = settings.http_sessions == "stateless"
     sdk_http = mcp.streamable_http_app(
-        streamable_http_path="/mcp", host=settings.host, stateless_http=stateless
+        streamable_http_path="/mcp",
+        host=settings.host,
+        stateless_http=stateless,
+        session_idle_timeout=settings.http_session_idle_seconds,
     )
     checked = JsonRpcIdsChecked(sdk_http)
     mcp_http: ASGIApp = (
-        _NoStreamWithoutSession(checked) if stateless else SessionsBoundToClients(checked)
+        _NoStreamWithoutSession(checked)
+        if stateless
+        else SessionsBoundToClients(
+            checked,
+            per_client=settings.http_sessions_per_client,
+            idle_seconds=settings.http_session_idle_seconds,
+        )
     )
     daemon = WebSocketDaemon(
         build_mcp(service, metrics=metrics, transport="ws"),
