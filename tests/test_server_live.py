@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -693,3 +694,43 @@ async def test_stateful_sessions_are_bounded_per_client_not_for_everyone(
             ended = await http.delete("/mcp", headers=session_headers("token-alice", first))
             assert ended.status_code < 300
             assert (await open_session("token-alice")).status_code == 200
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes ``sock`` (reads end) within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+async def test_a_silent_or_half_sent_request_is_closed_after_the_header_deadline(
+    tmp_path: Path, standin: ChatCompletionsStandIn
+) -> None:
+    """An unauthenticated client that says nothing, or half a header, no longer holds a
+    connection (and a file descriptor) for good; a request sent in time is served."""
+    env = server_env(tmp_path, standin, CONVMEM_HTTP_HEADER_TIMEOUT_SECONDS="1")
+    with live_server(env, standin) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        silent = socket.create_connection((host, int(port)))
+        partial = socket.create_connection((host, int(port)))
+        partial.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        try:
+            assert await asyncio.to_thread(closed_by_server, silent, 15)
+            assert await asyncio.to_thread(closed_by_server, partial, 15)
+        finally:
+            silent.close()
+            partial.close()
+        async with httpx2.AsyncClient(base_url=server.url) as http:
+            assert (await http.get("/health")).status_code == 200
+        ws = await hello(server)  # an upgraded connection is the daemon's: it stays
+        try:
+            await asyncio.sleep(1.5)
+            assert (await frame(ws, {"op": "ping", "request_id": 1}))["op"] == "pong"
+        finally:
+            await ws.close()

@@ -252,6 +252,8 @@ async def serve_http(settings: Settings, *, on_listening: Callable[[], None]) ->
     opened raises ``ConvMemError`` before anything is announced."""
     import uvicorn  # the server's own dependency; the library does not need it
 
+    from convmem.server.http_protocol import HeaderDeadlineH11Protocol
+
     listener = _bound_socket(settings.host, settings.port)
     try:
         async with Memory.from_settings(settings) as memory:
@@ -259,6 +261,9 @@ async def serve_http(settings: Settings, *, on_listening: Callable[[], None]) ->
             try:
                 config = uvicorn.Config(
                     build_app(settings, memory=memory, provider=provider),
+                    http=HeaderDeadlineH11Protocol.with_timeout(
+                        settings.http_header_timeout_seconds
+                    ),
                     # Larger frames get our error frame, not a dropped connection.
                     ws_max_size=settings.max_frame_bytes * 2,
                     log_level="warning",
