@@ -734,3 +734,20 @@ async def test_a_silent_or_half_sent_request_is_closed_after_the_header_deadline
             assert (await frame(ws, {"op": "ping", "request_id": 1}))["op"] == "pong"
         finally:
             await ws.close()
+
+
+async def test_the_whole_servers_counters_are_for_operators_only(
+    live: LiveServer, tmp_path: Path, standin: ChatCompletionsStandIn
+) -> None:
+    async with http_client(live, "token-alice") as client:
+        refused = await client.call_tool("memory_stats", {})
+    assert refused.is_error
+    assert "CONVMEM_OPERATORS" in refused.content[0].text  # type: ignore[union-attr]
+    env = server_env(tmp_path, standin, CONVMEM_OPERATORS="alice")
+    with live_server(env, standin) as server:
+        async with http_client(server, "token-alice") as client:
+            stats = await client.call_tool("memory_stats", {})
+            assert not stats.is_error
+            assert "store_reads" in (stats.structured_content or {})
+        async with http_client(server, "token-bob") as client:
+            assert (await client.call_tool("memory_stats", {})).is_error

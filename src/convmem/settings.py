@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     port: int = Field(8079, ge=1, le=65535, validation_alias=_env("port", "EXAI_WS_PORT"))
     token: str | None = Field(None, validation_alias=_env("token"))
     client_tokens: str | None = Field(None, validation_alias=_env("client_tokens"))
+    operators: str | None = Field(None, validation_alias=_env("operators"))
     history_tokens: int = Field(8000, gt=0, validation_alias=_env("history_tokens"))
     max_frame_bytes: int = Field(
         32 * 1024 * 1024, gt=0, validation_alias=_env("max_frame_bytes", "EXAI_WS_MAX_BYTES")

@@ -104,10 +104,10 @@ def build_app(
     if provider is None:
         provider = provider_from_env()
         owned.append(provider)
-    tokens = TokenTable.from_settings(settings.token, settings.client_tokens)
+    tokens = TokenTable.from_settings(settings.token, settings.client_tokens, settings.operators)
     service = ConversationService.from_settings(memory, provider, settings)
     metrics = Metrics(memory)
-    mcp = build_mcp(service, metrics=metrics, transport="http")
+    mcp = build_mcp(service, metrics=metrics, transport="http", is_operator=tokens.is_operator)
     # Stateless by default: any instance answers any request (threads live in the store
     # and the cache), so instances scale behind any balancer and survive restarts. The
     # stateful mode keeps MCP sessions in this process, bound to the client that opened
@@ -130,7 +130,7 @@ def build_app(
         )
     )
     daemon = WebSocketDaemon(
-        build_mcp(service, metrics=metrics, transport="ws"),
+        build_mcp(service, metrics=metrics, transport="ws", is_operator=tokens.is_operator),
         tokens,
         hello_timeout=settings.ws_hello_timeout_seconds,
         max_frame_bytes=settings.max_frame_bytes,

@@ -19,11 +19,21 @@ current_owner: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 
 class TokenTable:
-    def __init__(self, tokens: dict[str, str]) -> None:
+    def __init__(self, tokens: dict[str, str], operators: frozenset[str] = frozenset()) -> None:
         self._tokens = [(name, token.encode()) for name, token in tokens.items()]
+        unknown = operators - tokens.keys()
+        if unknown:
+            raise ConfigurationError(
+                f"CONVMEM_OPERATORS names {', '.join(sorted(unknown))}, which no token"
+                " belongs to: name clients of CONVMEM_CLIENT_TOKENS (or 'default' for"
+                " CONVMEM_TOKEN)"
+            )
+        self.operators = operators
 
     @classmethod
-    def from_settings(cls, token: str | None, client_tokens: str | None) -> TokenTable:
+    def from_settings(
+        cls, token: str | None, client_tokens: str | None, operators: str | None = None
+    ) -> TokenTable:
         tokens: dict[str, str] = {}
         if token:
             tokens["default"] = token
@@ -36,11 +46,20 @@ class TokenTable:
                     "CONVMEM_CLIENT_TOKENS must look like 'alice=token1,bob=token2'"
                 )
             tokens[name] = value
-        return cls(tokens)
+        named = frozenset(name.strip() for name in (operators or "").split(",") if name.strip())
+        return cls(tokens, named)
 
     @property
     def required(self) -> bool:
         return bool(self._tokens)
+
+    def is_operator(self, owner: str | None) -> bool:
+        """Whether this client may see the whole server's counters (``memory_stats``):
+        anyone when no token is required, the one client when there is one, else the
+        clients ``CONVMEM_OPERATORS`` names."""
+        if not self._tokens or (len(self._tokens) == 1 and not self.operators):
+            return True
+        return owner is not None and owner in self.operators
 
     def owner_of(self, presented: str | None) -> str | None:
         """The client a token belongs to, or None; every entry is compared, in constant time."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server import MCPServer
@@ -88,8 +88,16 @@ class _ConversationsMCP(MCPServer):
         return static + recent
 
 
-def build_mcp(service: ConversationService, *, metrics: Metrics, transport: str) -> MCPServer:
-    """The MCP server; ``transport`` labels its calls in the metrics."""
+def build_mcp(
+    service: ConversationService,
+    *,
+    metrics: Metrics,
+    transport: str,
+    is_operator: Callable[[str | None], bool] = lambda owner: True,
+) -> MCPServer:
+    """The MCP server; ``transport`` labels its calls in the metrics; ``is_operator`` says
+    which clients may see the whole server's counters (every client, by default: stdio
+    and tests have one)."""
     mcp = _ConversationsMCP(service)
 
     @contextlib.contextmanager
@@ -200,10 +208,17 @@ def build_mcp(service: ConversationService, *, metrics: Metrics, transport: str)
             return {"deleted": await service.thread_delete(current_owner.get(), continuation_id)}
 
     @mcp.tool(
-        description="Cache and store counters: hits per layer, store round trips, Redis state."
+        description="Cache and store counters of the whole server: hits per layer, store round"
+        " trips, Redis state (for operators)."
     )
     async def memory_stats() -> dict[str, Any]:
         with _tool_errors("memory_stats"):
+            if not is_operator(current_owner.get()):
+                raise ToolFailure(
+                    "memory_stats reports the whole server's counters (every client's"
+                    " traffic), so only an operator may call it: an operator's client name"
+                    " goes in CONVMEM_OPERATORS"
+                )
             return service.stats()
 
     @mcp.tool(description="Whether the store and Redis answer.")
