@@ -254,3 +254,25 @@ async def test_every_dialect_survives_a_60_s_model_call(daemon: LiveServer) -> N
     assert time.monotonic() - started >= 55  # they really waited for the model
     for name, result in zip(clients, results, strict=True):
         assert result["content"] == f"stand-in reply to: [slow:60] {name} waits"
+
+
+async def test_calls_in_flight_on_one_connection_are_bounded(daemon: LiveServer) -> None:
+    """Pipelined calls beyond the connection's bound are refused at once, each with its
+    id, while those running go on; the connection lives."""
+    async with connect(root_url(daemon), max_size=None) as ws:
+        await ws.send(orjson.dumps({"op": "hello", "token": "token-alice"}).decode())
+        assert orjson.loads(await ws.recv())["ok"]
+        for n in range(33):
+            call = {
+                "op": "call_tool",
+                "id": f"c{n}",
+                "name": "chat",
+                "arguments": {"prompt": "[slow:3] wait"},
+            }
+            await ws.send(orjson.dumps(call).decode())
+        refused = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert refused["id"] == "c32"
+        assert "32 calls are running on this connection" in refused["error"]["message"]
+        results = [orjson.loads(await asyncio.wait_for(ws.recv(), 60)) for _ in range(32)]
+        assert sorted(r["id"] for r in results) == sorted(f"c{n}" for n in range(32))
+        assert all(r["ok"] for r in results)

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
         10.0, gt=0, validation_alias=_env("http_header_timeout_seconds")
     )
     ws_progress_seconds: float = Field(5.0, gt=0, validation_alias=_env("ws_progress_seconds"))
+    ws_send_timeout_seconds: float = Field(
+        30.0, gt=0, validation_alias=_env("ws_send_timeout_seconds")
+    )
     ws_call_timeout_seconds: float = Field(
         300.0, gt=0, validation_alias=_env("ws_call_timeout_seconds")
     )

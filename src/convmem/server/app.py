@@ -136,6 +136,7 @@ def build_app(
         max_frame_bytes=settings.max_frame_bytes,
         progress_seconds=settings.ws_progress_seconds,
         call_timeout_seconds=settings.ws_call_timeout_seconds,
+        send_timeout_seconds=settings.ws_send_timeout_seconds,
     )
 
     async def health(request: Request) -> Response:

@@ -50,11 +50,17 @@ class WebSocketDaemon:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         progress_seconds: float = 5.0,
         call_timeout_seconds: float = 300.0,
+        send_timeout_seconds: float = 30.0,
     ) -> None:
         self.mcp = mcp
         self.tokens = tokens
         self.hello_timeout = hello_timeout
-        self.policy = CallPolicy(max_frame_bytes, progress_seconds, call_timeout_seconds)
+        self.policy = CallPolicy(
+            max_frame_bytes,
+            progress_seconds,
+            call_timeout_seconds,
+            send_timeout_seconds=send_timeout_seconds,
+        )
         self._hellos = asyncio.Semaphore(MAX_PENDING_HELLOS)
 
     async def handle(self, websocket: WebSocket) -> None:
@@ -78,7 +84,12 @@ class WebSocketDaemon:
         current_owner.set(owner)  # this connection's task and every task it starts
         if is_initialize(frame):
             await serve_json_rpc(
-                self.mcp, websocket, raw, max_frame_bytes=self.policy.max_frame_bytes
+                self.mcp,
+                websocket,
+                raw,
+                max_frame_bytes=self.policy.max_frame_bytes,
+                large_frames=self.policy.large_frames,
+                send_timeout_seconds=self.policy.send_timeout_seconds,
             )
             return
         assert isinstance(frame, dict)

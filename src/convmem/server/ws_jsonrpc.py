@@ -8,6 +8,7 @@ JSON-RPC message per text frame between the socket and the SDK's server.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,13 @@ def json_rpc_error(request_id: object, code: int, message: str) -> dict[str, Any
 
 
 async def serve_json_rpc(
-    mcp: MCPServer, websocket: WebSocket, first_frame: str, *, max_frame_bytes: int
+    mcp: MCPServer,
+    websocket: WebSocket,
+    first_frame: str,
+    *,
+    max_frame_bytes: int,
+    large_frames: frames.LargeFrameGate,
+    send_timeout_seconds: float,
 ) -> None:
     """Serve an MCP session whose ``initialize`` came as ``first_frame``, until the
     client leaves. The caller has authenticated the client and set its owner."""
@@ -51,18 +58,25 @@ async def serve_json_rpc(
     to_client, from_server = anyio.create_memory_object_stream[SessionMessage](0)
 
     async def send_text(text: str) -> None:
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-            await websocket.send_text(text)
+        try:
+            async with asyncio.timeout(send_timeout_seconds):
+                await websocket.send_text(text)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        except TimeoutError:  # the client reads nothing: its replies would pile up here
+            log.warning("a WebSocket client read nothing for %g s: closed", send_timeout_seconds)
+            with contextlib.suppress(Exception):
+                await websocket.close(1008, "the client does not read its replies")
 
     async def forward(raw: str) -> None:
         if frames.too_large(raw, max_frame_bytes):
-            frame = frames.parse(raw)
-            request_id = frame.get("id") if isinstance(frame, dict) else None
+            request_id = frames.head_fields(raw).get("id")  # the frame is never parsed
             limit = f"frames are limited to {max_frame_bytes} bytes"
             await send_text(frames.dump(json_rpc_error(request_id, INVALID_REQUEST, limit)))
             return
         try:
-            message = mcp_types.jsonrpc_message_adapter.validate_json(raw, by_name=False)
+            async with large_frames.admit(raw):
+                message = mcp_types.jsonrpc_message_adapter.validate_json(raw, by_name=False)
         except ValueError:
             frame = frames.parse(raw)
             if frame is None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -41,11 +41,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("convmem.server")
 
 
+MAX_CALLS_PER_CONNECTION = 32
+SEND_TIMEOUT_SECONDS = 30.0  # a client that reads nothing for this long is let go
+
+
 @dataclass(frozen=True, slots=True)
 class CallPolicy:
     max_frame_bytes: int
     progress_seconds: float
     call_timeout_seconds: float
+    large_frames: frames.LargeFrameGate = field(default_factory=frames.LargeFrameGate)
+    max_calls: int = MAX_CALLS_PER_CONNECTION
+    send_timeout_seconds: float = SEND_TIMEOUT_SECONDS
 
 
 class OpConnection:
@@ -87,15 +94,27 @@ class OpConnection:
             await asyncio.gather(*self.calls.values(), return_exceptions=True)
 
     async def send(self, frame: dict[str, Any]) -> None:
+        """Send one frame; a client that has not read for ``send_timeout_seconds`` (its
+        frames pile up in this process) is disconnected."""
         async with self.send_lock:
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                await self.websocket.send_text(frames.dump(frame))
+            try:
+                async with asyncio.timeout(self.policy.send_timeout_seconds):
+                    await self.websocket.send_text(frames.dump(frame))
+            except (WebSocketDisconnect, RuntimeError):
+                pass
+            except TimeoutError:
+                log.warning(
+                    "a WebSocket client read nothing for %g s: closed",
+                    self.policy.send_timeout_seconds,
+                )
+                with contextlib.suppress(Exception):
+                    await self.websocket.close(1008, "the client does not read its replies")
 
     async def _frame(self, raw: str) -> None:
-        frame = frames.parse(raw)
         if frames.too_large(raw, self.policy.max_frame_bytes):
-            # Read whole (up to the server's hard cap) only to answer with its id.
-            readable = frame if isinstance(frame, dict) else {}
+            # Read whole (up to the server's hard cap) only to answer with its id, which
+            # is read from the frame's start: the frame itself is never parsed.
+            readable = frames.head_fields(raw)
             limit = self.policy.max_frame_bytes
             await self.send(
                 frames.failure(
@@ -106,6 +125,8 @@ class OpConnection:
                 )
             )
             return
+        async with self.policy.large_frames.admit(raw):
+            frame = frames.parse(raw)
         if frame is None:
             await self.send(frames.failure("", None, "bad_json", frames.NOT_JSON))
             return
@@ -171,6 +192,11 @@ class OpConnection:
             problem = "arguments must be a JSON object"
         elif str(request_id) in self.calls:
             problem = "a call with this request_id is running"
+        elif len(self.calls) >= self.policy.max_calls:
+            problem = (
+                f"{self.policy.max_calls} calls are running on this connection, its limit:"
+                " wait for a result before sending another call"
+            )
         else:
             key = str(request_id)
             chatty = self.always_stream or "request_id" in frame
