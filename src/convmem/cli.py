@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import orjson
 import typer
@@ -17,9 +17,10 @@ from rich.table import Table
 
 from convmem.demo import DemoRequest, run_demo
 from convmem.errors import ConvMemError, ThreadNotFoundError
+from convmem.export import listed_thread_to_dict
 from convmem.extras import needs_extra
 from convmem.memory import Memory
-from convmem.models import ThreadPage, ThreadSummary
+from convmem.models import ThreadPage
 from convmem.settings import Settings
 from convmem.stores import redact_url
 
@@ -169,7 +170,7 @@ def list_threads(
 
     page = _run(store, page_of)
     if as_json:
-        listing = {"threads": [_summary_json(t) for t in page.threads]}
+        listing = {"threads": [listed_thread_to_dict(t) for t in page.threads]}
         typer.echo(orjson.dumps(listing | {"next_cursor": page.next_cursor}).decode())
         return
     columns = ("id", "owner", "tool", "turns", "updated (UTC)", "expires (UTC)", "parent")
@@ -301,21 +302,6 @@ async def _export(
         if all_owners:
             raise
         raise _not_found(thread_id, owner) from None
-
-
-def _summary_json(summary: ThreadSummary) -> dict[str, Any]:
-    return {
-        "id": summary.id,
-        "owner": summary.owner,
-        "tool_name": summary.tool_name,
-        "turns": summary.turns,
-        "version": summary.version,
-        "parent_id": summary.parent_id,
-        "metadata": dict(summary.metadata),
-        "created_at": summary.created_at.isoformat(),
-        "updated_at": summary.updated_at.isoformat(),
-        "expires_at": summary.expires_at.isoformat(),
-    }
 
 
 def _print_rows(columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:

@@ -9,8 +9,24 @@ import orjson
 from convmem.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from convmem.models import Thread, Turn
+    from convmem.models import Thread, ThreadSummary, Turn
 from convmem.records import turn_params
+
+
+def listed_thread_to_dict(summary: ThreadSummary) -> dict[str, Any]:
+    """A JSON-ready dict of a listed thread (its header and turn count), as listings show it."""
+    return {
+        "id": summary.id,
+        "owner": summary.owner,
+        "tool_name": summary.tool_name,
+        "turns": summary.turns,
+        "version": summary.version,
+        "parent_id": summary.parent_id,
+        "metadata": dict(summary.metadata),
+        "created_at": summary.created_at.isoformat(),
+        "updated_at": summary.updated_at.isoformat(),
+        "expires_at": summary.expires_at.isoformat(),
+    }
 
 
 def thread_to_dict(thread: Thread) -> dict[str, Any]:
