@@ -437,6 +437,16 @@ def session_headers(token: str, session_id: str | None = None) -> dict[str, str]
     return headers | ({"Mcp-Session-Id": session_id} if session_id else {})
 
 
+LISTING = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+
+async def open_session(http: httpx2.AsyncClient, token: str) -> str:
+    """A stateful session opened by ``token``'s client: its id."""
+    opened = await http.post("/mcp", json=INITIALIZE, headers=session_headers(token))
+    session: str = opened.headers["mcp-session-id"]
+    return session
+
+
 async def test_by_default_no_session_is_kept(live: LiveServer) -> None:
     """Stateless: an initialize opens no session, so any instance can take the next call."""
     async with httpx2.AsyncClient(base_url=live.url) as http:
@@ -451,14 +461,10 @@ async def test_a_stateful_session_belongs_to_the_client_that_opened_it(
     env = server_env(tmp_path, standin, CONVMEM_HTTP_SESSIONS="stateful")
     with live_server(env, standin) as server:
         async with httpx2.AsyncClient(base_url=server.url) as http:
-            opened = await http.post(
-                "/mcp", json=INITIALIZE, headers=session_headers("token-alice")
-            )
-            session = opened.headers["mcp-session-id"]
-            listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+            session = await open_session(http, "token-alice")
             # Bob knows Alice's session id: to him it does not exist.
             bob = session_headers("token-bob", session)
-            as_bob = await http.post("/mcp", json=listing, headers=bob)
+            as_bob = await http.post("/mcp", json=LISTING, headers=bob)
             assert as_bob.status_code == 404
             ended = await http.delete("/mcp", headers=bob)
             assert ended.status_code == 404
@@ -466,11 +472,11 @@ async def test_a_stateful_session_belongs_to_the_client_that_opened_it(
             initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
             alice = session_headers("token-alice", session)
             assert (await http.post("/mcp", json=initialized, headers=alice)).status_code == 202
-            as_alice = await http.post("/mcp", json=listing, headers=alice)
+            as_alice = await http.post("/mcp", json=LISTING, headers=alice)
             assert as_alice.status_code == 200
             assert "chat" in as_alice.text
             assert (await http.delete("/mcp", headers=alice)).status_code < 300
-            gone = await http.post("/mcp", json=listing, headers=alice)
+            gone = await http.post("/mcp", json=LISTING, headers=alice)
             assert gone.status_code == 404
 
 
@@ -507,17 +513,13 @@ async def test_a_repeated_session_header_is_refused_and_the_session_stays_its_ow
     env = server_env(tmp_path, standin, CONVMEM_HTTP_SESSIONS="stateful")
     with live_server(env, standin) as server:
         async with httpx2.AsyncClient(base_url=server.url) as http:
-            opened = await http.post(
-                "/mcp", json=INITIALIZE, headers=session_headers("token-alice")
-            )
-            session = opened.headers["mcp-session-id"]
-            listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+            session = await open_session(http, "token-alice")
             twice = [
                 *session_headers("token-bob").items(),
                 ("Mcp-Session-Id", session),
                 ("Mcp-Session-Id", "bogus"),
             ]
-            posted = await http.post("/mcp", json=listing, headers=twice)
+            posted = await http.post("/mcp", json=LISTING, headers=twice)
             assert posted.status_code == 400
             assert "mcp-session-id more than once" in posted.json()["error"]["message"]
             ended = await http.request("DELETE", "/mcp", headers=twice)
@@ -525,7 +527,7 @@ async def test_a_repeated_session_header_is_refused_and_the_session_stays_its_ow
             # The other order, and a repeated Authorization, are refused alike.
             reversed_twice = [*twice[:-2], ("Mcp-Session-Id", "bogus"), ("Mcp-Session-Id", session)]
             assert (
-                await http.post("/mcp", json=listing, headers=reversed_twice)
+                await http.post("/mcp", json=LISTING, headers=reversed_twice)
             ).status_code == 400
             two_tokens = [
                 *MCP_HEADERS.items(),
@@ -538,7 +540,7 @@ async def test_a_repeated_session_header_is_refused_and_the_session_stays_its_ow
             alice = session_headers("token-alice", session)
             initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
             assert (await http.post("/mcp", json=initialized, headers=alice)).status_code == 202
-            assert (await http.post("/mcp", json=listing, headers=alice)).status_code == 200
+            assert (await http.post("/mcp", json=LISTING, headers=alice)).status_code == 200
 
 
 async def test_a_websocket_upgrade_with_a_repeated_authorization_is_refused(
