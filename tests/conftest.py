@@ -242,6 +242,12 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 @pytest.fixture
+def pg_name(backend: Backend, request: pytest.FixtureRequest) -> str | None:
+    """The PostgreSQL database behind ``backend`` (None for SQLite), for raw statements."""
+    return None if backend.name == "sqlite" else request.getfixturevalue("clean_pg")
+
+
+@pytest.fixture
 async def store(backend: Backend) -> Store:
     return backend.store
 

@@ -12,7 +12,6 @@ import sqlite3
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -36,6 +35,7 @@ from convmem.stores.base import Resealed
 from convmem_bench.postgrest_standin import PostgrestStandIn
 from tests.conftest import Backend, MemoryFactory
 from tests.support.services import admin_connect, create_database, drop_database, pg_url
+from tests.support.tampering import alter
 
 SECRET = "sk-live-TOPSECRET-4242"
 KEY_A, KEY_B = new_key(), new_key()
@@ -73,11 +73,6 @@ def stored_text(backend: Backend, pg_database: str | None) -> str:
         tables = ("convmem_threads", "convmem_turns", "convmem_summaries", "convmem_rpc_requests")
         rows = [conn.execute(f"SELECT t::text FROM {table} t").fetchall() for table in tables]
     return repr(rows)
-
-
-@pytest.fixture
-def pg_name(backend: Backend, request: pytest.FixtureRequest) -> str | None:
-    return None if backend.name == "sqlite" else request.getfixturevalue("clean_pg")
 
 
 async def test_no_store_holds_plaintext_and_every_field_comes_back(
@@ -179,8 +174,8 @@ async def test_an_l2_copy_that_fails_to_open_is_dropped_and_the_store_serves(
     try:
         (key,) = [k for k in client.scan_iter(f"{redis_prefix}*") if client.type(k) == "hash"]
         fields = client.hgetall(key)
-        turn_field = next(f for f, v in fields.items() if "cm1." in v)
-        client.hset(key, turn_field, str(fields[turn_field]).replace("cm1.", "cm1.0", 1))
+        turn_field = next(f for f, v in fields.items() if "cm2." in v)
+        client.hset(key, turn_field, str(fields[turn_field]).replace("cm2.", "cm2.0", 1))
     finally:
         client.close()
     reader = await memories(encryption_keys=[KEY_A])
@@ -190,17 +185,6 @@ async def test_an_l2_copy_that_fails_to_open_is_dropped_and_the_store_serves(
     assert read.turns[0].content.endswith(f"{SECRET}1")
     assert reader.stats.l2_corrupt == 1
     assert reader.stats.decryption_errors == 0
-
-
-def _alter(backend: Backend, pg_name: str | None, sql: str, *params: Any) -> None:
-    """Run one statement against the raw tables, as an attacker with the database would."""
-    if backend.name == "sqlite":
-        with sqlite3.connect(backend.url.removeprefix("sqlite:///")) as conn:
-            conn.execute(sql.replace("%s", "?"), params)
-        return
-    assert pg_name is not None
-    with admin_connect(pg_name) as conn:
-        conn.execute(sql.encode(), params)
 
 
 async def first_turn(backend: Backend, thread_id: str) -> str:
@@ -234,10 +218,10 @@ async def test_altered_ciphertext_is_a_typed_error_for_that_thread_only(
     }
     where = " WHERE thread_id = %s AND seq = 1"
     if attack == "relabel the role":
-        _alter(backend, pg_name, "UPDATE convmem_turns SET role = 'system'" + where, victim.id)
+        alter(backend, pg_name, "UPDATE convmem_turns SET role = 'system'" + where, victim.id)
     else:
         update = "UPDATE convmem_turns SET content = %s" + where
-        _alter(backend, pg_name, update, replacement[attack], victim.id)
+        alter(backend, pg_name, update, replacement[attack], victim.id)
     await memory.evict(victim.id)
     with pytest.raises(DecryptionError) as caught:
         await memory.get_thread(victim.id)
@@ -365,7 +349,9 @@ def test_bad_keys_are_refused_with_what_to_do() -> None:
 def test_a_resealed_turn_keeps_its_place() -> None:
     encryption = Encryption([KEY_B, KEY_A])
     thread_id = str(uuid.uuid4())
-    old = Encryption([KEY_A]).seal_turn(thread_id, Turn(role="user", content="x", seq=3))
+    (old,) = Encryption([KEY_A]).seal_turns(
+        thread_id, [Turn(role="user", content="x")], first_seq=3
+    )
     resealed = encryption.reseal_turn(thread_id, old)
     assert resealed is not None
     assert resealed.seq == 3

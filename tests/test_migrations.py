@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from convmem.errors import SeqTakenError
 from convmem.models import Turn
 from convmem.stores.base import NewThread
 from convmem.stores.migrations import migrations_for
@@ -40,6 +41,7 @@ PASTE_ORDER = (
     "postgres/0006_rewrite.sql",
     "postgres/0007_sealing_keys.sql",
     "postgres/0008_operator_reads.sql",
+    "postgres/0009_sealed_seqs.sql",
     "supabase/0102_row_level_security.sql",
     "supabase/0103_lock_down_reseal.sql",
     "supabase/0104_lock_down_revisions.sql",
@@ -47,6 +49,7 @@ PASTE_ORDER = (
     "supabase/0106_lock_down_rewrite.sql",
     "supabase/0107_lock_down_sealing_keys.sql",
     "supabase/0108_lock_down_operator_reads.sql",
+    "supabase/0109_sealed_seqs.sql",
 )
 
 
@@ -133,6 +136,7 @@ async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_s
         (6, "0006_rewrite"),
         (7, "0007_sealing_keys"),
         (8, "0008_operator_reads"),
+        (9, "0009_sealed_seqs"),
         (102, "0102_row_level_security"),
         (103, "0103_lock_down_reseal"),
         (104, "0104_lock_down_revisions"),
@@ -140,6 +144,7 @@ async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_s
         (106, "0106_lock_down_rewrite"),
         (107, "0107_lock_down_sealing_keys"),
         (108, "0108_lock_down_operator_reads"),
+        (109, "0109_sealed_seqs"),
     ]
     assert_locked_down(fresh_database)
     # Pasting again changes nothing and fails nothing.
@@ -159,6 +164,13 @@ async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_s
                 [Turn(role="user", content="pasted")],
             )
             await store.append(created.id, [Turn(role="assistant", content="works")], owner=None)
+            with pytest.raises(SeqTakenError):  # 0009's check is in place: a turn sealed
+                await store.append(  # for seq 2 does not land at 3
+                    created.id,
+                    [Turn(role="user", content="late", seq=2)],
+                    owner=None,
+                    seqs_bound=True,
+                )
             await store.append(created.id, [Turn(role="assistant", content="popped")], owner=None)
             await store.pop(created.id, owner=None)
             await store.save_summary(
@@ -185,7 +197,8 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     assert first.returncode == 0, first.stderr
     assert (
         "applied 0001_init, 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries,"
-        " 0006_rewrite, 0007_sealing_keys, 0008_operator_reads" in first.stdout
+        " 0006_rewrite, 0007_sealing_keys, 0008_operator_reads, 0009_sealed_seqs"
+        in " ".join(first.stdout.split())
     )
     again = convmem("migrate", "--store", url)
     assert "nothing was pending" in again.stdout
@@ -194,11 +207,11 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     assert (
         "applied 0102_row_level_security, 0103_lock_down_reseal, 0104_lock_down_revisions,"
         " 0105_lock_down_summaries, 0106_lock_down_rewrite, 0107_lock_down_sealing_keys,"
-        " 0108_lock_down_operator_reads" in " ".join(supabase.stdout.split())
+        " 0108_lock_down_operator_reads, 0109_sealed_seqs" in " ".join(supabase.stdout.split())
     )
     assert [v for v, _ in recorded(fresh_database)] == [
-        *range(1, 9),
-        *range(102, 109),
+        *range(1, 10),
+        *range(102, 110),
     ]
 
 
@@ -212,9 +225,9 @@ def test_a_project_on_the_previous_release_gets_the_rotation_functions_locked_do
     assert result.returncode == 0, result.stderr
     assert (
         "applied 0003_reseal, 0004_revisions, 0005_summaries, 0006_rewrite,"
-        " 0007_sealing_keys, 0008_operator_reads, 0103_lock_down_reseal,"
+        " 0007_sealing_keys, 0008_operator_reads, 0009_sealed_seqs, 0103_lock_down_reseal,"
         " 0104_lock_down_revisions, 0105_lock_down_summaries, 0106_lock_down_rewrite,"
-        " 0107_lock_down_sealing_keys, 0108_lock_down_operator_reads"
+        " 0107_lock_down_sealing_keys, 0108_lock_down_operator_reads, 0109_sealed_seqs"
         in " ".join(result.stdout.split())
     )
     assert_locked_down(fresh_database)
@@ -253,10 +266,10 @@ async def test_a_supabase_project_on_the_first_schema_upgrades_in_place(
     assert result.returncode == 0, result.stderr
     assert (
         "applied 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries,"
-        " 0006_rewrite, 0007_sealing_keys, 0008_operator_reads, 0102_row_level_security,"
-        " 0103_lock_down_reseal, 0104_lock_down_revisions, 0105_lock_down_summaries,"
-        " 0106_lock_down_rewrite, 0107_lock_down_sealing_keys, 0108_lock_down_operator_reads"
-        in " ".join(result.stdout.split())
+        " 0006_rewrite, 0007_sealing_keys, 0008_operator_reads, 0009_sealed_seqs,"
+        " 0102_row_level_security, 0103_lock_down_reseal, 0104_lock_down_revisions,"
+        " 0105_lock_down_summaries, 0106_lock_down_rewrite, 0107_lock_down_sealing_keys,"
+        " 0108_lock_down_operator_reads, 0109_sealed_seqs" in " ".join(result.stdout.split())
     )
     standin = PostgrestStandIn(pg_url(fresh_database)).start()
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from convmem.settings import Settings
 from convmem_bench.chat_standin import ChatCompletionsStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,3 +107,25 @@ def test_each_command_and_option_of_the_synopsis_exists(words: list[str]) -> Non
     assert result.returncode == 0, result.stderr
     for option in options:
         assert re.search(rf"(^|[\s,]){re.escape(option)}\b", result.stdout), (option, words)
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    """A setting a user cannot find is one they cannot set: each ``CONVMEM_*`` variable
+    ``Settings`` reads is named in the README."""
+    names = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", [alias])
+        names |= {str(c) for c in choices if str(c).startswith("CONVMEM_")}
+    missing = sorted(n for n in names if f"`{n}`" not in README and not _in_a_combined_row(n))
+    assert not missing, f"not in the README's configuration table: {missing}"
+
+
+def _in_a_combined_row(name: str) -> bool:
+    """Rows such as ``CONVMEM_PG_POOL_MIN_SIZE` / `_MAX_SIZE``: a suffix after a sibling."""
+    head, _, _ = name.rpartition("_")
+    while head:
+        if f"`{head}_" in README and f"`_{name.removeprefix(head + '_')}`" in README:
+            return True
+        head, _, _ = head.rpartition("_")
+    return False

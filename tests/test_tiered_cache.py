@@ -240,14 +240,16 @@ async def test_writers_racing_on_a_thread_whose_l2_copy_is_behind(
     first, second, old = await memories(cache=tier), await memories(), await memories()
     thread = await first.create_thread(turns=exchange(1))
     await old.get_thread(thread.id)  # an instance holding version 2
-    missed = first.sealing.seal_turns(thread.id, exchange(2))
-    await cache_backend.store.append(thread.id, missed, owner=None)  # L2 missed this write
+    missed = first.sealing.seal_turns(thread.id, exchange(2), first_seq=3)
+    await cache_backend.store.append(  # L2 missed this write
+        thread.id, missed, owner=None, seqs_bound=first.sealing.encrypts
+    )
     assert await l2.version(thread.id) == 2  # L2 is behind the store (4)
 
     # first's L2 step is held back until second's has run: the L2 writes arrive out of order.
     tier.release = hold = asyncio.Event()
     slow_write = asyncio.create_task(first.add_turns(thread.id, exchange(3)))  # commits 6
-    await until(lambda: first.stats.store_writes == 2, "first's commit")
+    await until(lambda: len(tier.appended) == 1, "first's commit, its L2 step held")
     await second.add_turns(thread.id, exchange(4))  # commits 8, fences L2 at 8
     hold.set()
     await slow_write

@@ -95,9 +95,11 @@ async def new_thread(store: Store, turns: int, sealing: Sealing = NO_SEALING) ->
     thread_id = str(uuid.uuid4())
     metadata = sealing.seal_metadata(thread_id, {})
     await store.create(NewThread(thread_id, "chat", None, None, metadata), [])
-    batch = sealing.seal_turns(thread_id, history_turns(turns))
+    batch = sealing.seal_turns(thread_id, history_turns(turns), first_seq=1)
     for start in range(0, len(batch), 500):
-        await store.append(thread_id, batch[start : start + 500], owner=None)
+        await store.append(
+            thread_id, batch[start : start + 500], owner=None, seqs_bound=sealing.encrypts
+        )
     return thread_id
 
 

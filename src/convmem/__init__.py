@@ -3,6 +3,7 @@
 from convmem.errors import (
     ConfigurationError,
     ConvMemError,
+    DecryptionError,
     IdempotencyConflictError,
     InvalidInputError,
     InvalidMetadataError,
@@ -11,6 +12,7 @@ from convmem.errors import (
     InvalidTurnError,
     LimitExceededError,
     ProviderError,
+    SeqTakenError,
     StaleSummaryError,
     StoreError,
     StoreUnavailableError,
@@ -19,6 +21,7 @@ from convmem.errors import (
     ThreadExpiredError,
     ThreadFullError,
     ThreadNotFoundError,
+    TurnNotFoundError,
 )
 from convmem.memory import Memory
 from convmem.models import Thread, ThreadPage, ThreadSummary, Turn
@@ -27,6 +30,7 @@ from convmem.settings import Settings
 __all__ = [
     "ConfigurationError",
     "ConvMemError",
+    "DecryptionError",
     "IdempotencyConflictError",
     "InvalidInputError",
     "InvalidMetadataError",
@@ -36,6 +40,7 @@ __all__ = [
     "LimitExceededError",
     "Memory",
     "ProviderError",
+    "SeqTakenError",
     "Settings",
     "StaleSummaryError",
     "StoreError",
@@ -49,4 +54,5 @@ __all__ = [
     "ThreadPage",
     "ThreadSummary",
     "Turn",
+    "TurnNotFoundError",
 ]

@@ -10,12 +10,15 @@ class is enough to handle all of them::
     │   ├── InvalidOwnerError     an owner that is not a non-empty string without NUL
     │   ├── InvalidMetadataError  metadata that is not a JSON object with string keys
     │   ├── InvalidTurnError      a turn with a bad role, a bad field type or undecodable text
-    │   └── LimitExceededError    content, metadata or a batch larger than the configured limit
+    │   ├── LimitExceededError    content, metadata or a batch larger than the configured limit
+    │   └── TurnNotFoundError     a fork or rewrite point that names no turn of the thread
     ├── ThreadError               the thread exists (or not) in a state that refuses the call
     │   ├── ThreadNotFoundError   unknown id, deleted, or owned by someone else
     │   ├── ThreadExistsError     a new thread's id is taken already
     │   ├── ThreadExpiredError    past its ``expires_at``; start a new thread
-    │   └── ThreadFullError       at its maximum number of turns; start a new thread
+    │   ├── ThreadFullError       at its maximum number of turns; start a new thread
+    │   ├── StaleSummaryError     a compaction summary made from a version since invalidated
+    │   └── SeqTakenError         sealed turns bound to seqs another write took first
     ├── IdempotencyConflictError  a turn key reused for a different turn
     ├── DecryptionError           a stored thread that cannot be decrypted (key missing, tampered)
     ├── ProviderError             the model provider failed or answered nothing usable
@@ -95,6 +98,18 @@ class ThreadFullError(ThreadError):
 class StaleSummaryError(ThreadError):
     """A compaction summary was made from a version the thread has since moved past in a
     way that invalidates it (a pop, a clear or another summary), or covers no turn."""
+
+
+class SeqTakenError(ThreadError):
+    """Turns sealed for seqs the thread has passed were sent to it: another write came
+    first, and the thread is at ``version`` now. A sealed turn binds its seq (so that a
+    turn moved to another place fails authentication), so the writer seals the turns
+    again for the seqs after ``version`` and retries; ``Memory`` does, and a caller of
+    ``Memory`` never sees this error."""
+
+    def __init__(self, message: str, *, thread_id: str, version: int) -> None:
+        super().__init__(message, thread_id=thread_id)
+        self.version = version
 
 
 class IdempotencyConflictError(ConvMemError):

@@ -20,7 +20,6 @@ from convmem.cache.tiered import Source, TieredCache
 from convmem.errors import (
     ConfigurationError,
     DecryptionError,
-    IdempotencyConflictError,
     InvalidInputError,
     ProviderError,
     StaleSummaryError,
@@ -32,6 +31,7 @@ from convmem.extras import needs_extra
 from convmem.key_check import check_sealing_keys
 from convmem.limits import InputLimits
 from convmem.models import Turn, freeze_mapping
+from convmem.sealed_writes import SealedWrites
 from convmem.sealing import NO_SEALING, Sealing
 from convmem.settings import Settings
 from convmem.stats import Stats
@@ -156,6 +156,14 @@ class Memory:
             timer=timer,
             guard=self._guard,
             sealing=self._sealing,
+        )
+        self._writes = SealedWrites(
+            store,
+            self._sealing,
+            known_version=self._cache.known_version,
+            known_keys=self._cache.known_keys,
+            read=self._read,
+            write=self._write,
         )
 
     @classmethod
@@ -315,7 +323,7 @@ class Memory:
         spec = NewThread(
             thread_id, tool_name, parent_id, owner, self._sealing.seal_metadata(thread_id, frozen)
         )
-        sealed = self._sealing.seal_turns(thread_id, turns)
+        sealed = self._sealing.seal_turns(thread_id, turns, first_seq=1)
         stored = await self._write(lambda: self.store.create(spec, sealed))
         return await self._cache.created(stored)
 
@@ -336,44 +344,9 @@ class Memory:
         validate_thread_id(thread_id)
         validate_owner(owner, self._limits)
         validate_turns(turns, self._limits, allow_empty=False)
-        sealed = self._sealing.seal_turns(thread_id, turns)
-        try:
-            result = await self._write(lambda: self.store.append(thread_id, sealed, owner=owner))
-        except IdempotencyConflictError as conflict:
-            if not self._sealing.encrypts:
-                raise
-            # A retry sealed under another key than the turn it repeats (the keys
-            # changed in between, or a rotation resealed it) differs in the store only.
-            sealed = await self._as_stored(thread_id, turns, sealed, owner, conflict)
-            result = await self._write(lambda: self.store.append(thread_id, sealed, owner=owner))
-        return await self._cache.appended(result, owner)
-
-    async def _as_stored(
-        self,
-        thread_id: str,
-        turns: Sequence[Turn],
-        sealed: Sequence[Turn],
-        owner: str | None,
-        conflict: IdempotencyConflictError,
-    ) -> list[Turn]:
-        """``sealed`` with each keyed turn that repeats a stored one (the same role and
-        content once opened) replaced by the stored ciphertext; a key stored for other
-        content is a conflict still. One store read, on this rare path only."""
-        stored = await self._read(lambda: self.store.load(thread_id, owner=owner))
-        if stored is None:
-            raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
-        by_key = {t.key: t for t in stored.turns if t.key is not None}
-        result = []
-        for turn, mine in zip(turns, sealed, strict=True):
-            prior = by_key.get(turn.key) if turn.key is not None else None
-            if prior is None:
-                result.append(mine)
-                continue
-            (plain,) = self._sealing.open_turns(thread_id, (prior,))
-            if (plain.role, plain.content) != (turn.role, turn.content):
-                raise conflict
-            result.append(replace(mine, content=prior.content))
-        return result
+        return await self._writes.append(
+            thread_id, turns, owner=owner, then=lambda result: self._cache.appended(result, owner)
+        )
 
     async def pop_turn(self, thread_id: str, *, owner: str | None = None) -> Turn | None:
         """Remove the thread's newest turn and return it (None when it has none), in one
@@ -450,13 +423,14 @@ class Memory:
             frozen = freeze_mapping(metadata, what="thread metadata")
             validate_metadata(frozen, self._limits, what="thread metadata")
             sealed_metadata = self._sealing.seal_metadata(thread_id, frozen)
-        sealed = self._sealing.seal_turns(thread_id, turns)
-        stored = await self._write(
-            lambda: self.store.rewrite(
-                thread_id, sealed, after_seq=after_seq, owner=owner, metadata=sealed_metadata
-            )
+        return await self._writes.rewrite(
+            thread_id,
+            turns,
+            after_seq=after_seq,
+            owner=owner,
+            metadata=sealed_metadata,
+            then=lambda stored: self._cache.replaced(stored, owner),
         )
-        return await self._cache.replaced(stored, owner)
 
     async def fork_thread(
         self,
@@ -644,7 +618,9 @@ class Memory:
                 metadata={"folded_turns": plan.folded_turns, "made_from_version": thread.version},
             )
             validate_turns([summary], self._limits, allow_empty=False)
-            sealed = self._sealing.seal_turns(thread.id, [summary])[0]
+            sealed = self._sealing.seal_summary(
+                thread.id, summary, covers_to_seq=plan.covers_to_seq
+            )
             return await self._write(
                 lambda: self.store.save_summary(
                     thread.id,
@@ -766,7 +742,9 @@ class Memory:
                 if (resealed := sealing.reseal_turn(thread_id, turn)) is not None
             ]
             summary = stored.summary
-            if summary is not None and (resealed := sealing.reseal_turn(thread_id, summary)):
+            if summary is not None and (
+                resealed := sealing.reseal_turn(thread_id, summary, summary=True)
+            ):
                 turns.append(Resealed(summary.content, resealed, summary=True))
             metadata = sealing.reseal_metadata(thread_id, stored.metadata)
         except DecryptionError:
@@ -845,6 +823,7 @@ def _encryption(settings: Settings) -> Sealing | None:
     return Encryption(
         settings.encryption_keys.get_secret_value(),
         accept_plaintext=settings.encryption_accept_plaintext,
+        accept_legacy=settings.encryption_accept_legacy,
     )
 
 

@@ -28,12 +28,26 @@ class Sealing(Protocol):
         """The ids of the keys it opens, the one it seals with first; none for the identity."""
         ...
 
-    def seal_turns(self, thread_id: str, turns: Sequence[Turn]) -> Sequence[Turn]: ...
+    def seal_turns(
+        self, thread_id: str, turns: Sequence[Turn], *, first_seq: int
+    ) -> Sequence[Turn]:
+        """``turns`` sealed for the seqs ``first_seq, first_seq + 1, ...``: the store must
+        put them there (``seqs_bound``); the identity leaves them as they are."""
+        ...
+
+    def seal_turns_at(
+        self, thread_id: str, turns: Sequence[Turn], seqs: Sequence[int]
+    ) -> Sequence[Turn]:
+        """``turns`` sealed for ``seqs``, one each; as ``seal_turns`` otherwise."""
+        ...
+
+    def seal_summary(self, thread_id: str, summary: Turn, *, covers_to_seq: int) -> Turn: ...
     def seal_metadata(self, thread_id: str, metadata: Mapping[str, Any]) -> Mapping[str, Any]: ...
     def open_turns(self, thread_id: str, turns: Sequence[Turn]) -> tuple[Turn, ...]: ...
+    def open_summary_turn(self, thread_id: str, summary: Turn) -> Turn: ...
     def open_thread(self, thread: Thread) -> Thread: ...
     def open_summary(self, summary: ThreadSummary) -> ThreadSummary: ...
-    def reseal_turn(self, thread_id: str, turn: Turn) -> Turn | None:
+    def reseal_turn(self, thread_id: str, turn: Turn, *, summary: bool = False) -> Turn | None:
         """The stored turn sealed under the current key; None when nothing is to do."""
         ...
 
@@ -48,8 +62,18 @@ class _NoSealing:
     encrypts = False
     key_ids: tuple[str, ...] = ()
 
-    def seal_turns(self, thread_id: str, turns: Sequence[Turn]) -> Sequence[Turn]:
+    def seal_turns(
+        self, thread_id: str, turns: Sequence[Turn], *, first_seq: int
+    ) -> Sequence[Turn]:
         return turns
+
+    def seal_turns_at(
+        self, thread_id: str, turns: Sequence[Turn], seqs: Sequence[int]
+    ) -> Sequence[Turn]:
+        return turns
+
+    def seal_summary(self, thread_id: str, summary: Turn, *, covers_to_seq: int) -> Turn:
+        return summary
 
     def seal_metadata(self, thread_id: str, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
         return metadata
@@ -57,13 +81,16 @@ class _NoSealing:
     def open_turns(self, thread_id: str, turns: Sequence[Turn]) -> tuple[Turn, ...]:
         return tuple(turns)
 
+    def open_summary_turn(self, thread_id: str, summary: Turn) -> Turn:
+        return summary
+
     def open_thread(self, thread: Thread) -> Thread:
         return thread
 
     def open_summary(self, summary: ThreadSummary) -> ThreadSummary:
         return summary
 
-    def reseal_turn(self, thread_id: str, turn: Turn) -> Turn | None:
+    def reseal_turn(self, thread_id: str, turn: Turn, *, summary: bool = False) -> Turn | None:
         return None
 
     def reseal_metadata(

@@ -150,6 +150,7 @@ class Settings(BaseSettings):
     encryption_accept_plaintext: bool = Field(
         False, validation_alias=_env("encryption_accept_plaintext")
     )
+    encryption_accept_legacy: bool = Field(True, validation_alias=_env("encryption_accept_legacy"))
 
     @field_validator("encryption_keys", mode="before")
     @classmethod

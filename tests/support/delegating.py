@@ -55,9 +55,14 @@ class DelegatingStore(Store):
         return await self.inner.create(thread, turns)
 
     async def append(
-        self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
+        self,
+        thread_id: str,
+        turns: Sequence[Turn],
+        *,
+        owner: str | None,
+        seqs_bound: bool = False,
     ) -> AppendResult:
-        return await self.inner.append(thread_id, turns, owner=owner)
+        return await self.inner.append(thread_id, turns, owner=owner, seqs_bound=seqs_bound)
 
     async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
         return await self.inner.pop(thread_id, owner=owner, count=count)
@@ -76,9 +81,15 @@ class DelegatingStore(Store):
         after_seq: int,
         owner: str | None,
         metadata: Mapping[str, Any] | None = None,
+        seqs_bound: bool = False,
     ) -> Thread:
         return await self.inner.rewrite(
-            thread_id, turns, after_seq=after_seq, owner=owner, metadata=metadata
+            thread_id,
+            turns,
+            after_seq=after_seq,
+            owner=owner,
+            metadata=metadata,
+            seqs_bound=seqs_bound,
         )
 
     async def save_summary(

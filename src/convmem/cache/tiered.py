@@ -132,6 +132,20 @@ class TieredCache:
     def _in_contact(self) -> bool:
         return self.subscribed and self.lease.fresh()
 
+    def known_version(self, thread_id: str) -> int:
+        """The newest version of the thread this instance wrote, served or was told of
+        (0 for none, or a deleted thread): what a writer seals its turns' seqs after."""
+        mark = self.watermarks.get(thread_id)
+        return 0 if mark >= DELETED else mark
+
+    def known_keys(self, thread_id: str, newest: int) -> dict[str, int]:
+        """The key and seq of each keyed turn among the ``newest`` turns of this
+        instance's copy of the thread (none without one)."""
+        copy = self.l1.get(thread_id)
+        if copy is None:
+            return {}
+        return {t.key: t.seq for t in copy.turns[-newest:] if t.key is not None}
+
     # -- reads -----------------------------------------------------------------
 
     async def get(self, thread_id: str, owner: str | None) -> Thread | None:
@@ -261,7 +275,7 @@ class TieredCache:
         return self._opened(thread_id, lambda: self.sealing.open_thread(stored)), stored
 
     def _opened_summary(self, thread_id: str, summary: Turn) -> Turn:
-        return self._opened(thread_id, lambda: self.sealing.open_turns(thread_id, (summary,))[0])
+        return self._opened(thread_id, lambda: self.sealing.open_summary_turn(thread_id, summary))
 
     def _opened(self, thread_id: str, opening: Callable[[], T]) -> T:
         """Open what the store returned; a thread that cannot be opened is counted."""

@@ -327,13 +327,21 @@ class Store(ABC):
 
     @abstractmethod
     async def append(
-        self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
+        self,
+        thread_id: str,
+        turns: Sequence[Turn],
+        *,
+        owner: str | None,
+        seqs_bound: bool = False,
     ) -> AppendResult:
         """Append turns atomically (1 round trip), extending the thread's expiry.
 
-        Turns whose key is already in the thread are not inserted again. Raises
-        ``ThreadNotFoundError``, ``ThreadExpiredError`` or ``ThreadFullError``; on
-        any error nothing is written.
+        Turns whose key is already in the thread are not inserted again; the others take
+        the seqs after the version. With ``seqs_bound`` each turn's ``seq`` is the one it
+        was sealed for (encryption at rest binds it): an inserted turn that would take
+        another raises ``SeqTakenError`` with the version (another write came first).
+        Raises ``ThreadNotFoundError``, ``ThreadExpiredError``, ``ThreadFullError`` or
+        ``IdempotencyConflictError``; on any error nothing is written.
         """
 
     @abstractmethod
@@ -389,17 +397,18 @@ class Store(ABC):
         after_seq: int,
         owner: str | None,
         metadata: Mapping[str, Any] | None = None,
+        seqs_bound: bool = False,
     ) -> Thread:
         """Replace every turn after ``after_seq`` (0: all of them) with ``turns``, and the
         thread's metadata with ``metadata`` when given, atomically (1 round trip); return
         the whole thread as it now is. As a pop of those turns then an append: the version
         rises by one, then by one per new turn (seq ``version + 2 ..``); a summary that
-        covered a removed turn goes; the expiry slides.
+        covered a removed turn goes; the expiry slides. ``seqs_bound`` as for ``append``.
 
         Raises ``ThreadNotFoundError``/``ThreadExpiredError``, ``TurnNotFoundError`` when
         ``after_seq`` is not one of its turns, ``ThreadFullError``,
-        ``IdempotencyConflictError`` when a new turn's key is a kept turn's; on any error
-        nothing is written.
+        ``IdempotencyConflictError`` when a new turn's key is a kept turn's,
+        ``SeqTakenError``; on any error nothing is written.
         """
 
     @abstractmethod

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from convmem.errors import (
     IdempotencyConflictError,
     InvalidInputError,
+    SeqTakenError,
     StaleSummaryError,
     ThreadExistsError,
     ThreadExpiredError,
@@ -78,6 +79,23 @@ def stale_summary(thread_id: str, covers: int) -> StaleSummaryError:
         " such turn): summarise its current version again",
         thread_id=thread_id,
     )
+
+
+def seq_taken(thread_id: str, version: int) -> SeqTakenError:
+    return SeqTakenError(
+        f"thread {thread_id} is at version {version}: the turns were sealed for seqs another"
+        " write took first; seal them for the seqs after it and send them again",
+        thread_id=thread_id,
+        version=version,
+    )
+
+
+def check_seqs(thread_id: str, fresh: Sequence[Turn], *, first: int, version: int) -> None:
+    """Turns sealed for their seqs (``seqs_bound``) land at ``first, first + 1, ...`` of a
+    thread at ``version``, or not at all: any other seq means another write came first."""
+    for place, turn in enumerate(fresh):
+        if turn.seq != first + place:
+            raise seq_taken(thread_id, version)
 
 
 def key_conflict(thread_id: str, key: str | None) -> IdempotencyConflictError:

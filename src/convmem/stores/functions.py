@@ -180,7 +180,12 @@ class FunctionStore(SnapshotStore):
         return thread_from_values(header, stored)
 
     async def append(
-        self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
+        self,
+        thread_id: str,
+        turns: Sequence[Turn],
+        *,
+        owner: str | None,
+        seqs_bound: bool = False,
     ) -> AppendResult:
         rows = await self._rows(
             Call(
@@ -188,7 +193,7 @@ class FunctionStore(SnapshotStore):
                 {
                     "p_id": thread_id,
                     "p_owner": owner,
-                    "p_turns": turns_argument(turns),
+                    "p_turns": turns_argument(turns, seqs_bound=seqs_bound),
                     "p_now": self.clock(),
                     "p_ttl_seconds": self.limits.ttl.total_seconds(),
                     "p_max_turns": self.limits.max_turns,
@@ -277,6 +282,7 @@ class FunctionStore(SnapshotStore):
         after_seq: int,
         owner: str | None,
         metadata: Mapping[str, Any] | None = None,
+        seqs_bound: bool = False,
     ) -> Thread:
         validate_seq_or_zero(after_seq, "after_seq")
         rows = await self._rows(
@@ -286,7 +292,7 @@ class FunctionStore(SnapshotStore):
                     "p_id": thread_id,
                     "p_owner": owner,
                     "p_after": after_seq,
-                    "p_turns": turns_argument(turns),
+                    "p_turns": turns_argument(turns, seqs_bound=seqs_bound),
                     "p_metadata": None if metadata is None else dict(metadata),
                     "p_now": self.clock(),
                     "p_ttl_seconds": self.limits.ttl.total_seconds(),
@@ -393,8 +399,11 @@ class FunctionStore(SnapshotStore):
         return str(uuid.uuid4()) if self.records_requests else None
 
 
-def turns_argument(turns: Sequence[Turn]) -> list[dict[str, Any]]:
-    """The ``p_turns`` JSON array: each turn's fields and its order in the call."""
+def turns_argument(turns: Sequence[Turn], *, seqs_bound: bool = False) -> list[dict[str, Any]]:
+    """The ``p_turns`` JSON array: each turn's fields and its order in the call, and with
+    ``seqs_bound`` the seq it was sealed for (the function refuses any other, 0009)."""
+    if seqs_bound:
+        return [{"ord": i, "seq": t.seq, **turn_params(t)} for i, t in enumerate(turns, 1)]
     return [{"ord": i, **turn_params(t)} for i, t in enumerate(turns, 1)]
 
 
@@ -458,6 +467,8 @@ def refusal(
             return common.no_turn(thread_id, int(detail or 0))
         case "CM412":
             return common.stale_summary(thread_id, int(detail or 0))
+        case "CM428":
+            return common.seq_taken(thread_id, int(detail or 0))
         case "CM413":
             counts = orjson.loads(detail or "{}")
             return common.full(

@@ -281,7 +281,12 @@ class SqliteStore(SnapshotStore):
         return _new_thread(thread, stored, len(turns), None, now, expires)
 
     async def append(
-        self, thread_id: str, turns: Sequence[Turn], *, owner: str | None
+        self,
+        thread_id: str,
+        turns: Sequence[Turn],
+        *,
+        owner: str | None,
+        seqs_bound: bool = False,
     ) -> AppendResult:
         now = self.clock()
         expires = now + self.limits.ttl
@@ -307,6 +312,8 @@ class SqliteStore(SnapshotStore):
                 if prior is not None and (prior.role, prior.content) != (turn.role, turn.content):
                     raise common.key_conflict(thread_id, turn.key)
             fresh = [t for t in turns if t.key is None or t.key not in known]
+            if seqs_bound:
+                common.check_seqs(thread_id, fresh, first=version + 1, version=version)
             if count + len(fresh) > max_turns:
                 raise common.full(thread_id, version=count, fresh=len(fresh), max_turns=max_turns)
             conn.executemany(
@@ -456,6 +463,7 @@ class SqliteStore(SnapshotStore):
         after_seq: int,
         owner: str | None,
         metadata: Mapping[str, Any] | None = None,
+        seqs_bound: bool = False,
     ) -> Thread:
         validate_seq_or_zero(after_seq, "after_seq")
         now = self.clock()
@@ -491,6 +499,8 @@ class SqliteStore(SnapshotStore):
             kept = count - removed
             if kept + len(turns) > max_turns:
                 raise common.full(thread_id, version=kept, fresh=len(turns), max_turns=max_turns)
+            if seqs_bound:
+                common.check_seqs(thread_id, turns, first=version + 2, version=version)
             conn.executemany(
                 _TURN_INSERT,
                 [_turn_row(thread_id, version + 1 + i, t, now) for i, t in enumerate(turns, 1)],
