@@ -11,6 +11,7 @@ from convmem.breaker import CircuitState
 from convmem.cache.guard import GuardedL2
 from convmem.cache.protocol import (
     Alive,
+    CopyState,
     CorruptPayload,
     Invalidation,
     L2Error,
@@ -71,6 +72,7 @@ class FakeTier:
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         self._call()
         return WriteOutcome.EXTENDED
@@ -86,6 +88,7 @@ class FakeTier:
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         self._call()
         return WriteOutcome.EXTENDED
@@ -101,6 +104,7 @@ class FakeTier:
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         self._call()
         return WriteOutcome.EXTENDED

@@ -108,7 +108,7 @@ async def test_the_l2_copy_is_extended_in_place_by_an_append(
     )
     await memory.add_turns(thread.id, exchange(1))
     assert tier.appended == [2]  # only the new turns travel to Redis, not the 40 before them
-    assert await l2.client.hlen(l2.key(thread.id)) == 42 + 5  # turns, v, n, h, u, e
+    assert await l2.client.hlen(l2.key(thread.id)) == 42 + 7  # turns, v, n, h, u, e, a, t
     cached = await l2.get(thread.id)
     assert cached is not None
     assert opened(memory, cached) == await memory.get_thread(thread.id)

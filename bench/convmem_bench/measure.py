@@ -240,7 +240,9 @@ async def layers(
     assert thread is not None
     # The floor reads the very bytes convmem keeps for these turns, as one value.
     floor_key = f"{prefix}floor"
-    await redis.set(floor_key, b"[" + b",".join(encode_turn(t) for t in thread.turns) + b"]")
+    await redis.set(
+        floor_key, b"[" + b",".join(encode_turn(t, thread_id, None) for t in thread.turns) + b"]"
+    )
     # ... and the thread as JSON objects, the floor of earlier runs (and a plain design's).
     objects_key = f"{prefix}floor-objects"
     await redis.set(objects_key, orjson.dumps([turn_to_dict(t) for t in thread.turns]))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 from convmem import compaction, history, messages
 from convmem.cache.guard import GuardedL2
 from convmem.cache.local import LocalCache
+from convmem.cache.tags import CacheTags
 from convmem.cache.tiered import Source, TieredCache
 from convmem.errors import (
     ConfigurationError,
@@ -839,7 +840,26 @@ def _redis_tier(settings: Settings) -> L2Tier | None:
         ttl_seconds=settings.l2_ttl_seconds,
         socket_timeout=settings.redis_socket_timeout,
         heartbeat_seconds=settings.cache_lease_seconds / 4,
+        tags=_cache_tags(settings),
     )
+
+
+def _cache_tags(settings: Settings) -> CacheTags | None:
+    """The key that tags L2 copies: CONVMEM_CACHE_KEY, else the first encryption key."""
+    if settings.cache_key is not None:
+        return CacheTags.from_text(
+            settings.cache_key.get_secret_value(), setting="CONVMEM_CACHE_KEY"
+        )
+    if settings.encryption_keys is not None:
+        first = settings.encryption_keys.get_secret_value().split(",")[0]
+        return CacheTags.from_text(first, setting="CONVMEM_ENCRYPTION_KEYS")
+    log.warning(
+        "Redis copies are not authenticated (neither CONVMEM_CACHE_KEY nor"
+        " CONVMEM_ENCRYPTION_KEYS is set): whoever can write to this Redis can change"
+        " what is served, another owner's threads included; set CONVMEM_CACHE_KEY"
+        " (from `convmem keygen`) on every instance"
+    )
+    return None
 
 
 def _store_options(url: str, settings: Settings) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from convmem.cache.tags import CacheTags
 from convmem.compaction import CompactionPolicy
 from convmem.errors import ConfigurationError, InvalidInputError
 from convmem.limits import InputLimits, ThreadLimits
@@ -68,6 +69,7 @@ class Settings(BaseSettings):
     l1_max_items: int = Field(1000, gt=0, validation_alias=_env("l1_max_items"))
     l1_max_bytes: int = Field(64 * 1024 * 1024, gt=0, validation_alias=_env("l1_max_bytes"))
     cache_prefix: str = Field("convmem:", min_length=1, validation_alias=_env("cache_prefix"))
+    cache_key: SecretStr | None = Field(None, validation_alias=_env("cache_key"))
     redis_socket_timeout: float = Field(0.25, gt=0, validation_alias=_env("redis_socket_timeout"))
     redis_breaker_reset_seconds: float = Field(
         5.0, gt=0, validation_alias=_env("redis_breaker_reset_seconds")
@@ -170,6 +172,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"unsupported store URL scheme {scheme!r}; use one of {sorted(STORE_SCHEMES)}"
             )
+        return value
+
+    @field_validator("cache_key")
+    @classmethod
+    def _cache_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                CacheTags.from_text(value.get_secret_value(), setting="the cache key")
+            except ConfigurationError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("cache_url")

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
-from convmem.cache.protocol import Alive, Invalidation, Subscribed, WriteOutcome
+from convmem.cache.protocol import Alive, CopyState, Invalidation, Subscribed, WriteOutcome
 from convmem.cache.redis import RedisCache
 from convmem.models import Thread, Turn
 
@@ -31,12 +31,13 @@ class WatchedTier:
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         self.appended.append(len(turns))
         if self.release is not None:
             await self.release.wait()
         return await self.inner.append(
-            thread_id, base, version, turns, updated_at, expires_at, now, source=source
+            thread_id, base, version, turns, updated_at, expires_at, now, source=source, after=after
         )
 
     async def aclose(self) -> None:
@@ -65,9 +66,10 @@ class WatchedTier:
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         return await self.inner.remove(
-            thread_id, base, version, seqs, updated_at, expires_at, now, source=source
+            thread_id, base, version, seqs, updated_at, expires_at, now, source=source, after=after
         )
 
     async def summarise(
@@ -81,9 +83,18 @@ class WatchedTier:
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         return await self.inner.summarise(
-            thread_id, base, version, summary, updated_at, expires_at, now, source=source
+            thread_id,
+            base,
+            version,
+            summary,
+            updated_at,
+            expires_at,
+            now,
+            source=source,
+            after=after,
         )
 
     async def claim(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:

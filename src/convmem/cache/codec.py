@@ -10,15 +10,19 @@ Fields of ``convmem:{<id>}``:
 ``u``/``e`` updated_at / expires_at, in microseconds since the epoch
 ``<seq>``  one JSON array per turn, named by its seq: an append adds fields and a pop
            removes them, O(turns changed). With ``n == v`` they are ``1``..``v``.
-``s``      the compaction summary, if any: a turn's array with the seq it covers through
-           in front
+``s``      the compaction summary, if any: a turn's array with its tag and the seq it
+           covers through in front
+``a``      the header's tag
+``t``      the state's tag: of ``v``, ``n``, the summary's seq, ``u`` and ``e``
 ``f``      a fence: no copy below this version may be served or installed
 =========  ====================================================================
 
-A turn is ``[role, content, tool_name, model_provider, model_name, files, images,
+A turn is ``[tag, role, content, tool_name, model_provider, model_name, files, images,
 metadata, key, created_at]`` (created_at in microseconds since the epoch): an array,
 not an object, because decoding turns is most of an L2 hit and arrays parse faster
-and unpack without a lookup per field. Nothing is ever pickled; a value that fails
+and unpack without a lookup per field. The tags (``cache/tags.py``) bind each part to
+its thread (and a turn to its seq), so a copy edited in Redis fails to decode; without
+a tag key they are ``-`` and not checked. Nothing is ever pickled; a value that fails
 to decode is ``CorruptPayload``.
 """
 
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from convmem.cache.protocol import CorruptPayload
+from convmem.cache.tags import TAG_CHARS
 from convmem.errors import ConvMemError
 from convmem.models import turn_from_storage
 from convmem.records import from_micros, thread_from_values, to_micros
@@ -36,10 +41,46 @@ from convmem.records import from_micros, thread_from_values, to_micros
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from convmem.cache.tags import CacheTags
     from convmem.models import Thread, Turn
 
-FORMAT = 4  # 2: turns as arrays; 3: fields named by seq, ``n``, the fork's cut; 4: ``s``
-META_FIELDS = frozenset({b"v", b"n", b"h", b"u", b"e", b"f", b"s"})
+# 2: turns as arrays; 3: fields named by seq, ``n``, the fork's cut; 4: ``s``; 5: tags
+FORMAT = 5
+META_FIELDS = frozenset({b"v", b"n", b"h", b"u", b"e", b"f", b"s", b"a", b"t"})
+UNTAGGED = b"-"  # the tag of every part when no tag key is configured
+_FIXED_FIELDS = 7  # v, n, h, u, e, a, t
+_BODY_AT = 2 + TAG_CHARS + 2  # a tagged value: '["' tag '",' then the rest of the array
+
+
+def header_tag(tags: CacheTags | None, thread_id: str, header: bytes) -> bytes:
+    return UNTAGGED if tags is None else tags.tag(b"header", thread_id.encode(), header)
+
+
+def state_tag(
+    tags: CacheTags | None,
+    thread_id: str,
+    version: int,
+    count: int,
+    summary_seq: int,
+    updated_us: int,
+    expires_us: int,
+) -> bytes:
+    """The tag of what a copy says of itself beyond its parts: that it is ``version`` of
+    the thread, with ``count`` turns and a summary through ``summary_seq``, ..."""
+    if tags is None:
+        return UNTAGGED
+    return tags.tag(
+        b"state",
+        thread_id.encode(),
+        b"%d %d %d %d %d" % (version, count, summary_seq, updated_us, expires_us),
+    )
+
+
+def _tagged(tags: CacheTags | None, label: bytes, thread_id: str, seq: int, array: bytes) -> bytes:
+    """``array`` (a JSON array) with its tag as the first element."""
+    body = array[1:]  # after "[": what the tag covers, as a reader finds it
+    tag = UNTAGGED if tags is None else tags.tag(label, thread_id.encode(), b"%d" % seq, body)
+    return b'["' + tag + b'",' + body
 
 
 def encode_header(thread: Thread) -> bytes:
@@ -57,7 +98,12 @@ def encode_header(thread: Thread) -> bytes:
     )
 
 
-def encode_turn(turn: Turn) -> bytes:
+def encode_turn(turn: Turn, thread_id: str, tags: CacheTags | None) -> bytes:
+    """A turn's field value, tagged for its thread and seq."""
+    return _tagged(tags, b"turn", thread_id, turn.seq, _turn_array(turn))
+
+
+def _turn_array(turn: Turn) -> bytes:
     return orjson.dumps(
         (
             turn.role,
@@ -74,14 +120,24 @@ def encode_turn(turn: Turn) -> bytes:
     )
 
 
-def encode_summary(summary: Turn) -> bytes:
-    """``[seq, role, content, ...]``: the turn array behind the seq it covers through."""
-    return b"[%d," % summary.seq + encode_turn(summary)[1:]
+def encode_summary(summary: Turn, thread_id: str, tags: CacheTags | None) -> bytes:
+    """``[tag, seq, role, content, ...]``: the turn array behind the seq it covers through."""
+    array = b"[%d," % summary.seq + _turn_array(summary)[1:]
+    return _tagged(tags, b"summary", thread_id, summary.seq, array)
 
 
-def _decode_summary(raw: bytes) -> Turn:
-    seq, *turn = orjson.loads(raw)
-    return _turns_of([seq], [turn])[0]
+def _decode_summary(raw: bytes, thread_id: str, tags: CacheTags | None) -> Turn:
+    tag, seq, *turn = orjson.loads(raw)
+    if tags is not None and not _authentic(tags, b"summary", thread_id, seq, raw):
+        raise CorruptPayload("the summary's tag does not match")
+    return _turns_of([seq], [[tag, *turn]])[0]
+
+
+def _authentic(tags: CacheTags, label: bytes, thread_id: str, seq: int, raw: bytes) -> bool:
+    if raw[:2] != b'["' or raw[_BODY_AT - 2 : _BODY_AT] != b'",':
+        return False
+    body = memoryview(raw)[_BODY_AT:]
+    return tags.matches(raw[2 : _BODY_AT - 2], label, thread_id.encode(), b"%d" % seq, body)
 
 
 def fence_of(fields: dict[bytes, bytes]) -> int:
@@ -94,8 +150,11 @@ def fence_of(fields: dict[bytes, bytes]) -> int:
         raise CorruptPayload("fence is not an integer") from None
 
 
-def decode_thread(thread_id: str, fields: dict[bytes, bytes]) -> Thread | None:
-    """The thread a hash holds; None if it holds none (empty or only a fence)."""
+def decode_thread(
+    thread_id: str, fields: dict[bytes, bytes], tags: CacheTags | None = None
+) -> Thread | None:
+    """The thread a hash holds; None if it holds none (empty or only a fence). With
+    ``tags``, every part must carry its tag (``CorruptPayload`` otherwise)."""
     fence = fence_of(fields)
     if b"v" not in fields:
         if set(fields) - {b"f"}:
@@ -110,15 +169,18 @@ def decode_thread(thread_id: str, fields: dict[bytes, bytes]) -> Thread | None:
         if header.get("fmt") != FORMAT or header.get("id") != thread_id:
             raise CorruptPayload("foreign header")
         summary = fields.get(b"s")
-        if len(fields) != count + 5 + (b"f" in fields) + (summary is not None):
+        if len(fields) != count + _FIXED_FIELDS + (b"f" in fields) + (summary is not None):
             raise CorruptPayload("turn fields do not match the count")
-        turns = _decode_turns(fields, *_turn_names(fields, version, count))
+        opened = None if summary is None else _decode_summary(summary, thread_id, tags)
+        if tags is not None:
+            _check_tags(tags, thread_id, fields, version, count, opened)
+        turns = _decode_turns(fields, *_turn_names(fields, version, count), thread_id, tags)
         header.update(
             created_at=from_micros(header["created_at"]),
             updated_at=updated_at,
             expires_at=expires_at,
             version=version,
-            summary=None if summary is None else _decode_summary(summary),
+            summary=opened,
         )
         thread = thread_from_values(header, turns)
     except CorruptPayload:
@@ -126,6 +188,23 @@ def decode_thread(thread_id: str, fields: dict[bytes, bytes]) -> Thread | None:
     except (KeyError, ValueError, TypeError, orjson.JSONDecodeError, ConvMemError) as exc:
         raise CorruptPayload(f"{type(exc).__name__}: {exc}") from exc
     return None if version < fence else thread
+
+
+def _check_tags(
+    tags: CacheTags,
+    thread_id: str,
+    fields: dict[bytes, bytes],
+    version: int,
+    count: int,
+    summary: Turn | None,
+) -> None:
+    """The header and the state are the ones a tag holder wrote, for this thread."""
+    if not tags.matches(fields[b"a"], b"header", thread_id.encode(), fields[b"h"]):
+        raise CorruptPayload("the header's tag does not match")
+    summary_seq = 0 if summary is None else summary.seq
+    state = b"%d %d %d %s %s" % (version, count, summary_seq, fields[b"u"], fields[b"e"])
+    if not tags.matches(fields[b"t"], b"state", thread_id.encode(), state):
+        raise CorruptPayload("the state's tag does not match")
 
 
 _field_names: tuple[bytes, ...] = ()  # b"1", b"2", ...: built once, not on every read
@@ -153,11 +232,19 @@ def _turn_names(
 
 
 def _decode_turns(
-    fields: dict[bytes, bytes], names: Sequence[bytes], seqs: Sequence[int]
+    fields: dict[bytes, bytes],
+    names: Sequence[bytes],
+    seqs: Sequence[int],
+    thread_id: str,
+    tags: CacheTags | None,
 ) -> tuple[Turn, ...]:
+    values = [fields[name] for name in names]
+    if tags is not None:
+        for seq, value in zip(seqs, values, strict=True):
+            if not _authentic(tags, b"turn", thread_id, seq, value):
+                raise CorruptPayload(f"the tag of turn {seq} does not match")
     # One JSON document for all the turns: one parser call instead of one per turn.
-    raw = b"[" + b",".join([fields[name] for name in names]) + b"]"
-    return _turns_of(seqs, orjson.loads(raw))
+    return _turns_of(seqs, orjson.loads(b"[" + b",".join(values) + b"]"))
 
 
 def _turns_of(seqs: Sequence[int], arrays: Sequence[Sequence[Any]]) -> tuple[Turn, ...]:
@@ -166,6 +253,7 @@ def _turns_of(seqs: Sequence[int], arrays: Sequence[Sequence[Any]]) -> tuple[Tur
     append = turns.append
     last_micros, created = None, None
     for seq, (
+        _,
         role,
         content,
         tool,

@@ -36,7 +36,7 @@ from convmem.cache.protocol import (
 )
 
 if TYPE_CHECKING:
-    from convmem.cache.protocol import L2Tier
+    from convmem.cache.protocol import CopyState, L2Tier
     from convmem.models import Thread, Turn
     from convmem.stats import Stats
 
@@ -115,10 +115,19 @@ class GuardedL2:
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         return await self._announced(
             lambda: self.tier.append(
-                thread_id, base, version, turns, updated_at, expires_at, now, source=source
+                thread_id,
+                base,
+                version,
+                turns,
+                updated_at,
+                expires_at,
+                now,
+                source=source,
+                after=after,
             ),
             thread_id,
             version,
@@ -136,10 +145,19 @@ class GuardedL2:
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         return await self._announced(
             lambda: self.tier.remove(
-                thread_id, base, version, seqs, updated_at, expires_at, now, source=source
+                thread_id,
+                base,
+                version,
+                seqs,
+                updated_at,
+                expires_at,
+                now,
+                source=source,
+                after=after,
             ),
             thread_id,
             version,
@@ -157,10 +175,19 @@ class GuardedL2:
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         return await self._announced(
             lambda: self.tier.summarise(
-                thread_id, base, version, summary, updated_at, expires_at, now, source=source
+                thread_id,
+                base,
+                version,
+                summary,
+                updated_at,
+                expires_at,
+                now,
+                source=source,
+                after=after,
             ),
             thread_id,
             version,

@@ -31,6 +31,16 @@ class CorruptPayload(Exception):
     """An L2 value that is not a convmem thread (foreign, truncated or garbled)."""
 
 
+@dataclass(frozen=True, slots=True)
+class CopyState:
+    """What a write leaves of the copy at its base version, which the writer holds: how
+    many turns and the seq its summary covers through (0: none). An L2 tier that tags
+    its copies (``cache/tags.py``) tags that state; without it, it fences instead."""
+
+    count: int
+    summary_seq: int
+
+
 class WriteOutcome(enum.Enum):
     """What a write (an append, a pop, a clear) did to the L2 copy of a thread."""
 
@@ -84,10 +94,12 @@ class L2Tier(Protocol):
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         """Bring the copy up to a committed append (in place at ``base``, else fenced);
         with ``source``, announce ``(thread, version)`` too, in the same round trip where
-        the tier can."""
+        the tier can. ``after``: the copy's state after the write, if the writer knows
+        it (it holds the base version)."""
         ...
 
     async def remove(
@@ -101,6 +113,7 @@ class L2Tier(Protocol):
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         """As ``append``, for a pop or clear that removed turns ``seqs``."""
         ...
@@ -116,6 +129,7 @@ class L2Tier(Protocol):
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         """As ``append``, for a saved compaction summary."""
         ...

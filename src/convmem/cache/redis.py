@@ -31,14 +31,18 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from convmem.cache.codec import (
+    UNTAGGED,
     decode_thread,
     encode_header,
     encode_summary,
     encode_turn,
     fence_of,
+    header_tag,
+    state_tag,
 )
 from convmem.cache.protocol import (
     Alive,
+    CopyState,
     CorruptPayload,
     Invalidation,
     L2Error,
@@ -57,10 +61,11 @@ IDENTITY_CHECK_SECONDS: Final = 1.0  # a cluster's primaries are checked this of
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
+    from convmem.cache.tags import CacheTags
     from convmem.models import Thread, Turn
 
 # KEYS[1]; ARGV: version, ttl_ms, header, updated_us, expires_us, summary ('' for none),
-# then seq, turn, seq, turn...
+# header tag, state tag, then seq, turn, seq, turn...
 _INSTALL: Final = """
 local v = tonumber(ARGV[1])
 local cur = redis.call('HMGET', KEYS[1], 'v', 'f')
@@ -68,10 +73,10 @@ local cv, cf = tonumber(cur[1]), tonumber(cur[2])
 if (cf and v < cf) or (cv and cv >= v) then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'h', ARGV[3], 'u', ARGV[4], 'e', ARGV[5],
-           'n', tostring((#ARGV - 6) / 2))
+           'a', ARGV[7], 't', ARGV[8], 'n', tostring((#ARGV - 8) / 2))
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 's', ARGV[6]) end
 local batch = {}
-for i = 7, #ARGV do
+for i = 9, #ARGV do
   batch[#batch + 1] = ARGV[i]
   if #batch >= 400 then redis.call('HSET', KEYS[1], unpack(batch)); batch = {} end
 end
@@ -84,10 +89,16 @@ return 1
 # (ARGV[6]), they PUBLISH the message (ARGV[7]) on it, whatever they did to the copy. A
 # Redis Cluster passes none: its sharded channel lives in another slot than the thread's
 # key, so the cache publishes there apart (see RedisCache.append).
+#
+# ARGV[8] is the tag of the state the write leaves ('' when the writer cannot tag it: it
+# does not hold the base version, so the copy is fenced, never left untagged), ARGV[9]
+# the turn count it leaves ('' when untagged: counted here). The write's own arguments
+# follow, from ARGV[10].
 _WRITE_PROLOGUE: Final = """
 local base, nv = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cur = redis.call('HMGET', KEYS[1], 'v', 'f')
 local cv, cf = tonumber(cur[1]), tonumber(cur[2])
+local at_base = cv and cv == base and ARGV[8] ~= ''  -- may change the copy in place
 local function done(status)
   if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
   return status
@@ -101,20 +112,24 @@ local function fence_or_newer()
 end
 """
 
-# KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, channel, message, new
-# turn 1, ... (the new turns hold seq base + 1, base + 2, ...).
+# KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, channel, message,
+# state tag, count, new turn 1, ... (the new turns hold seq base + 1, base + 2, ...).
 # Returns 1 updated in place, 2 already as new or newer, 0 fenced (see _OUTCOMES).
 _APPEND: Final = (
     _WRITE_PROLOGUE
     + """
-if cv and cv == base then
-  local fields = {'v', ARGV[2], 'u', ARGV[4], 'e', ARGV[5]}
-  for i = 8, #ARGV do
-    fields[#fields + 1] = tostring(base + i - 7)
+if at_base then
+  local fields = {'v', ARGV[2], 'u', ARGV[4], 'e', ARGV[5], 't', ARGV[8]}
+  for i = 10, #ARGV do
+    fields[#fields + 1] = tostring(base + i - 9)
     fields[#fields + 1] = ARGV[i]
   end
   redis.call('HSET', KEYS[1], unpack(fields))
-  redis.call('HINCRBY', KEYS[1], 'n', #ARGV - 7)
+  if ARGV[9] == '' then
+    redis.call('HINCRBY', KEYS[1], 'n', #ARGV - 9)
+  else
+    redis.call('HSET', KEYS[1], 'n', ARGV[9])
+  end
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return done(1)
 end
@@ -123,24 +138,30 @@ return fence_or_newer()
 )
 
 # KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, channel, message,
-# removed seq 1, ... (ascending). A pop or a clear: the copy at the writer's base version
-# loses those turns in place, O(turns removed), and its summary if that covered one of
-# them; a copy that does not hold them all is not the base: fenced. Returns as _APPEND.
+# state tag, count, removed seq 1, ... (ascending). A pop or a clear: the copy at the
+# writer's base version loses those turns in place, O(turns removed), and its summary if
+# that covered one of them; a copy that does not hold them all is not the base: fenced.
+# Returns as _APPEND.
 _REMOVE: Final = (
     _WRITE_PROLOGUE
     + """
-if cv and cv == base then
+if at_base then
   local gone = 0
-  for i = 8, #ARGV, 400 do
+  for i = 10, #ARGV, 400 do
     gone = gone + redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 399, #ARGV)))
   end
-  if gone == #ARGV - 7 then
+  if gone == #ARGV - 9 then
     local s = redis.call('HGET', KEYS[1], 's')
-    if s and gone > 0 and tonumber(string.match(s, '^%[(%d+),')) >= tonumber(ARGV[8]) then
+    local covers = s and tonumber(string.match(s, '^%["[^"]*",(%d+),'))
+    if covers and gone > 0 and covers >= tonumber(ARGV[10]) then
       redis.call('HDEL', KEYS[1], 's')
     end
-    redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[4], 'e', ARGV[5])
-    redis.call('HINCRBY', KEYS[1], 'n', -gone)
+    redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[4], 'e', ARGV[5], 't', ARGV[8])
+    if ARGV[9] == '' then
+      redis.call('HINCRBY', KEYS[1], 'n', -gone)
+    else
+      redis.call('HSET', KEYS[1], 'n', ARGV[9])
+    end
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
     return done(1)
   end
@@ -150,13 +171,15 @@ return fence_or_newer()
 )
 
 # KEYS[1]; ARGV: base, new version, ttl_ms, updated_us, expires_us, channel, message,
-# summary. A saved summary replaces the one of the copy at the writer's base version;
-# any other copy is fenced. Returns as _APPEND does.
+# state tag, count (unused: a summary changes no turn), summary. A saved summary replaces
+# the one of the copy at the writer's base version; any other copy is fenced. Returns
+# as _APPEND does.
 _SUMMARISE: Final = (
     _WRITE_PROLOGUE
     + """
-if cv and cv == base then
-  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[4], 'e', ARGV[5], 's', ARGV[8])
+if at_base then
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[4], 'e', ARGV[5], 's', ARGV[10],
+             't', ARGV[8])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return done(1)
 end
@@ -202,7 +225,12 @@ _OUTCOMES: Final = {
 
 
 class RedisCache:
-    """L2. ``from_url`` builds and owns its client; no I/O until the first call."""
+    """L2. ``from_url`` builds and owns its client; no I/O until the first call.
+
+    With ``tags`` every copy it writes is tagged and every copy it reads must be
+    (``cache/tags.py``): what Redis holds is then not trusted for owner, version or
+    turns. Every instance sharing the Redis needs the same tag key.
+    """
 
     def __init__(
         self,
@@ -214,8 +242,10 @@ class RedisCache:
         socket_timeout: float = 0.25,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         silence_limit_seconds: float = SILENCE_LIMIT_SECONDS,
+        tags: CacheTags | None = None,
     ) -> None:
         self.client = client
+        self.tags = tags
         self.heartbeat_seconds = heartbeat_seconds
         self.silence_limit_seconds = silence_limit_seconds
         self.prefix = prefix
@@ -242,6 +272,7 @@ class RedisCache:
         ttl_seconds: float = 1800.0,
         socket_timeout: float = 0.25,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        tags: CacheTags | None = None,
     ) -> Self:
         client = connect(url, socket_timeout=socket_timeout, connect_timeout=socket_timeout)
         return cls(
@@ -251,6 +282,7 @@ class RedisCache:
             url=url,
             socket_timeout=socket_timeout,
             heartbeat_seconds=heartbeat_seconds,
+            tags=tags,
         )
 
     def key(self, thread_id: str) -> str:
@@ -339,7 +371,7 @@ class RedisCache:
                 raise CorruptPayload(str(exc.__cause__)) from exc
             raise
         fields = cast("dict[bytes, bytes]", raw)
-        return decode_thread(thread_id, fields) if fields else None
+        return decode_thread(thread_id, fields, self.tags) if fields else None
 
     async def version(self, thread_id: str) -> int:
         """The highest version L2 knows of (cached copy or fence); 0 if none."""
@@ -357,14 +389,29 @@ class RedisCache:
         ttl_ms = self._ttl_ms(thread.expires_at, now)
         if ttl_ms <= 0:
             return False
+        tags, thread_id = self.tags, thread.id
+        header = encode_header(thread)
+        updated_us, expires_us = to_micros(thread.updated_at), to_micros(thread.expires_at)
+        summary = thread.summary
+        state = state_tag(
+            tags,
+            thread_id,
+            thread.version,
+            len(thread.turns),
+            0 if summary is None else summary.seq,
+            updated_us,
+            expires_us,
+        )
         args: list[Any] = [
             thread.version,
             ttl_ms,
-            encode_header(thread),
-            to_micros(thread.updated_at),
-            to_micros(thread.expires_at),
-            b"" if thread.summary is None else encode_summary(thread.summary),
-            *chain.from_iterable((t.seq, encode_turn(t)) for t in thread.turns),
+            header,
+            updated_us,
+            expires_us,
+            b"" if summary is None else encode_summary(summary, thread_id, tags),
+            header_tag(tags, thread_id, header),
+            state,
+            *chain.from_iterable((t.seq, encode_turn(t, thread_id, tags)) for t in thread.turns),
         ]
         with _translated():
             return bool(await self._install(keys=[self.key(thread.id)], args=args))
@@ -380,14 +427,17 @@ class RedisCache:
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
-        """Extend the cached copy in place if it is at ``base``; else fence at ``version``.
-        With ``source``, also announce ``(thread, version)`` as written by it."""
+        """Extend the cached copy in place if it is at ``base`` (and, with tags, the
+        writer knows the state ``after`` it); else fence at ``version``. With ``source``,
+        also announce ``(thread, version)`` as written by it."""
         return await self._write(
             self._append,
             thread_id,
             (base, version, updated_at, expires_at, now),
-            [encode_turn(t) for t in turns],
+            after,
+            [encode_turn(t, thread_id, self.tags) for t in turns],
             source,
         )
 
@@ -402,13 +452,15 @@ class RedisCache:
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         """Remove turns ``seqs`` from the cached copy in place if it is at ``base``; else
-        fence at ``version``. With ``source``, also announce it, as ``append`` does."""
+        fence at ``version``. As ``append`` otherwise."""
         return await self._write(
             self._remove,
             thread_id,
             (base, version, updated_at, expires_at, now),
+            after,
             list(seqs),
             source,
         )
@@ -424,14 +476,16 @@ class RedisCache:
         now: datetime,
         *,
         source: str | None = None,
+        after: CopyState | None = None,
     ) -> WriteOutcome:
         """Put ``summary`` on the cached copy in place if it is at ``base``; else fence at
-        ``version``. With ``source``, also announce it, as ``append`` does."""
+        ``version``. As ``append`` otherwise."""
         return await self._write(
             self._summarise,
             thread_id,
             (base, version, updated_at, expires_at, now),
-            [encode_summary(summary)],
+            after,
+            [encode_summary(summary, thread_id, self.tags)],
             source,
         )
 
@@ -440,6 +494,7 @@ class RedisCache:
         script: AsyncScript,
         thread_id: str,
         change: tuple[int, int, datetime, datetime, datetime],
+        after: CopyState | None,
         payload: list[Any],
         source: str | None,
     ) -> WriteOutcome:
@@ -448,14 +503,32 @@ class RedisCache:
         base, version, updated_at, expires_at, now = change
         message = b"" if source is None else _announcement(thread_id, version, source)
         inline = source is not None and not self.cluster
+        updated_us, expires_us = to_micros(updated_at), to_micros(expires_at)
+        if self.tags is None:  # untagged: the script counts the turns itself
+            tag, count = UNTAGGED, b""
+        elif after is None:  # a state it cannot tag is fenced, never left untagged
+            tag, count = b"", b""
+        else:
+            tag = state_tag(
+                self.tags,
+                thread_id,
+                version,
+                after.count,
+                after.summary_seq,
+                updated_us,
+                expires_us,
+            )
+            count = b"%d" % after.count
         args: list[Any] = [
             base,
             version,
             max(self._ttl_ms(expires_at, now), 1),
-            to_micros(updated_at),
-            to_micros(expires_at),
+            updated_us,
+            expires_us,
             self.channel if inline else "",
             message,
+            tag,
+            count,
             *payload,
         ]
         with _translated():

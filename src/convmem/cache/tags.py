@@ -61,14 +61,18 @@ class CacheTags:
             )
         return cls(key)
 
-    def tag(self, *parts: bytes) -> bytes:
+    def tag(self, *parts: bytes | memoryview) -> bytes:
         """The tag of ``parts`` (each length-prefixed, so no two sequences collide), as
         ``TAG_CHARS`` ASCII characters."""
         mac = hashlib.blake2b(key=self._key, digest_size=TAG_BYTES, person=_PERSON)
         for part in parts:
-            mac.update(len(part).to_bytes(4, "big"))
+            mac.update(
+                part.nbytes.to_bytes(4, "big")
+                if isinstance(part, memoryview)
+                else len(part).to_bytes(4, "big")
+            )
             mac.update(part)
         return base64.urlsafe_b64encode(mac.digest())[:TAG_CHARS]
 
-    def matches(self, tag: bytes, *parts: bytes) -> bool:
+    def matches(self, tag: bytes, *parts: bytes | memoryview) -> bool:
         return hmac.compare_digest(tag, self.tag(*parts))

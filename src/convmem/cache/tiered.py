@@ -29,12 +29,12 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from convmem.cache.bus import InvalidationListener
 from convmem.cache.lease import Lease
-from convmem.cache.protocol import DELETED, CorruptPayload, L2Error
+from convmem.cache.protocol import DELETED, CopyState, CorruptPayload, L2Error
 from convmem.cache.watermarks import Watermarks
 from convmem.errors import DecryptionError, StoreError, ThreadNotFoundError
 from convmem.sealing import NO_SEALING, Sealing
@@ -317,7 +317,13 @@ class TieredCache:
         """Bring every tier up to the committed append; return the whole thread."""
         thread_id, version = result.thread_id, result.version
         self._committed(thread_id, version, owner)
+        cached = self.l1.get(thread_id)
+        at_base = cached is not None and cached.version == result.base_version
         if self.l2 is not None:
+            after = None
+            if cached is not None and at_base:
+                count = len(cached.turns) + len(result.new_turns)
+                after = CopyState(count, cached.summarised_through)
             # A failure here is remembered by the guard and replayed to Redis.
             await _l2(
                 self.l2.append(
@@ -329,10 +335,10 @@ class TieredCache:
                     result.expires_at,
                     self.store.clock(),
                     source=self.instance_id,  # announced in the same round trip
+                    after=after,
                 )
             )
-        cached = self.l1.get(thread_id)
-        if cached is not None and cached.version == result.base_version:
+        if cached is not None and at_base:
             turns = self._opened(
                 thread_id, lambda: self.sealing.open_turns(thread_id, result.new_turns)
             )
@@ -354,7 +360,7 @@ class TieredCache:
             owner,
             removal.applied_to,
             version=removal.version,
-            l2_write=lambda l2, now: l2.remove(
+            l2_write=lambda l2, now, cached: l2.remove(
                 removal.thread_id,
                 removal.base_version,
                 removal.version,
@@ -363,6 +369,9 @@ class TieredCache:
                 removal.expires_at,
                 now,
                 source=self.instance_id,
+                after=None
+                if cached is None or cached.version != removal.base_version
+                else _after_removing(cached, removal.seqs),
             ),
         )
 
@@ -382,7 +391,7 @@ class TieredCache:
                 else None
             ),
             version=saved.version,
-            l2_write=lambda l2, now: l2.summarise(
+            l2_write=lambda l2, now, cached: l2.summarise(
                 thread_id,
                 saved.base_version,
                 saved.version,
@@ -391,6 +400,9 @@ class TieredCache:
                 saved.expires_at,
                 now,
                 source=self.instance_id,
+                after=None
+                if cached is None or cached.version != saved.base_version
+                else CopyState(len(cached.turns), saved.summary.seq),
             ),
         )
 
@@ -401,17 +413,19 @@ class TieredCache:
         applied: Callable[[Thread], Thread | None],
         *,
         version: int | None = None,
-        l2_write: Callable[[GuardedL2, datetime], Awaitable[object]] | None = None,
+        l2_write: Callable[[GuardedL2, datetime, Thread | None], Awaitable[object]] | None = None,
     ) -> Thread:
         """After a committed write other than an append, which took the thread to
         ``version`` (None: it changed nothing, and nothing is told): L2 brought along by
-        ``l2_write`` (which announces it), L1's copy revised by ``applied`` where it was
-        the write's base, else the thread read through the tiers."""
+        ``l2_write`` (which announces it; given L1's copy, to tell the state it leaves),
+        L1's copy revised by ``applied`` where it was the write's base, else the thread
+        read through the tiers."""
+        cached = self.l1.get(thread_id)
         if version is not None:
             self._committed(thread_id, version, owner)
             if self.l2 is not None and l2_write is not None:
-                await _l2(l2_write(self.l2, self.store.clock()))
-        cached = self.l1.get(thread_id)
+                await _l2(l2_write(self.l2, self.store.clock(), cached))
+            cached = self.l1.get(thread_id)
         revised = None if cached is None else applied(cached)
         if revised is not None:
             self.l1.put(revised)
@@ -538,6 +552,15 @@ class TieredCache:
         except StoreError:
             self.stats.store_errors += 1
             raise
+
+
+def _after_removing(copy: Thread, seqs: Sequence[int]) -> CopyState:
+    """The state a pop or clear of ``seqs`` leaves of ``copy``: its summary goes if it
+    covered a removed turn (as the store and the L2 script have it)."""
+    summary = copy.summarised_through
+    if seqs and summary >= min(seqs):
+        summary = 0
+    return CopyState(len(copy.turns) - len(seqs), summary)
 
 
 async def _l2(call: Awaitable[T]) -> T | None:
