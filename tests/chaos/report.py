@@ -48,13 +48,37 @@ COLUMNS = (
 )
 
 
+ATTACKS = """
+## Attacks tried, and their outcome
+
+The security section of the same run (`tests/chaos/test_attacks.py`): the attacks of an
+outside review (two owners' tokens, `convmem serve` on PostgreSQL, Redis and the
+database edited directly), each tried again and asserted; `tests/test_redis_tampering.py`
+and `tests/test_sealed_places.py` try every variant on every store.
+
+| attack | against | outcome |
+|---|---|---|
+"""
+
+
 def render(rows: list[dict[str, object]]) -> str:
+    attacks = [row for row in rows if row.get("kind") == "attack"]
+    rows = [row for row in rows if row.get("kind") != "attack"]
     lines = [
         HEADER.format(machine=_machine()).rstrip("\n"),
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
+    lines.extend(_scenario_rows(rows))
+    if attacks:
+        lines.append(ATTACKS.rstrip("\n"))
+        lines.extend(f"| {a['attack']} | {a['target']} | {a['outcome']} |" for a in attacks)
+    return "\n".join(lines) + "\n"
+
+
+def _scenario_rows(rows: list[dict[str, object]]) -> list[str]:
+    lines = []
     for row in rows:
         failures = row["failures"] or {}
         failed = f"{row['failed_calls']}" + (
@@ -73,7 +97,7 @@ def render(rows: list[dict[str, object]]) -> str:
             f"| {row['stale_reads']} of {row['reads']} | {window} "
             f"| {'-' if recovery is None else f'{float(recovery):.2f} s'} | {row['crashes']} |"  # type: ignore[arg-type]
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _machine() -> str:

@@ -265,8 +265,7 @@ async def serve_http(settings: Settings, *, on_listening: Callable[[], None]) ->
                     http=HeaderDeadlineH11Protocol.with_timeout(
                         settings.http_header_timeout_seconds
                     ),
-                    # Larger frames get our error frame, not a dropped connection.
-                    ws_max_size=settings.max_frame_bytes * 2,
+                    ws_max_size=ws_receive_limit(settings.max_frame_bytes),
                     log_level="warning",
                 )
                 on_listening()
@@ -275,6 +274,15 @@ async def serve_http(settings: Settings, *, on_listening: Callable[[], None]) ->
                 await provider.aclose()
     finally:
         listener.close()
+
+
+def ws_receive_limit(max_frame_bytes: int) -> int:
+    """The largest WebSocket message the protocol reads in. A frame a little over
+    ``max_frame_bytes`` is read to be answered with an error frame that names its request;
+    one larger still is refused by its header (close 1009, as the original daemon's
+    websockets server did), before any of it is read: ten clients sending 60 MB frames
+    at once must not hold 60 MB each."""
+    return max_frame_bytes + min(max_frame_bytes, 1024 * 1024)
 
 
 def _bound_socket(host: str, port: int) -> socket.socket:
