@@ -194,17 +194,23 @@ async def test_cancel_is_answered_with_cancelled_and_stops_the_model(
         await asyncio.sleep(0.1)
 
 
-async def test_a_20_mb_frame_is_read_and_a_40_mb_one_refused_with_its_id(
+async def test_a_20_mb_frame_is_read_a_33_mb_one_refused_with_its_id_a_40_mb_one_closed(
     daemon: LiveServer,
 ) -> None:
+    """Up to the 32 MiB limit a frame is read; up to 1 MiB over it, refused with its id;
+    past that, closed with 1009 on its header (as the original daemon), never read."""
     async with RequestIdClient(root_url(daemon), "token-alice") as client:
         with pytest.raises(CallFailed, match="limit"):  # read whole, refused by the tool
             await client.call("chat", {"prompt": "x" * 20_000_000})
         assert client.seen[-1]["error"]["code"] == "tool_error"
         with pytest.raises(CallFailed, match="frames are limited to 33554432 bytes"):
-            await client.call("chat", {"prompt": "x" * 40_000_000})
+            await client.call("chat", {"prompt": "x" * 34_000_000})
         assert client.seen[-1]["error"]["code"] == "too_large"
         assert (await client.chat({"prompt": "still here"}))["content"]
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.call("chat", {"prompt": "x" * 40_000_000})
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1009
 
 
 async def test_json_rpc_streams_progress_notifications_with_the_text_so_far(

@@ -266,6 +266,10 @@ async def serve_http(settings: Settings, *, on_listening: Callable[[], None]) ->
                         settings.http_header_timeout_seconds
                     ),
                     ws_max_size=ws_receive_limit(settings.max_frame_bytes),
+                    # No permessage-deflate: a compressed frame of a few KB inflates to the
+                    # whole receive limit before it can be refused (a decompression bomb
+                    # of 33 MB per frame). Clients that offer it fall back to plain frames.
+                    ws_per_message_deflate=False,
                     log_level="warning",
                 )
                 on_listening()
@@ -281,7 +285,7 @@ def ws_receive_limit(max_frame_bytes: int) -> int:
     ``max_frame_bytes`` is read to be answered with an error frame that names its request;
     one larger still is refused by its header (close 1009, as the original daemon's
     websockets server did), before any of it is read: ten clients sending 60 MB frames
-    at once must not hold 60 MB each."""
+    at once must not hold 60 MB each (nor, compressed, inflate them: see ``serve``)."""
     return max_frame_bytes + min(max_frame_bytes, 1024 * 1024)
 
 
