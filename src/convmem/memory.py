@@ -845,14 +845,16 @@ def _redis_tier(settings: Settings) -> L2Tier | None:
 
 
 def _cache_tags(settings: Settings) -> CacheTags | None:
-    """The key that tags L2 copies: CONVMEM_CACHE_KEY, else the first encryption key."""
+    """The key that tags L2 copies: CONVMEM_CACHE_KEY, else the first encryption key.
+    Sealed turns are bound to their place by their ciphertext: only plain ones need tags."""
+    sealed = settings.encryption_keys is not None
     if settings.cache_key is not None:
         return CacheTags.from_text(
-            settings.cache_key.get_secret_value(), setting="CONVMEM_CACHE_KEY"
+            settings.cache_key.get_secret_value(), setting="CONVMEM_CACHE_KEY", turns=not sealed
         )
     if settings.encryption_keys is not None:
         first = settings.encryption_keys.get_secret_value().split(",")[0]
-        return CacheTags.from_text(first, setting="CONVMEM_ENCRYPTION_KEYS")
+        return CacheTags.from_text(first, setting="CONVMEM_ENCRYPTION_KEYS", turns=False)
     log.warning(
         "Redis copies are not authenticated (neither CONVMEM_CACHE_KEY nor"
         " CONVMEM_ENCRYPTION_KEYS is set): whoever can write to this Redis can change"

@@ -306,7 +306,8 @@ async def test_deep_nesting_and_overflowing_numbers_get_clear_errors(served: Liv
         'thread_fork at_seq 2**31, 2**63, true, "3"; thread_list cursors of 23 digits and of'
         " a bad uuid",
         "convmem serve on PostgreSQL, MCP tools",
-        "each a clear input error naming the argument; no driver text, no 'try again'",
+        "each a plain input error; no driver text (PostgreSQL, psycopg, HINT), no traceback,"
+        " no 'try again'",
     ).record()
 
 

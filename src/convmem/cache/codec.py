@@ -41,7 +41,7 @@ from convmem.records import from_micros, thread_from_values, to_micros
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from convmem.cache.tags import CacheTags
+    from convmem.cache.tags import CacheTags, PartTags
     from convmem.models import Thread, Turn
 
 # 2: turns as arrays; 3: fields named by seq, ``n``, the fork's cut; 4: ``s``; 5: tags
@@ -53,7 +53,7 @@ _BODY_AT = 2 + TAG_CHARS + 2  # a tagged value: '["' tag '",' then the rest of t
 
 
 def header_tag(tags: CacheTags | None, thread_id: str, header: bytes) -> bytes:
-    return UNTAGGED if tags is None else tags.tag(b"header", thread_id.encode(), header)
+    return UNTAGGED if tags is None else tags.tag(b"header", thread_id, header)
 
 
 def state_tag(
@@ -69,17 +69,14 @@ def state_tag(
     the thread, with ``count`` turns and a summary through ``summary_seq``, ..."""
     if tags is None:
         return UNTAGGED
-    return tags.tag(
-        b"state",
-        thread_id.encode(),
-        b"%d %d %d %d %d" % (version, count, summary_seq, updated_us, expires_us),
-    )
+    state = b"%d %d %d %d %d" % (version, count, summary_seq, updated_us, expires_us)
+    return tags.tag(b"state", thread_id, state)
 
 
-def _tagged(tags: CacheTags | None, label: bytes, thread_id: str, seq: int, array: bytes) -> bytes:
+def _tagged(part: PartTags | None, seq: int, array: bytes) -> bytes:
     """``array`` (a JSON array) with its tag as the first element."""
     body = array[1:]  # after "[": what the tag covers, as a reader finds it
-    tag = UNTAGGED if tags is None else tags.tag(label, thread_id.encode(), b"%d" % seq, body)
+    tag = UNTAGGED if part is None else part.tag(body, seq)
     return b'["' + tag + b'",' + body
 
 
@@ -100,7 +97,18 @@ def encode_header(thread: Thread) -> bytes:
 
 def encode_turn(turn: Turn, thread_id: str, tags: CacheTags | None) -> bytes:
     """A turn's field value, tagged for its thread and seq."""
-    return _tagged(tags, b"turn", thread_id, turn.seq, _turn_array(turn))
+    return encode_turns((turn,), thread_id, tags)[0]
+
+
+def encode_turns(turns: Sequence[Turn], thread_id: str, tags: CacheTags | None) -> list[bytes]:
+    """Field values of ``turns`` of one thread, each tagged for its seq."""
+    part = _turn_tags(tags, b"turn", thread_id)
+    return [_tagged(part, turn.seq, _turn_array(turn)) for turn in turns]
+
+
+def _turn_tags(tags: CacheTags | None, label: bytes, thread_id: str) -> PartTags | None:
+    """The tags of a thread's turns (or summary), if its copies carry them."""
+    return None if tags is None or not tags.turns else tags.of(label, thread_id)
 
 
 def _turn_array(turn: Turn) -> bytes:
@@ -123,21 +131,21 @@ def _turn_array(turn: Turn) -> bytes:
 def encode_summary(summary: Turn, thread_id: str, tags: CacheTags | None) -> bytes:
     """``[tag, seq, role, content, ...]``: the turn array behind the seq it covers through."""
     array = b"[%d," % summary.seq + _turn_array(summary)[1:]
-    return _tagged(tags, b"summary", thread_id, summary.seq, array)
+    return _tagged(_turn_tags(tags, b"summary", thread_id), summary.seq, array)
 
 
 def _decode_summary(raw: bytes, thread_id: str, tags: CacheTags | None) -> Turn:
     tag, seq, *turn = orjson.loads(raw)
-    if tags is not None and not _authentic(tags, b"summary", thread_id, seq, raw):
+    part = _turn_tags(tags, b"summary", thread_id)
+    if part is not None and not _authentic(part, seq, raw):
         raise CorruptPayload("the summary's tag does not match")
     return _turns_of([seq], [[tag, *turn]])[0]
 
 
-def _authentic(tags: CacheTags, label: bytes, thread_id: str, seq: int, raw: bytes) -> bool:
+def _authentic(part: PartTags, seq: int, raw: bytes) -> bool:
     if raw[:2] != b'["' or raw[_BODY_AT - 2 : _BODY_AT] != b'",':
         return False
-    body = memoryview(raw)[_BODY_AT:]
-    return tags.matches(raw[2 : _BODY_AT - 2], label, thread_id.encode(), b"%d" % seq, body)
+    return part.matches(raw[2 : _BODY_AT - 2], memoryview(raw)[_BODY_AT:], seq)
 
 
 def fence_of(fields: dict[bytes, bytes]) -> int:
@@ -199,11 +207,11 @@ def _check_tags(
     summary: Turn | None,
 ) -> None:
     """The header and the state are the ones a tag holder wrote, for this thread."""
-    if not tags.matches(fields[b"a"], b"header", thread_id.encode(), fields[b"h"]):
+    if not tags.matches(fields[b"a"], b"header", thread_id, fields[b"h"]):
         raise CorruptPayload("the header's tag does not match")
     summary_seq = 0 if summary is None else summary.seq
     state = b"%d %d %d %s %s" % (version, count, summary_seq, fields[b"u"], fields[b"e"])
-    if not tags.matches(fields[b"t"], b"state", thread_id.encode(), state):
+    if not tags.matches(fields[b"t"], b"state", thread_id, state):
         raise CorruptPayload("the state's tag does not match")
 
 
@@ -239,9 +247,10 @@ def _decode_turns(
     tags: CacheTags | None,
 ) -> tuple[Turn, ...]:
     values = [fields[name] for name in names]
-    if tags is not None:
+    part = _turn_tags(tags, b"turn", thread_id)
+    if part is not None:
         for seq, value in zip(seqs, values, strict=True):
-            if not _authentic(tags, b"turn", thread_id, seq, value):
+            if not _authentic(part, seq, value):
                 raise CorruptPayload(f"the tag of turn {seq} does not match")
     # One JSON document for all the turns: one parser call instead of one per turn.
     return _turns_of(seqs, orjson.loads(b"[" + b",".join(values) + b"]"))

@@ -35,7 +35,7 @@ from convmem.cache.codec import (
     decode_thread,
     encode_header,
     encode_summary,
-    encode_turn,
+    encode_turns,
     fence_of,
     header_tag,
     state_tag,
@@ -411,7 +411,13 @@ class RedisCache:
             b"" if summary is None else encode_summary(summary, thread_id, tags),
             header_tag(tags, thread_id, header),
             state,
-            *chain.from_iterable((t.seq, encode_turn(t, thread_id, tags)) for t in thread.turns),
+            *chain.from_iterable(
+                zip(
+                    [t.seq for t in thread.turns],
+                    encode_turns(thread.turns, thread_id, tags),
+                    strict=True,
+                )
+            ),
         ]
         with _translated():
             return bool(await self._install(keys=[self.key(thread.id)], args=args))
@@ -437,7 +443,7 @@ class RedisCache:
             thread_id,
             (base, version, updated_at, expires_at, now),
             after,
-            [encode_turn(t, thread_id, self.tags) for t in turns],
+            encode_turns(turns, thread_id, self.tags),
             source,
         )
 

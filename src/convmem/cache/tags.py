@@ -9,7 +9,9 @@ instance that wrote it and checked by every instance that reads it:
 - the state (``v`` version, ``n`` turn count, the seq the summary covers, ``u``, ``e``)
   by ``t``: a writer that changes the copy in place sends the tag of the state it
   makes, so a version or count edited in Redis no longer matches;
-- each turn (bound to its seq) and the summary, inside their own values.
+- each turn (bound to its seq) and the summary, inside their own values; with
+  encryption at rest their ciphertext already binds them to thread, role and seq (and a
+  copy that fails to open is dropped the same way), so ``turns=False`` spares the cost.
 
 A copy whose tags do not match is ``CorruptPayload``: dropped, counted, and read again
 from the store. What a writer to Redis can still do: delete copies (a cache miss), or
@@ -20,6 +22,10 @@ owner's, or one with a turn missing or moved).
 The key is ``CONVMEM_CACHE_KEY`` or, with encryption at rest, derived from the first
 encryption key; every instance sharing a Redis needs the same one. Without either,
 copies carry no tags and Redis is trusted (the README says so).
+
+Checking is on the path of every L2 hit, once per turn: the keyed hash is set up once
+(per key, then per thread and part) and copied for each tag, so what remains is hashing
+the bytes (about 1.5 ns a byte here: 2 µs for a turn of 750 bytes).
 """
 
 from __future__ import annotations
@@ -33,22 +39,24 @@ from typing import Final
 from convmem.errors import ConfigurationError
 
 TAG_BYTES: Final = 16
-TAG_CHARS: Final = 22  # unpadded URL-safe base64 of 16 bytes
+TAG_CHARS: Final = 2 * TAG_BYTES  # written in hex
 _PERSON: Final = b"convmem-l2-tags"
 
 
 class CacheTags:
     """Makes and checks the tags of L2 copies under one 32-byte key."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *, turns: bool = True) -> None:
         if len(key) != 32:
             raise ValueError("a cache tag key is 32 bytes")
+        self.turns = turns  # tag each turn and the summary too (not needed when sealed)
         # Keyed BLAKE2b is a PRF: deriving the tag key from the configured one keeps a
         # key shared with encryption from being used for two purposes as is.
-        self._key = hashlib.blake2b(b"convmem cache tags v1", key=key, digest_size=32).digest()
+        derived = hashlib.blake2b(b"convmem cache tags v1", key=key, digest_size=32).digest()
+        self._keyed = hashlib.blake2b(key=derived, digest_size=TAG_BYTES, person=_PERSON)
 
     @classmethod
-    def from_text(cls, text: str, *, setting: str) -> CacheTags:
+    def from_text(cls, text: str, *, setting: str, turns: bool = True) -> CacheTags:
         """From a key as ``convmem keygen`` prints it (32 bytes, URL-safe base64)."""
         try:
             key = base64.urlsafe_b64decode(text.strip().encode("ascii"))
@@ -59,20 +67,37 @@ class CacheTags:
                 f"{setting} must be 32 random bytes in URL-safe base64 (44 characters);"
                 " make one with `convmem keygen`"
             )
-        return cls(key)
+        return cls(key, turns=turns)
 
-    def tag(self, *parts: bytes | memoryview) -> bytes:
-        """The tag of ``parts`` (each length-prefixed, so no two sequences collide), as
-        ``TAG_CHARS`` ASCII characters."""
-        mac = hashlib.blake2b(key=self._key, digest_size=TAG_BYTES, person=_PERSON)
-        for part in parts:
-            mac.update(
-                part.nbytes.to_bytes(4, "big")
-                if isinstance(part, memoryview)
-                else len(part).to_bytes(4, "big")
-            )
-            mac.update(part)
-        return base64.urlsafe_b64encode(mac.digest())[:TAG_CHARS]
+    def of(self, label: bytes, thread_id: str) -> PartTags:
+        """The tags of one kind of part (``label``) of one thread."""
+        mac = self._keyed.copy()
+        # Neither the label nor a thread id holds NUL: the two cannot run together.
+        mac.update(label + b"\0" + thread_id.encode() + b"\0")
+        return PartTags(mac)
 
-    def matches(self, tag: bytes, *parts: bytes | memoryview) -> bool:
-        return hmac.compare_digest(tag, self.tag(*parts))
+    def tag(self, label: bytes, thread_id: str, value: bytes | memoryview) -> bytes:
+        return self.of(label, thread_id).tag(value)
+
+    def matches(self, tag: bytes, label: bytes, thread_id: str, value: bytes) -> bool:
+        return self.of(label, thread_id).matches(tag, value)
+
+
+class PartTags:
+    """Tags of the parts of one kind of one thread (``CacheTags.of``)."""
+
+    __slots__ = ("_mac",)
+
+    def __init__(self, mac: hashlib.blake2b) -> None:
+        self._mac = mac
+
+    def tag(self, value: bytes | memoryview, seq: int | None = None) -> bytes:
+        """The tag of ``value`` (at ``seq``, for a turn), as ``TAG_CHARS`` hex digits."""
+        mac = self._mac.copy()
+        if seq is not None:
+            mac.update(b"%d\0" % seq)  # digits, then a NUL: the value cannot reach into it
+        mac.update(value)
+        return mac.hexdigest().encode("ascii")
+
+    def matches(self, tag: bytes, value: bytes | memoryview, seq: int | None = None) -> bool:
+        return hmac.compare_digest(tag, self.tag(value, seq))
