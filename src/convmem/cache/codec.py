@@ -28,6 +28,7 @@ to decode is ``CorruptPayload``.
 
 from __future__ import annotations
 
+import hmac
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -172,8 +173,8 @@ def decode_thread(
         version = int(fields[b"v"])
         count = int(fields[b"n"])
         header: dict[str, Any] = orjson.loads(fields[b"h"])
-        updated_at = from_micros(int(fields[b"u"]))
-        expires_at = from_micros(int(fields[b"e"]))
+        updated_us, expires_us = int(fields[b"u"]), int(fields[b"e"])
+        updated_at, expires_at = from_micros(updated_us), from_micros(expires_us)
         if header.get("fmt") != FORMAT or header.get("id") != thread_id:
             raise CorruptPayload("foreign header")
         summary = fields.get(b"s")
@@ -181,7 +182,8 @@ def decode_thread(
             raise CorruptPayload("turn fields do not match the count")
         opened = None if summary is None else _decode_summary(summary, thread_id, tags)
         if tags is not None:
-            _check_tags(tags, thread_id, fields, version, count, opened)
+            state = (version, count, 0 if opened is None else opened.seq, updated_us, expires_us)
+            _check_tags(tags, thread_id, fields, state)
         turns = _decode_turns(fields, *_turn_names(fields, version, count), thread_id, tags)
         header.update(
             created_at=from_micros(header["created_at"]),
@@ -202,16 +204,13 @@ def _check_tags(
     tags: CacheTags,
     thread_id: str,
     fields: dict[bytes, bytes],
-    version: int,
-    count: int,
-    summary: Turn | None,
+    state: tuple[int, int, int, int, int],
 ) -> None:
-    """The header and the state are the ones a tag holder wrote, for this thread."""
-    if not tags.matches(fields[b"a"], b"header", thread_id, fields[b"h"]):
+    """The header and the state (version, count, summary seq, updated, expires) are the
+    ones a tag holder wrote, for this thread: the tags a writer makes of them."""
+    if not hmac.compare_digest(fields[b"a"], header_tag(tags, thread_id, fields[b"h"])):
         raise CorruptPayload("the header's tag does not match")
-    summary_seq = 0 if summary is None else summary.seq
-    state = b"%d %d %d %s %s" % (version, count, summary_seq, fields[b"u"], fields[b"e"])
-    if not tags.matches(fields[b"t"], b"state", thread_id, state):
+    if not hmac.compare_digest(fields[b"t"], state_tag(tags, thread_id, *state)):
         raise CorruptPayload("the state's tag does not match")
 
 

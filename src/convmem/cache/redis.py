@@ -103,6 +103,13 @@ local function done(status)
   if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
   return status
 end
+local function set_count(change)  -- the writer's count when tagged, else counted here
+  if ARGV[9] == '' then
+    redis.call('HINCRBY', KEYS[1], 'n', change)
+  else
+    redis.call('HSET', KEYS[1], 'n', ARGV[9])
+  end
+end
 local function fence_or_newer()
   if (cv and cv >= nv) or (cf and cf >= nv) then return done(2) end
   redis.call('DEL', KEYS[1])
@@ -125,11 +132,7 @@ if at_base then
     fields[#fields + 1] = ARGV[i]
   end
   redis.call('HSET', KEYS[1], unpack(fields))
-  if ARGV[9] == '' then
-    redis.call('HINCRBY', KEYS[1], 'n', #ARGV - 9)
-  else
-    redis.call('HSET', KEYS[1], 'n', ARGV[9])
-  end
+  set_count(#ARGV - 9)
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return done(1)
 end
@@ -157,11 +160,7 @@ if at_base then
       redis.call('HDEL', KEYS[1], 's')
     end
     redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[4], 'e', ARGV[5], 't', ARGV[8])
-    if ARGV[9] == '' then
-      redis.call('HINCRBY', KEYS[1], 'n', -gone)
-    else
-      redis.call('HSET', KEYS[1], 'n', ARGV[9])
-    end
+    set_count(-gone)
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
     return done(1)
   end

@@ -79,9 +79,6 @@ class CacheTags:
     def tag(self, label: bytes, thread_id: str, value: bytes | memoryview) -> bytes:
         return self.of(label, thread_id).tag(value)
 
-    def matches(self, tag: bytes, label: bytes, thread_id: str, value: bytes) -> bool:
-        return self.of(label, thread_id).matches(tag, value)
-
 
 class PartTags:
     """Tags of the parts of one kind of one thread (``CacheTags.of``)."""
