@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import orjson
 import pybase64
 import pytest
 import redis
@@ -22,6 +21,7 @@ import redis
 from convmem import Memory, Turn
 from convmem.encryption import Encryption, new_key
 from convmem.encryption.rotation import rotate_keys
+from convmem.encryption.sealer import sealed_payload
 from convmem.errors import DecryptionError, SeqTakenError
 from convmem.models import Thread
 from tests.conftest import Backend, MemoryFactory
@@ -194,19 +194,8 @@ async def test_a_retried_sealed_append_is_one_round_trip_and_inserts_nothing(
 def legacy_seal(encryption: Encryption, thread_id: str, turn: Turn) -> str:
     """A turn as convmem sealed it before seqs were bound (``cm1.``, thread and role only)."""
     key = encryption.ring.current
-    payload = orjson.dumps(
-        [
-            turn.content,
-            turn.tool_name,
-            turn.model_provider,
-            turn.model_name,
-            turn.files,
-            turn.images,
-            dict(turn.metadata),
-        ]
-    )
     data = [b"convmem turn v1", thread_id.encode(), turn.role.encode()]
-    ciphertext = encryption.ring.cipher(key.id, thread_id).encrypt(payload, data)
+    ciphertext = encryption.ring.cipher(key.id, thread_id).encrypt(sealed_payload(turn), data)
     return f"cm1.{key.id}.{pybase64.b64encode(ciphertext).decode()}"
 
 

@@ -140,10 +140,23 @@ class Outcome:
     recovery_seconds: float | None = None  # from the end of the fault to the last failure
 
     def record(self) -> None:
-        target = os.environ.get("CONVMEM_CHAOS_RESULTS")
-        if target:
-            with open(target, "a", encoding="utf-8") as out:
-                out.write(json.dumps(asdict(self)) + "\n")
+        record_row(asdict(self))
+
+
+def record_row(row: dict[str, Any]) -> None:
+    """Append a row for RELIABILITY.md to ``CONVMEM_CHAOS_RESULTS``, when it is set."""
+    target = os.environ.get("CONVMEM_CHAOS_RESULTS")
+    if target:
+        with open(target, "a", encoding="utf-8") as out:
+            out.write(json.dumps(row) + "\n")
+
+
+def memory_mib(pid: int, field: str = "VmRSS") -> float:
+    """A process' memory figure from /proc (``VmRSS`` now, ``VmHWM`` its peak), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field}")
 
 
 def run_workers(plans: list[WorkerPlan], during: Callable[[], None]) -> list[dict[str, Any]]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import os
 import socket
 import time
 import uuid
@@ -28,6 +26,7 @@ from convmem import Memory, Turn
 from convmem.encryption import Encryption, new_key
 from convmem.errors import ConfigurationError, DecryptionError
 from convmem_bench.chat_standin import ChatCompletionsStandIn
+from tests.chaos.harness import memory_mib, record_row
 from tests.conftest import Backend, MemoryFactory
 from tests.support.live import LiveServer, frame, hello, http_client, live_server, server_env
 from tests.support.services import create_database, drop_database, pg_url
@@ -48,10 +47,7 @@ class Attack:
     kind: str = "attack"
 
     def record(self) -> None:
-        target = os.environ.get("CONVMEM_CHAOS_RESULTS")
-        if target:
-            with open(target, "a", encoding="utf-8") as out:
-                out.write(json.dumps(asdict(self)) + "\n")
+        record_row(asdict(self))
 
 
 def exchange(tag: str) -> list[Turn]:
@@ -210,14 +206,6 @@ async def test_a_client_that_reads_nothing_is_let_go_and_holds_nothing_up(
     ).record()
 
 
-def peak_rss_mib(pid: int) -> float:
-    """The process' resident-memory high-water mark (VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 async def test_ten_concurrent_60_mb_frames_are_refused_without_holding_them(
     served: LiveServer,
 ) -> None:
@@ -237,9 +225,9 @@ async def test_ten_concurrent_60_mb_frames_are_refused_without_holding_them(
             await ws.close()
         return 0
 
-    before = peak_rss_mib(served.process.pid)
+    before = memory_mib(served.process.pid, "VmHWM")
     codes = await asyncio.gather(*(send_one(n) for n in range(10)))
-    grown = peak_rss_mib(served.process.pid) - before
+    grown = memory_mib(served.process.pid, "VmHWM") - before
     assert codes == [1009] * 10
     # With permessage-deflate each frame was a few KB on the wire and inflated to the
     # 33 MiB receive limit before its refusal (370 MiB for ten); without it, nothing.

@@ -5,24 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
 
 from websockets.asyncio.client import connect
 
-from tests.chaos.harness import Outcome, scaled
+from tests.chaos.harness import Outcome, memory_mib, scaled
 from tests.support.live import LiveServer, http_client
 from tests.test_server_live import live, standin
 
 __all__ = ["live", "standin"]  # the live server's fixtures, shared with test_server_live
 
 GROWTH_LIMIT_MIB = 60.0
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 async def _big_hello(url: str) -> None:
@@ -34,9 +26,9 @@ async def _big_hello(url: str) -> None:
 
 async def test_unauthenticated_large_hellos_do_not_grow_the_server(live: LiveServer) -> None:
     clients = int(scaled(30, 100))
-    before = rss_mib(live.process.pid)
+    before = memory_mib(live.process.pid)
     await asyncio.gather(*(_big_hello(live.ws_url) for _ in range(clients)))
-    grown = rss_mib(live.process.pid) - before
+    grown = memory_mib(live.process.pid) - before
     Outcome(
         scenario="unauthenticated WebSocket hellos of 7.9 MB",
         load=f"{clients} clients at once",
@@ -47,14 +39,14 @@ async def test_unauthenticated_large_hellos_do_not_grow_the_server(live: LiveSer
 
 async def test_oversized_tool_fields_do_not_grow_the_server(live: LiveServer) -> None:
     calls = int(scaled(20, 60))
-    before = rss_mib(live.process.pid)
+    before = memory_mib(live.process.pid)
     async with http_client(live, "token-alice") as client:
         for _ in range(calls):
             result = await client.call_tool(
                 "chat", {"prompt": "hi", "model": "m" * 3_000_000, "files": ["f"] * 10_000}
             )
             assert result.is_error
-    grown = rss_mib(live.process.pid) - before
+    grown = memory_mib(live.process.pid) - before
     Outcome(
         scenario="chats with a 3 MB model name and 10,000 files",
         load=f"{calls} calls",

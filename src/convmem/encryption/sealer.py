@@ -111,18 +111,8 @@ class Encryption:
         head = f"{PREFIX}{key.id}."
         sealed = []
         for seq, turn in zip(seqs, turns, strict=True):
-            payload = orjson.dumps(
-                [
-                    turn.content,
-                    turn.tool_name,
-                    turn.model_provider,
-                    turn.model_name,
-                    turn.files,
-                    turn.images,
-                    dict(turn.metadata),
-                ]
-            )
-            ciphertext = cipher.encrypt(payload, [label, thread, turn.role.encode(), b"%d" % seq])
+            data = [label, thread, turn.role.encode(), b"%d" % seq]
+            ciphertext = cipher.encrypt(sealed_payload(turn), data)
             sealed.append(
                 turn_from_storage(
                     seq,
@@ -290,6 +280,22 @@ class Encryption:
                 thread_id=thread_id,
             )
         return self.ring.cipher(key_id, thread_id)
+
+
+def sealed_payload(turn: Turn) -> bytes:
+    """What a turn's ciphertext holds: every field the store does not need in clear (the
+    same in both formats; ``cm1.`` differs only in its associated data)."""
+    return orjson.dumps(
+        [
+            turn.content,
+            turn.tool_name,
+            turn.model_provider,
+            turn.model_name,
+            turn.files,
+            turn.images,
+            dict(turn.metadata),
+        ]
+    )
 
 
 def _text(ciphertext: bytes) -> str:
