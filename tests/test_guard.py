@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -11,7 +11,6 @@ from convmem.breaker import CircuitState
 from convmem.cache.guard import GuardedL2
 from convmem.cache.protocol import (
     Alive,
-    CopyState,
     CorruptPayload,
     Invalidation,
     L2Error,
@@ -19,7 +18,8 @@ from convmem.cache.protocol import (
     Subscribed,
     WriteOutcome,
 )
-from convmem.models import Thread, Turn
+from convmem.changes import Appended, Change, CopyState, Moved, announced
+from convmem.models import Thread
 from convmem.stats import Stats
 from tests.support.clock import FakeTimer
 
@@ -61,52 +61,19 @@ class FakeTier:
         self._call()
         return True
 
-    async def append(
+    async def apply(
         self,
-        thread_id: str,
-        base: int,
-        version: int,
-        turns: Sequence[Turn],
-        updated_at: datetime,
-        expires_at: datetime,
+        change: Change,
         now: datetime,
         *,
-        source: str | None = None,
+        source: str,
         after: CopyState | None = None,
     ) -> WriteOutcome:
         self._call()
-        return WriteOutcome.EXTENDED
-
-    async def remove(
-        self,
-        thread_id: str,
-        base: int,
-        version: int,
-        seqs: Sequence[int],
-        updated_at: datetime,
-        expires_at: datetime,
-        now: datetime,
-        *,
-        source: str | None = None,
-        after: CopyState | None = None,
-    ) -> WriteOutcome:
-        self._call()
-        return WriteOutcome.EXTENDED
-
-    async def summarise(
-        self,
-        thread_id: str,
-        base: int,
-        version: int,
-        summary: Turn,
-        updated_at: datetime,
-        expires_at: datetime,
-        now: datetime,
-        *,
-        source: str | None = None,
-        after: CopyState | None = None,
-    ) -> WriteOutcome:
-        self._call()
+        if isinstance(change, Moved):
+            self.fences.append((change.thread_id, change.version))
+        if announced(change):
+            self.published.append((change.thread_id, change.version, source))
         return WriteOutcome.EXTENDED
 
     async def claim(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
@@ -116,18 +83,8 @@ class FakeTier:
     async def release_claim(self, name: str, thread_id: str, token: str) -> None:
         self._call()
 
-    async def fence(self, thread_id: str, version: int) -> bool:
-        self._call()
-        self.fences.append((thread_id, version))
-        return True
-
     async def drop(self, thread_id: str) -> None:
         self._call()
-
-    async def publish(self, thread_id: str, version: int, source: str) -> int:
-        self._call()
-        self.published.append((thread_id, version, source))
-        return 1
 
     def invalidations(self) -> AsyncIterator[Subscribed | Alive | Invalidation]:
         raise NotImplementedError
@@ -139,7 +96,7 @@ def guarded(tier: FakeTier, timer: FakeTimer, **options: int) -> tuple[GuardedL2
 
 
 async def append(guard: GuardedL2, thread_id: str, version: int) -> WriteOutcome:
-    return await guard.append(thread_id, version - 2, version, (), NOW, NOW, NOW)
+    return await guard.apply(Appended(thread_id, version, 2, (), NOW, NOW), NOW)
 
 
 async def test_the_first_failure_opens_the_circuit_and_later_calls_do_not_wait() -> None:
@@ -163,7 +120,7 @@ async def test_a_missed_write_is_fenced_and_announced_before_redis_is_trusted_ag
     with pytest.raises(L2Error):
         await append(guard, "a", 4)  # failed: remembered
     with pytest.raises(L2Skipped):
-        await guard.publish("b", 6, "me")  # skipped: remembered too
+        await guard.apply(Moved("b", 6), NOW)  # skipped: remembered too
     assert guard.pending == 2
     tier.down = False
     timer.now += 4.9
@@ -183,7 +140,7 @@ async def test_a_failed_replay_keeps_the_writes_and_opens_the_circuit_again() ->
     guard, _ = guarded(tier, timer)
     tier.down = True
     with pytest.raises(L2Error):
-        await guard.fence("a", 3)
+        await guard.apply(Moved("a", 3), NOW)
     assert not await guard.replay()
     assert guard.pending == 1
     assert guard.breaker.state is CircuitState.OPEN
@@ -211,9 +168,9 @@ async def test_too_many_missed_writes_are_counted_not_kept() -> None:
     guard, stats = guarded(tier, timer, max_pending=1)
     tier.down = True
     with pytest.raises(L2Error):
-        await guard.fence("a", 1)
+        await guard.apply(Moved("a", 1), NOW)
     with pytest.raises(L2Skipped):
-        await guard.fence("b", 1)
+        await guard.apply(Moved("b", 1), NOW)
     assert guard.pending == 1
     assert stats.pending_fence_overflow == 1
 

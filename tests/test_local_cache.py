@@ -6,8 +6,8 @@ import uuid
 from datetime import UTC, datetime
 
 from convmem.cache.local import LocalCache
+from convmem.changes import extend_thread
 from convmem.models import Thread, Turn
-from convmem.stores.base import extend_thread
 from tests.support.clock import FakeTimer
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

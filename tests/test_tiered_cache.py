@@ -14,8 +14,8 @@ from typing import Any, cast
 import pytest
 
 from convmem import Memory, Thread, Turn
-from convmem.cache.protocol import DELETED
 from convmem.cache.redis import RedisCache
+from convmem.changes import DELETED
 from convmem.encryption import Encryption, new_key
 from tests.conftest import LIMITS, Backend, MemoryFactory
 from tests.contract.test_store_contract import Trips

@@ -3,7 +3,7 @@
 It opens on the first failure, so while a service is down no call waits for its
 timeout: ``allow()`` answers False at once. After ``reset_after`` seconds one
 caller is let through as a half-open probe; its success closes the circuit, its
-failure opens it again for another period. The clock is injectable.
+failure opens it again for another period. The timer (monotonic) is injectable.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from convmem.clocks import Timer
 
 log = logging.getLogger("convmem")
 
@@ -27,14 +30,14 @@ class CircuitBreaker:
         self,
         *,
         reset_after: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
+        timer: Timer = time.monotonic,
         name: str = "redis",
         fallback: str = "serving from the store",
     ) -> None:
         self.reset_after = reset_after
         self.name = name
         self.fallback = fallback
-        self._clock = clock
+        self._timer = timer
         self._state = CircuitState.CLOSED
         self._opened_at = 0.0
         self.opened = 0  # how many times it opened
@@ -47,7 +50,7 @@ class CircuitBreaker:
         """May a call go through now? In half-open state only the single probe may."""
         if self._state is CircuitState.CLOSED:
             return True
-        if self._state is CircuitState.OPEN and self._clock() - self._opened_at >= self.reset_after:
+        if self._state is CircuitState.OPEN and self._timer() - self._opened_at >= self.reset_after:
             self._state = CircuitState.HALF_OPEN
             log.info("%s circuit half-open: probing", self.name)
             return True
@@ -70,4 +73,4 @@ class CircuitBreaker:
                 self.fallback,
             )
         self._state = CircuitState.OPEN
-        self._opened_at = self._clock()
+        self._opened_at = self._timer()

@@ -18,6 +18,7 @@ from convmem.cache.guard import GuardedL2
 from convmem.cache.local import LocalCache
 from convmem.cache.tags import CacheTags
 from convmem.cache.tiered import Source, TieredCache
+from convmem.changes import Created, Deleted, Replaced
 from convmem.errors import (
     ConfigurationError,
     DecryptionError,
@@ -37,7 +38,7 @@ from convmem.sealing import NO_SEALING, Sealing
 from convmem.settings import Settings
 from convmem.stats import Stats
 from convmem.stores import store_from_url
-from convmem.stores.base import NewThread, Resealed, Store, Summarised
+from convmem.stores.base import NewThread, Resealed, Store
 from convmem.stores.guard import StoreGuard
 from convmem.validation import (
     check_length,
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from convmem.cache.protocol import L2Tier
+    from convmem.changes import Summarised
     from convmem.compaction import CompactionPolicy, Summariser
     from convmem.messages import ChatMessage
     from convmem.models import Thread, ThreadPage, ThreadSummary
@@ -326,7 +328,7 @@ class Memory:
         )
         sealed = self._sealing.seal_turns(thread_id, turns, first_seq=1)
         stored = await self._write(lambda: self.store.create(spec, sealed))
-        return await self._cache.created(stored)
+        return await self._cache.committed(Created(stored), owner)
 
     async def add_turns(
         self, thread_id: str, turns: Sequence[Turn], *, owner: str | None = None
@@ -346,7 +348,10 @@ class Memory:
         validate_owner(owner, self._limits)
         validate_turns(turns, self._limits, allow_empty=False)
         return await self._writes.append(
-            thread_id, turns, owner=owner, then=lambda result: self._cache.appended(result, owner)
+            thread_id,
+            turns,
+            owner=owner,
+            then=lambda appended: self._cache.committed(appended, owner),
         )
 
     async def pop_turn(self, thread_id: str, *, owner: str | None = None) -> Turn | None:
@@ -385,7 +390,7 @@ class Memory:
         else:
             validate_count(count, "turns")
             removal = await self._write(lambda: self.store.pop(thread_id, owner=owner, count=count))
-        thread = await self._cache.removed(removal, owner)
+        thread = await self._cache.committed(removal, owner)
         try:
             return thread, self._sealing.open_turns(thread_id, removal.turns)
         except DecryptionError:
@@ -430,7 +435,7 @@ class Memory:
             after_seq=after_seq,
             owner=owner,
             metadata=sealed_metadata,
-            then=lambda stored: self._cache.replaced(stored, owner),
+            then=lambda stored: self._cache.committed(Replaced(stored), owner),
         )
 
     async def fork_thread(
@@ -475,7 +480,7 @@ class Memory:
             self._sealing.seal_metadata(fork_id, frozen),
         )
         stored = await self._write(lambda: self.store.fork(spec, at_seq=at_seq))
-        return await self._cache.created(stored)
+        return await self._cache.committed(Created(stored), owner)
 
     async def get_thread(self, thread_id: str, *, owner: str | None = None) -> Thread | None:
         """The thread with all its turns, or None if it is unknown, expired or not ``owner``'s.
@@ -595,7 +600,7 @@ class Memory:
             plan.folded_turns,
             plan.covers_to_seq,
         )
-        return await self._cache.summarised(saved, owner)
+        return await self._cache.committed(saved, owner)
 
     async def _summarised(
         self,
@@ -683,7 +688,7 @@ class Memory:
         validate_owner(owner, self._limits)
         deleted = await self._write(lambda: self.store.delete(thread_id, owner=owner))
         if deleted:
-            await self._cache.deleted(thread_id)
+            await self._cache.committed(Deleted(thread_id), owner)
         return deleted
 
     async def evict(self, thread_id: str, *, local_only: bool = False) -> None:

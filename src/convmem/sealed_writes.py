@@ -39,9 +39,10 @@ from convmem.errors import (
 )
 
 if TYPE_CHECKING:
+    from convmem.changes import Appended
     from convmem.models import Thread, Turn
     from convmem.sealing import Sealing
-    from convmem.stores.base import AppendResult, Store
+    from convmem.stores.base import Store
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -92,7 +93,7 @@ class SealedWrites:
         turns: Sequence[Turn],
         *,
         owner: str | None,
-        then: Callable[[AppendResult], Awaitable[R]],
+        then: Callable[[Appended], Awaitable[R]],
     ) -> R:
         """Append ``turns`` and return what ``then`` (the caches brought up to the append)
         makes of the result."""
@@ -218,7 +219,7 @@ class SealedWrites:
 
 def _appending(
     store: Store, thread_id: str, sealed: Sequence[Turn], owner: str | None
-) -> Callable[[], Awaitable[AppendResult]]:
+) -> Callable[[], Awaitable[Appended]]:
     return lambda: store.append(thread_id, sealed, owner=owner, seqs_bound=True)
 
 

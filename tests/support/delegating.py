@@ -9,16 +9,9 @@ from typing import TYPE_CHECKING, Any
 from convmem.stores.base import Store
 
 if TYPE_CHECKING:
+    from convmem.changes import Appended, Removed, Summarised, ThreadDelta
     from convmem.models import Thread, ThreadPage, ThreadSummary, Turn
-    from convmem.stores.base import (
-        AppendResult,
-        MetadataSwap,
-        NewThread,
-        Removal,
-        Resealed,
-        Summarised,
-        ThreadDelta,
-    )
+    from convmem.stores.base import MetadataSwap, NewThread, Resealed
 
 
 class DelegatingStore(Store):
@@ -61,13 +54,13 @@ class DelegatingStore(Store):
         *,
         owner: str | None,
         seqs_bound: bool = False,
-    ) -> AppendResult:
+    ) -> Appended:
         return await self.inner.append(thread_id, turns, owner=owner, seqs_bound=seqs_bound)
 
-    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
+    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removed:
         return await self.inner.pop(thread_id, owner=owner, count=count)
 
-    async def clear(self, thread_id: str, *, owner: str | None) -> Removal:
+    async def clear(self, thread_id: str, *, owner: str | None) -> Removed:
         return await self.inner.clear(thread_id, owner=owner)
 
     async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:

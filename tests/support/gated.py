@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 from tests.support.delegating import DelegatingStore
 
 if TYPE_CHECKING:
+    from convmem.changes import ThreadDelta
     from convmem.models import Thread
-    from convmem.stores.base import Store, ThreadDelta
+    from convmem.stores.base import Store
 
 
 class GatedStore(DelegatingStore):

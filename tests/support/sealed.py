@@ -22,16 +22,10 @@ from tests.support.delegating import DelegatingStore
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from convmem.changes import Appended, Removed, Summarised, ThreadDelta
     from convmem.encryption import Encryption
     from convmem.models import Thread, ThreadPage, Turn
-    from convmem.stores.base import (
-        AppendResult,
-        NewThread,
-        Removal,
-        Store,
-        Summarised,
-        ThreadDelta,
-    )
+    from convmem.stores.base import NewThread, Store
 
 
 T = TypeVar("T")
@@ -98,14 +92,14 @@ class SealedStore(DelegatingStore):
         *,
         owner: str | None,
         seqs_bound: bool = False,
-    ) -> AppendResult:
-        async def seen(result: AppendResult) -> AppendResult:
+    ) -> Appended:
+        async def seen(result: Appended) -> Appended:
             self._saw(thread_id, result.version, result.turns)
             return replace(result, turns=self.encryption.open_turns(thread_id, result.turns))
 
         return await self.writes.append(thread_id, turns, owner=owner, then=seen)
 
-    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
+    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removed:
         removal = await self.inner.pop(thread_id, owner=owner, count=count)
         return replace(removal, turns=self.encryption.open_turns(thread_id, removal.turns))
 

@@ -4,11 +4,10 @@ Three jobs, kept out of the cache's read/write protocol:
 
 - **Circuit breaking.** The first failure opens the circuit: until a probe succeeds,
   calls raise ``L2Skipped`` at once instead of waiting for a socket timeout.
-- **Fence replay.** A write (append, remove, fence, publish) that did not reach Redis leaves
-  other instances and L2 unaware of a committed version. The guard remembers
-  ``(thread, version)`` and, before Redis is trusted again (the half-open probe, or
-  ``replay()`` when the subscription comes back), fences L2 at that version and
-  announces it.
+- **Fence replay.** A change (``apply``) that did not reach Redis leaves other instances
+  and L2 unaware of a committed version. The guard remembers ``(thread, version)`` and,
+  before Redis is trusted again (the half-open probe, or ``replay()`` when the
+  subscription comes back), fences L2 at that version and announces it (a ``Moved``).
 - **Error accounting.** Every failure and every skipped call is counted in ``Stats``
   and logged once per outage by the breaker.
 
@@ -20,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -34,10 +33,13 @@ from convmem.cache.protocol import (
     Subscribed,
     WriteOutcome,
 )
+from convmem.changes import Moved, announced
+from convmem.clocks import utc_now
 
 if TYPE_CHECKING:
-    from convmem.cache.protocol import CopyState, L2Tier
-    from convmem.models import Thread, Turn
+    from convmem.cache.protocol import L2Tier
+    from convmem.changes import Change, CopyState
+    from convmem.models import Thread
     from convmem.stats import Stats
 
 log = logging.getLogger("convmem.cache")
@@ -62,7 +64,7 @@ class GuardedL2:
         self.tier = tier
         self.stats = stats
         self.source = source  # this instance's id: what its announcements carry
-        self.breaker = CircuitBreaker(reset_after=reset_after, clock=timer)
+        self.breaker = CircuitBreaker(reset_after=reset_after, timer=timer)
         self.max_pending = max_pending
         self._pending: dict[str, int] = {}  # thread id -> the highest version Redis missed
 
@@ -104,107 +106,24 @@ class GuardedL2:
 
     # -- L2Tier: writes, remembered when they do not reach Redis --------------------
 
-    async def append(
+    async def apply(
         self,
-        thread_id: str,
-        base: int,
-        version: int,
-        turns: Sequence[Turn],
-        updated_at: datetime,
-        expires_at: datetime,
+        change: Change,
         now: datetime,
         *,
         source: str | None = None,
         after: CopyState | None = None,
     ) -> WriteOutcome:
-        return await self._announced(
-            lambda: self.tier.append(
-                thread_id,
-                base,
-                version,
-                turns,
-                updated_at,
-                expires_at,
-                now,
-                source=source,
-                after=after,
-            ),
-            thread_id,
-            version,
-            source,
+        """The change, announced as this instance's (``source`` is always its own); a
+        change that misses Redis and had to be announced is remembered and replayed."""
+        told = announced(change)
+        outcome = await self._guarded(
+            lambda: self.tier.apply(change, now, source=self.source, after=after),
+            missed=(change.thread_id, change.version) if told else None,
         )
-
-    async def remove(
-        self,
-        thread_id: str,
-        base: int,
-        version: int,
-        seqs: Sequence[int],
-        updated_at: datetime,
-        expires_at: datetime,
-        now: datetime,
-        *,
-        source: str | None = None,
-        after: CopyState | None = None,
-    ) -> WriteOutcome:
-        return await self._announced(
-            lambda: self.tier.remove(
-                thread_id,
-                base,
-                version,
-                seqs,
-                updated_at,
-                expires_at,
-                now,
-                source=source,
-                after=after,
-            ),
-            thread_id,
-            version,
-            source,
-        )
-
-    async def summarise(
-        self,
-        thread_id: str,
-        base: int,
-        version: int,
-        summary: Turn,
-        updated_at: datetime,
-        expires_at: datetime,
-        now: datetime,
-        *,
-        source: str | None = None,
-        after: CopyState | None = None,
-    ) -> WriteOutcome:
-        return await self._announced(
-            lambda: self.tier.summarise(
-                thread_id,
-                base,
-                version,
-                summary,
-                updated_at,
-                expires_at,
-                now,
-                source=source,
-                after=after,
-            ),
-            thread_id,
-            version,
-            source,
-        )
-
-    async def fence(self, thread_id: str, version: int) -> bool:
-        return await self._guarded(
-            lambda: self.tier.fence(thread_id, version), missed=(thread_id, version)
-        )
-
-    async def publish(self, thread_id: str, version: int, source: str) -> int:
-        sent = await self._guarded(
-            lambda: self.tier.publish(thread_id, version, source), missed=(thread_id, version)
-        )
-        self.stats.invalidations_published += 1
-        return sent
+        if told:
+            self.stats.invalidations_published += 1
+        return outcome
 
     def invalidations(self) -> AsyncIterator[Subscribed | Alive | Invalidation]:
         # The subscription has its own lifecycle (the listener reconnects it), so it
@@ -222,8 +141,8 @@ class GuardedL2:
             await self.tier.ping()
             while self._pending:
                 thread_id, version = next(iter(self._pending.items()))
-                await self.tier.fence(thread_id, version)
-                await self.tier.publish(thread_id, version, self.source)
+                # (a Moved keeps no copy, so the wall time is not used for its expiry)
+                await self.tier.apply(Moved(thread_id, version), utc_now(), source=self.source)
                 self.stats.invalidations_published += 1
                 if self._pending.get(thread_id) == version:
                     del self._pending[thread_id]
@@ -232,20 +151,6 @@ class GuardedL2:
             return False
         self.breaker.record_success()
         return True
-
-    async def _announced(
-        self,
-        write: Callable[[], Awaitable[WriteOutcome]],
-        thread_id: str,
-        version: int,
-        source: str | None,
-    ) -> WriteOutcome:
-        """A write after a commit, remembered if it misses Redis; with ``source`` it also
-        announced the version, which counts as a publish."""
-        outcome = await self._guarded(write, missed=(thread_id, version))
-        if source is not None:
-            self.stats.invalidations_published += 1
-        return outcome
 
     async def _guarded(
         self, call: Callable[[], Awaitable[T]], *, missed: tuple[str, int] | None = None

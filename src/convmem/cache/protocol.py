@@ -8,15 +8,14 @@ driver import means ``import convmem`` never imports redis.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from convmem.models import Thread, Turn
-
-DELETED: Final = 2**53  # the fence version of a deleted thread: nothing is ever at or above it
+    from convmem.changes import Change, CopyState
+    from convmem.models import Thread
 
 
 class L2Error(Exception):
@@ -31,20 +30,11 @@ class CorruptPayload(Exception):
     """An L2 value that is not a convmem thread (foreign, truncated or garbled)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CopyState:
-    """What a write leaves of the copy at its base version, which the writer holds: how
-    many turns and the seq its summary covers through (0: none). An L2 tier that tags
-    its copies (``cache/tags.py``) tags that state; without it, it fences instead."""
-
-    count: int
-    summary_seq: int
-
-
 class WriteOutcome(enum.Enum):
-    """What a write (an append, a pop, a clear) did to the L2 copy of a thread."""
+    """What a committed change did to the L2 copy of a thread."""
 
     EXTENDED = "extended"  # the copy was at the writer's base version: changed in place
+    INSTALLED = "installed"  # a whole thread (created or replaced) took the copy's place
     ALREADY_NEWER = "already_newer"  # L2 holds (or is fenced at) this version or a newer one
     FENCED = "fenced"  # the copy was older or missing: fenced at the new version
 
@@ -83,55 +73,19 @@ class L2Tier(Protocol):
     async def get(self, thread_id: str) -> Thread | None: ...
     async def version(self, thread_id: str) -> int: ...
     async def install(self, thread: Thread, now: datetime) -> bool: ...
-    async def append(
+    async def apply(
         self,
-        thread_id: str,
-        base: int,
-        version: int,
-        turns: Sequence[Turn],
-        updated_at: datetime,
-        expires_at: datetime,
+        change: Change,
         now: datetime,
         *,
-        source: str | None = None,
+        source: str,
         after: CopyState | None = None,
     ) -> WriteOutcome:
-        """Bring the copy up to a committed append (in place at ``base``, else fenced);
-        with ``source``, announce ``(thread, version)`` too, in the same round trip where
-        the tier can. ``after``: the copy's state after the write, if the writer knows
-        it (it holds the base version)."""
-        ...
-
-    async def remove(
-        self,
-        thread_id: str,
-        base: int,
-        version: int,
-        seqs: Sequence[int],
-        updated_at: datetime,
-        expires_at: datetime,
-        now: datetime,
-        *,
-        source: str | None = None,
-        after: CopyState | None = None,
-    ) -> WriteOutcome:
-        """As ``append``, for a pop or clear that removed turns ``seqs``."""
-        ...
-
-    async def summarise(
-        self,
-        thread_id: str,
-        base: int,
-        version: int,
-        summary: Turn,
-        updated_at: datetime,
-        expires_at: datetime,
-        now: datetime,
-        *,
-        source: str | None = None,
-        after: CopyState | None = None,
-    ) -> WriteOutcome:
-        """As ``append``, for a saved compaction summary."""
+        """Bring the copy up to a committed change: in place when it is at the change's
+        base version (and, with tags, ``after`` tells the state it leaves: the writer
+        holds the base), else fence it at the change's version; and announce the change
+        as written by ``source`` (``changes.announced``), in the same round trip where
+        the tier can. A ``Created`` or ``Replaced`` thread is installed whole."""
         ...
 
     async def claim(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
@@ -139,9 +93,7 @@ class L2Tier(Protocol):
         ...
 
     async def release_claim(self, name: str, thread_id: str, token: str) -> None: ...
-    async def fence(self, thread_id: str, version: int) -> bool: ...
     async def drop(self, thread_id: str) -> None: ...
-    async def publish(self, thread_id: str, version: int, source: str) -> int: ...
     def invalidations(self) -> AsyncIterator[Subscribed | Alive | Invalidation]:
         """``Subscribed`` once the server confirmed, then one ``Invalidation`` per message
         and one ``Alive`` per answered heartbeat.

@@ -4,11 +4,11 @@ Every write compares versions inside Redis, atomically:
 
 - ``install`` (after a store read) replaces the cached copy only with a newer one,
   and never below a fence;
-- ``append`` (after a store commit) adds the new turns in place when the cached
-  copy is exactly the writer's base version, O(turns added); otherwise it fences
-  the key at the new version, so a slow reader cannot re-install an older copy
-  (which a plain delete would allow);
-- ``fence`` raises the fence (deletes use an unreachable version).
+- ``apply`` (after a store commit) follows the change in place when the cached copy
+  is exactly the writer's base version (an append adds the new turns, O(turns added));
+  otherwise it fences the key at the new version, so a slow reader cannot re-install
+  an older copy (which a plain delete would allow); a delete fences at a version no
+  copy ever reaches.
 
 Keys are hash-tagged, ``<prefix>{<id>}``, so one thread's key lives in one
 Redis Cluster slot (the scripts touch one key each); the client has short timeouts
@@ -42,7 +42,6 @@ from convmem.cache.codec import (
 )
 from convmem.cache.protocol import (
     Alive,
-    CopyState,
     CorruptPayload,
     Invalidation,
     L2Error,
@@ -50,6 +49,7 @@ from convmem.cache.protocol import (
     WriteOutcome,
 )
 from convmem.cache.redis_connection import Client, Subscription, announce, connect, identity
+from convmem.changes import Appended, Created, Deleted, Moved, Removed, Replaced
 from convmem.records import to_micros
 
 log = logging.getLogger("convmem.cache")
@@ -62,7 +62,8 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
     from convmem.cache.tags import CacheTags
-    from convmem.models import Thread, Turn
+    from convmem.changes import Change, CopyState, InPlace
+    from convmem.models import Thread
 
 # KEYS[1]; ARGV: version, ttl_ms, header, updated_us, expires_us, summary ('' for none),
 # header tag, state tag, then seq, turn, seq, turn...
@@ -88,7 +89,7 @@ return 1
 # The writes that follow a commit announce it in the same round trip: given a channel
 # (ARGV[6]), they PUBLISH the message (ARGV[7]) on it, whatever they did to the copy. A
 # Redis Cluster passes none: its sharded channel lives in another slot than the thread's
-# key, so the cache publishes there apart (see RedisCache.append).
+# key, so the cache publishes there apart (see RedisCache._write).
 #
 # ARGV[8] is the tag of the state the write leaves ('' when the writer cannot tag it: it
 # does not hold the base version, so the copy is fenced, never left untagged), ARGV[9]
@@ -186,17 +187,9 @@ return fence_or_newer()
 """
 )
 
-# KEYS[1]; ARGV: version, ttl_ms. Returns 1 when the fence was raised.
-_FENCE: Final = """
-local v = tonumber(ARGV[1])
-local cur = redis.call('HMGET', KEYS[1], 'v', 'f')
-local cv, cf = tonumber(cur[1]), tonumber(cur[2])
-if (cv and cv >= v) or (cf and cf >= v) then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'f', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
+# KEYS[1]; ARGV as _APPEND's without turns: a change whose payload is not at hand (a
+# replayed write, a delete) only fences an older copy. Returns 2 or 0 as _APPEND does.
+_MOVE: Final = _WRITE_PROLOGUE + "\nreturn fence_or_newer()\n"
 
 # KEYS[1]; ARGV: token. Ends a claim if it is still the one this token took.
 _RELEASE: Final = """
@@ -258,7 +251,7 @@ class RedisCache:
         self._remove = client.register_script(_REMOVE)
         self._summarise = client.register_script(_SUMMARISE)
         self.cluster = isinstance(client, RedisCluster)
-        self._fence = client.register_script(_FENCE)
+        self._move = client.register_script(_MOVE)
         self._release = client.register_script(_RELEASE)
         self._drop = client.register_script(_DROP)
 
@@ -421,113 +414,76 @@ class RedisCache:
         with _translated():
             return bool(await self._install(keys=[self.key(thread.id)], args=args))
 
-    async def append(
+    async def apply(
         self,
-        thread_id: str,
-        base: int,
-        version: int,
-        turns: Sequence[Turn],
-        updated_at: datetime,
-        expires_at: datetime,
+        change: Change,
         now: datetime,
         *,
-        source: str | None = None,
+        source: str,
         after: CopyState | None = None,
     ) -> WriteOutcome:
-        """Extend the cached copy in place if it is at ``base`` (and, with tags, the
-        writer knows the state ``after`` it); else fence at ``version``. With ``source``,
-        also announce ``(thread, version)`` as written by it."""
+        """Bring the cached copy up to ``change`` (see ``L2Tier.apply``): one script per
+        kind behind one prologue, which also announces it on one server."""
+        if isinstance(change, Created | Replaced):
+            installed = await self.install(change.thread, now)
+            if isinstance(change, Replaced):
+                await self._publish(change.thread_id, change.version, source)
+            return WriteOutcome.INSTALLED if installed else WriteOutcome.ALREADY_NEWER
+        if isinstance(change, Moved | Deleted):  # no copy follows it: an older one is fenced
+            return await self._write(self._move, change.thread_id, change.version, (), source)
+        thread_id, tags = change.thread_id, self.tags
+        payload: list[Any]
+        if isinstance(change, Appended):
+            script, payload = self._append, encode_turns(change.new_turns, thread_id, tags)
+        elif isinstance(change, Removed):
+            script, payload = self._remove, list(change.seqs)
+        else:
+            script, payload = self._summarise, [encode_summary(change.summary, thread_id, tags)]
         return await self._write(
-            self._append,
-            thread_id,
-            (base, version, updated_at, expires_at, now),
-            after,
-            encode_turns(turns, thread_id, self.tags),
-            source,
-        )
-
-    async def remove(
-        self,
-        thread_id: str,
-        base: int,
-        version: int,
-        seqs: Sequence[int],
-        updated_at: datetime,
-        expires_at: datetime,
-        now: datetime,
-        *,
-        source: str | None = None,
-        after: CopyState | None = None,
-    ) -> WriteOutcome:
-        """Remove turns ``seqs`` from the cached copy in place if it is at ``base``; else
-        fence at ``version``. As ``append`` otherwise."""
-        return await self._write(
-            self._remove,
-            thread_id,
-            (base, version, updated_at, expires_at, now),
-            after,
-            list(seqs),
-            source,
-        )
-
-    async def summarise(
-        self,
-        thread_id: str,
-        base: int,
-        version: int,
-        summary: Turn,
-        updated_at: datetime,
-        expires_at: datetime,
-        now: datetime,
-        *,
-        source: str | None = None,
-        after: CopyState | None = None,
-    ) -> WriteOutcome:
-        """Put ``summary`` on the cached copy in place if it is at ``base``; else fence at
-        ``version``. As ``append`` otherwise."""
-        return await self._write(
-            self._summarise,
-            thread_id,
-            (base, version, updated_at, expires_at, now),
-            after,
-            [encode_summary(summary, thread_id, self.tags)],
-            source,
+            script, thread_id, change.version, payload, source, (change, after, now)
         )
 
     async def _write(
         self,
         script: AsyncScript,
         thread_id: str,
-        change: tuple[int, int, datetime, datetime, datetime],
-        after: CopyState | None,
-        payload: list[Any],
-        source: str | None,
+        version: int,
+        payload: Sequence[Any],
+        source: str,
+        in_place: tuple[InPlace, CopyState | None, datetime] | None = None,
     ) -> WriteOutcome:
-        """Run a write script and, with ``source``, announce the write: inside the script
-        on one server (one round trip), after it on a cluster."""
-        base, version, updated_at, expires_at, now = change
-        message = b"" if source is None else _announcement(thread_id, version, source)
-        inline = source is not None and not self.cluster
-        updated_us, expires_us = to_micros(updated_at), to_micros(expires_at)
-        if self.tags is None:  # untagged: the script counts the turns itself
-            tag, count = UNTAGGED, b""
-        elif after is None:  # a state it cannot tag is fenced, never left untagged
+        """Run a write script and announce the write: inside the script on one server
+        (one round trip), after it on a cluster. ``in_place``: the change a copy at its
+        base version follows, the state it leaves, and the time now; without it (a
+        ``Moved``) an older copy is fenced at ``version``."""
+        message = _announcement(thread_id, version, source)
+        inline = not self.cluster
+        if in_place is None:  # no state to leave: never at base (tag ''), fenced
+            base, ttl_ms, updated_us, expires_us = version, self._ttl_ms(None, None), 0, 0
             tag, count = b"", b""
         else:
-            tag = state_tag(
-                self.tags,
-                thread_id,
-                version,
-                after.count,
-                after.summary_seq,
-                updated_us,
-                expires_us,
-            )
-            count = b"%d" % after.count
+            change, after, now = in_place
+            base, ttl_ms = change.base_version, max(self._ttl_ms(change.expires_at, now), 1)
+            updated_us, expires_us = to_micros(change.updated_at), to_micros(change.expires_at)
+            if self.tags is None:  # untagged: the script counts the turns itself
+                tag, count = UNTAGGED, b""
+            elif after is None:  # a state it cannot tag is fenced, never left untagged
+                tag, count = b"", b""
+            else:
+                tag = state_tag(
+                    self.tags,
+                    thread_id,
+                    version,
+                    after.count,
+                    after.summary_seq,
+                    updated_us,
+                    expires_us,
+                )
+                count = b"%d" % after.count
         args: list[Any] = [
             base,
             version,
-            max(self._ttl_ms(expires_at, now), 1),
+            ttl_ms,
             updated_us,
             expires_us,
             self.channel if inline else "",
@@ -538,17 +494,9 @@ class RedisCache:
         ]
         with _translated():
             status = int(await script(keys=[self.key(thread_id)], args=args))
-            if source is not None and not inline:
+            if not inline:
                 await announce(self.client, self.channel, message)
         return _OUTCOMES[status]
-
-    async def fence(self, thread_id: str, version: int) -> bool:
-        """Fence the key at ``version`` unless it is there already; True if raised."""
-        with _translated():
-            raised = await self._fence(
-                keys=[self.key(thread_id)], args=[version, self._ttl_ms(None, None)]
-            )
-        return bool(raised)
 
     async def drop(self, thread_id: str) -> None:
         """Remove a value that failed to decode (keeping a valid fence)."""
@@ -572,12 +520,9 @@ class RedisCache:
     def _claim_key(self, name: str, thread_id: str) -> str:
         return f"{self.key(thread_id)}:{name}"
 
-    async def publish(self, thread_id: str, version: int, source: str) -> int:
-        """Announce a write; returns how many subscribers received it."""
+    async def _publish(self, thread_id: str, version: int, source: str) -> None:
         with _translated():
-            return await announce(
-                self.client, self.channel, _announcement(thread_id, version, source)
-            )
+            await announce(self.client, self.channel, _announcement(thread_id, version, source))
 
     def _ttl_ms(self, expires_at: datetime | None, now: datetime | None) -> int:
         """The L2 lifetime, never past the thread's own expiry."""

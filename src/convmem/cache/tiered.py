@@ -29,26 +29,24 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Literal, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Literal, TypeVar, overload
 
 from convmem.cache.bus import InvalidationListener
 from convmem.cache.lease import Lease
-from convmem.cache.protocol import DELETED, CopyState, CorruptPayload, L2Error
+from convmem.cache.protocol import CorruptPayload, L2Error
 from convmem.cache.watermarks import Watermarks
+from convmem.changes import DELETED, Deleted, InPlace, Removed, Whole
 from convmem.errors import DecryptionError, StoreError, ThreadNotFoundError
 from convmem.sealing import NO_SEALING, Sealing
-from convmem.stores.base import extend_thread
 from convmem.stores.guard import StoreGuard
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from convmem.cache.guard import GuardedL2
     from convmem.cache.local import LocalCache
     from convmem.models import Thread, Turn
     from convmem.stats import Stats
-    from convmem.stores.base import AppendResult, Removal, Store, Summarised
+    from convmem.stores.base import Store
 
 log = logging.getLogger("convmem.cache")
 T = TypeVar("T")
@@ -305,142 +303,56 @@ class TieredCache:
 
     # -- writes ----------------------------------------------------------------
 
-    async def created(self, stored: Thread) -> Thread:
-        """Cache a thread the store just created (as stored); return it opened."""
-        thread = self._opened(stored.id, lambda: self.sealing.open_thread(stored))
-        self._install_l1(thread, self._epoch)
-        if self.l2 is not None:
-            await _l2(self.l2.install(stored, self.store.clock()))
-        return thread
+    @overload
+    async def committed(self, change: Deleted, owner: str | None) -> None: ...
+    @overload
+    async def committed(self, change: InPlace | Whole, owner: str | None) -> Thread: ...
+    async def committed(
+        self, change: InPlace | Whole | Deleted, owner: str | None
+    ) -> Thread | None:
+        """Bring every tier up to a change the store committed; return the whole thread
+        as it now is (None once deleted).
 
-    async def appended(self, result: AppendResult, owner: str | None) -> Thread:
-        """Bring every tier up to the committed append; return the whole thread."""
-        thread_id, version = result.thread_id, result.version
-        self._committed(thread_id, version, owner)
-        cached = self.l1.get(thread_id)
-        at_base = cached is not None and cached.version == result.base_version
-        if self.l2 is not None:
-            after = None
-            if cached is not None and at_base:
-                count = len(cached.turns) + len(result.new_turns)
-                after = CopyState(count, cached.summarised_through)
+        Nothing older than the change is served from now on (the watermark); L2 follows it
+        in place at the writer's base version, else is fenced, and hears it announced
+        (``L2Tier.apply``, given the state L1's copy at that base says it leaves); L1's
+        copy follows it in place where it was the base, else the thread is read through
+        the tiers.
+        """
+        thread_id = change.thread_id
+        changed = not isinstance(change, Removed) or change.changed  # an empty pop: no
+        if changed:
+            self._committed(thread_id, change.version, owner)
+        cached, epoch = self.l1.get(thread_id), self._epoch
+        at_base: tuple[InPlace, Thread] | None = None  # the change, and L1's copy at its base
+        if (
+            isinstance(change, InPlace)
+            and cached is not None
+            and cached.version == change.base_version
+        ):
+            at_base = (change, cached)
+        if isinstance(change, Deleted):
+            self.l1.discard(thread_id)
+        if self.l2 is not None and changed:
+            after = None if at_base is None else at_base[0].state_after(at_base[1])
             # A failure here is remembered by the guard and replayed to Redis.
-            await _l2(
-                self.l2.append(
-                    thread_id,
-                    result.base_version,
-                    version,
-                    result.new_turns,
-                    result.updated_at,
-                    result.expires_at,
-                    self.store.clock(),
-                    source=self.instance_id,  # announced in the same round trip
-                    after=after,
-                )
-            )
-        if cached is not None and at_base:
-            turns = self._opened(
-                thread_id, lambda: self.sealing.open_turns(thread_id, result.new_turns)
-            )
-            extended = extend_thread(cached, turns, result.updated_at, result.expires_at)
-            self.l1.put(extended, base=cached)
-            return extended
+            await _l2(self.l2.apply(change, self.store.clock(), after=after))
+        if isinstance(change, Deleted):
+            return None
+        if isinstance(change, Whole):
+            thread = self._opened(thread_id, lambda: change.opened(self.sealing)).thread
+            self._install_l1(thread, epoch)
+            return thread
+        if at_base is not None:
+            in_place, base = at_base
+            opened = self._opened(thread_id, lambda: in_place.opened(self.sealing))
+            revised = opened.applied_to(base)
+            if revised is not None:
+                # Contact with Redis broke or came back meanwhile: keep L1 out of it.
+                if epoch == self._epoch:
+                    self.l1.put(revised, base=base)
+                return revised
         return await self._after_write(thread_id, owner)
-
-    async def removed(self, removal: Removal, owner: str | None) -> Thread:
-        """Bring every tier up to a committed pop or clear; return the whole thread.
-
-        As for an append: each tier's copy at the writer's base version loses the turns
-        in place, any other copy is fenced (L2) or left below the watermark (L1).
-        """
-        if not removal.seqs:  # an empty pop changed nothing and tells no one
-            return await self._rewritten(removal.thread_id, owner, removal.applied_to)
-        return await self._rewritten(
-            removal.thread_id,
-            owner,
-            removal.applied_to,
-            version=removal.version,
-            l2_write=lambda l2, now, cached: l2.remove(
-                removal.thread_id,
-                removal.base_version,
-                removal.version,
-                removal.seqs,
-                removal.updated_at,
-                removal.expires_at,
-                now,
-                source=self.instance_id,
-                after=None
-                if cached is None or cached.version != removal.base_version
-                else _after_removing(cached, removal.seqs),
-            ),
-        )
-
-    async def summarised(self, saved: Summarised, owner: str | None) -> Thread:
-        """Bring every tier up to a saved compaction summary; return the whole thread.
-
-        As for a pop: each tier's copy at the writer's base version takes the summary in
-        place, any other copy is fenced (L2) or left below the watermark (L1).
-        """
-        thread_id = saved.thread_id
-        return await self._rewritten(
-            thread_id,
-            owner,
-            lambda cached: (
-                saved.applied_to(cached, self._opened_summary(thread_id, saved.summary))
-                if cached.version == saved.base_version  # else no need to open it
-                else None
-            ),
-            version=saved.version,
-            l2_write=lambda l2, now, cached: l2.summarise(
-                thread_id,
-                saved.base_version,
-                saved.version,
-                saved.summary,
-                saved.updated_at,
-                saved.expires_at,
-                now,
-                source=self.instance_id,
-                after=None
-                if cached is None or cached.version != saved.base_version
-                else CopyState(len(cached.turns), saved.summary.seq),
-            ),
-        )
-
-    async def _rewritten(
-        self,
-        thread_id: str,
-        owner: str | None,
-        applied: Callable[[Thread], Thread | None],
-        *,
-        version: int | None = None,
-        l2_write: Callable[[GuardedL2, datetime, Thread | None], Awaitable[object]] | None = None,
-    ) -> Thread:
-        """After a committed write other than an append, which took the thread to
-        ``version`` (None: it changed nothing, and nothing is told): L2 brought along by
-        ``l2_write`` (which announces it; given L1's copy, to tell the state it leaves),
-        L1's copy revised by ``applied`` where it was the write's base, else the thread
-        read through the tiers."""
-        cached = self.l1.get(thread_id)
-        if version is not None:
-            self._committed(thread_id, version, owner)
-            if self.l2 is not None and l2_write is not None:
-                await _l2(l2_write(self.l2, self.store.clock(), cached))
-            cached = self.l1.get(thread_id)
-        revised = None if cached is None else applied(cached)
-        if revised is not None:
-            self.l1.put(revised)
-            return revised
-        return await self._after_write(thread_id, owner)
-
-    async def replaced(self, stored: Thread, owner: str | None) -> Thread:
-        """Cache a thread a write replaced whole (a rewrite: the store sent it back as
-        stored); return it opened. Nothing older may be served from now on; every tier
-        takes the new copy, as for a created thread, and the version is announced."""
-        self._committed(stored.id, stored.version, owner)
-        thread = await self.created(stored)
-        if self.l2 is not None:
-            await _l2(self.l2.publish(stored.id, stored.version, self.instance_id))
-        return thread
 
     def _committed(self, thread_id: str, version: int, owner: str | None) -> None:
         """A write committed ``version``: nothing older may be served from now on, and a
@@ -476,13 +388,6 @@ class TieredCache:
         self.l1.discard(thread_id)
         if self.l2 is not None and not local_only:
             await _l2(self.l2.drop(thread_id))
-
-    async def deleted(self, thread_id: str) -> None:
-        self.watermarks.raise_to(thread_id, DELETED)
-        self.l1.discard(thread_id)
-        if self.l2 is not None:
-            await _l2(self.l2.fence(thread_id, DELETED))
-            await _l2(self.l2.publish(thread_id, DELETED, self.instance_id))
 
     # -- invalidations -----------------------------------------------------------
 
@@ -552,15 +457,6 @@ class TieredCache:
         except StoreError:
             self.stats.store_errors += 1
             raise
-
-
-def _after_removing(copy: Thread, seqs: Sequence[int]) -> CopyState:
-    """The state a pop or clear of ``seqs`` leaves of ``copy``: its summary goes if it
-    covered a removed turn (as the store and the L2 script have it)."""
-    summary = copy.summarised_through
-    if seqs and summary >= min(seqs):
-        summary = 0
-    return CopyState(len(copy.turns) - len(seqs), summary)
 
 
 async def _l2(call: Awaitable[T]) -> T | None:

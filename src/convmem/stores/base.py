@@ -38,24 +38,19 @@ mapping) lives in ``stores.common`` and ``convmem.records``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
+from convmem.changes import Appended, Removed, Summarised, ThreadDelta
+from convmem.clocks import WallClock, utc_now
 from convmem.limits import ThreadLimits
-from convmem.models import Thread, ThreadPage, ThreadSummary, Turn
 from convmem.records import thread_from_values
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    """The default store clock: aware UTC, microsecond precision like both databases."""
-    return datetime.now(UTC)
+    from convmem.models import Thread, ThreadPage, ThreadSummary, Turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,189 +62,6 @@ class NewThread:
     parent_id: str | None
     owner: str | None
     metadata: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadDelta:
-    """What changed in a thread after a known version, with its header's moving parts.
-
-    ``turns`` are the turns appended since, or, when ``whole`` (a pop, a clear or a
-    summary came after that version), every turn the thread now has. ``summary`` is the
-    thread's current summary (unchanged since that version unless ``whole``).
-    """
-
-    thread_id: str
-    version: int
-    turns: tuple[Turn, ...]
-    updated_at: datetime
-    expires_at: datetime
-    whole: bool = False
-    summary: Turn | None = None
-
-    def applied_to(
-        self,
-        thread: Thread,
-        turns: Sequence[Turn] | None = None,
-        summary: Turn | None = None,
-    ) -> Thread:
-        """``thread`` brought to this delta's version; ``turns`` and ``summary`` replace
-        ``self.turns`` and ``self.summary`` (the same, opened)."""
-        turns = self.turns if turns is None else turns
-        if self.whole:
-            summary = self.summary if summary is None else summary
-            return revised(
-                thread, tuple(turns), self.version, self.updated_at, self.expires_at, summary
-            )
-        return extend_thread(thread, turns, self.updated_at, self.expires_at)
-
-
-@dataclass(frozen=True, slots=True)
-class Removal:
-    """What a pop or a clear committed: the thread went from ``base_version`` to
-    ``version`` by losing the turns numbered ``seqs`` (none: nothing changed).
-
-    ``turns`` are the removed turns themselves, oldest first, for a pop (a clear does not
-    send them back).
-    """
-
-    thread_id: str
-    version: int
-    seqs: tuple[int, ...]
-    turns: tuple[Turn, ...]
-    updated_at: datetime
-    expires_at: datetime
-
-    @property
-    def base_version(self) -> int:
-        """The thread's version just before this call."""
-        return self.version - 1 if self.seqs else self.version
-
-    def applied_to(self, thread: Thread) -> Thread | None:
-        """``thread`` without the removed turns, or None when ``thread`` is not its base
-        version (or does not hold those turns)."""
-        if thread.version != self.base_version:
-            return None
-        if not self.seqs:
-            return thread
-        gone = frozenset(self.seqs)
-        kept = tuple(t for t in thread.turns if t.seq not in gone)
-        if len(kept) != len(thread.turns) - len(gone):
-            return None
-        summary = thread.summary
-        if summary is not None and summary.seq >= min(gone):  # it covered a removed turn
-            summary = None
-        return revised(thread, kept, self.version, self.updated_at, self.expires_at, summary)
-
-
-@dataclass(frozen=True, slots=True)
-class Summarised:
-    """What ``save_summary`` committed: ``summary`` (sealed as the store keeps it, its
-    ``seq`` the newest turn it covers) at ``version``, one above the thread's version
-    just before it."""
-
-    thread_id: str
-    version: int
-    summary: Turn
-    updated_at: datetime
-    expires_at: datetime
-
-    @property
-    def base_version(self) -> int:
-        """The thread's version just before the summary was saved."""
-        return self.version - 1
-
-    def applied_to(self, thread: Thread, summary: Turn | None = None) -> Thread | None:
-        """``thread`` with this summary (``summary``: the same, opened), or None when
-        ``thread`` is not the version it was saved on."""
-        if thread.version != self.base_version:
-            return None
-        return revised(
-            thread,
-            thread.turns,
-            self.version,
-            self.updated_at,
-            self.expires_at,
-            self.summary if summary is None else summary,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    """What an append committed.
-
-    ``turns`` are the requested turns as stored, in request order: for a key that
-    was already in the thread, the stored turn (the retry inserted nothing).
-    ``inserted`` of them are new and hold seq ``base_version + 1 .. version``.
-    """
-
-    thread_id: str
-    version: int
-    inserted: int
-    turns: tuple[Turn, ...]
-    updated_at: datetime
-    expires_at: datetime
-
-    @property
-    def base_version(self) -> int:
-        """The thread's version just before this append's turns were added."""
-        return self.version - self.inserted
-
-    @property
-    def new_turns(self) -> tuple[Turn, ...]:
-        """The turns this call inserted, ordered by seq."""
-        return tuple(sorted((t for t in self.turns if t.seq > self.base_version), key=_seq))
-
-    def applied_to(self, thread: Thread) -> Thread | None:
-        """``thread`` extended by this append, or None when ``thread`` is not its base version."""
-        if thread.version != self.base_version:
-            return None
-        return extend_thread(thread, self.new_turns, self.updated_at, self.expires_at)
-
-
-def extend_thread(
-    thread: Thread, turns: Sequence[Turn], updated_at: datetime, expires_at: datetime
-) -> Thread:
-    """Return ``thread`` with ``turns`` (the next seqs, in order) appended."""
-    for offset, turn in enumerate(turns, start=1):
-        if turn.seq != thread.version + offset:
-            raise ValueError(f"turn seq {turn.seq} does not follow version {thread.version}")
-    return revised(
-        thread,
-        thread.turns + tuple(turns),
-        thread.version + len(turns),
-        updated_at,
-        expires_at,
-        thread.summary,
-    )
-
-
-def revised(
-    thread: Thread,
-    turns: tuple[Turn, ...],
-    version: int,
-    updated_at: datetime,
-    expires_at: datetime,
-    summary: Turn | None,
-) -> Thread:
-    """``thread``'s header with other turns and summary, at another version."""
-    return Thread(
-        id=thread.id,
-        turns=turns,
-        tool_name=thread.tool_name,
-        parent_id=thread.parent_id,
-        owner=thread.owner,
-        metadata=thread.metadata,
-        created_at=thread.created_at,
-        updated_at=updated_at,
-        expires_at=expires_at,
-        version=version,
-        parent_seq=thread.parent_seq,
-        summary=summary,
-    )
-
-
-def _seq(turn: Turn) -> int:
-    return turn.seq
 
 
 MetadataSwap = tuple[Mapping[str, Any], Mapping[str, Any]]  # (expected, new) thread metadata
@@ -271,7 +83,7 @@ class Store(ABC):
 
     scheme: str = ""
 
-    def __init__(self, *, limits: ThreadLimits | None = None, clock: Clock = utc_now) -> None:
+    def __init__(self, *, limits: ThreadLimits | None = None, clock: WallClock = utc_now) -> None:
         self.limits = limits or ThreadLimits()
         self.clock = clock
 
@@ -333,7 +145,7 @@ class Store(ABC):
         *,
         owner: str | None,
         seqs_bound: bool = False,
-    ) -> AppendResult:
+    ) -> Appended:
         """Append turns atomically (1 round trip), extending the thread's expiry.
 
         Turns whose key is already in the thread are not inserted again; the others take
@@ -345,7 +157,7 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
+    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removed:
         """Remove the newest ``count`` turns (fewer if the thread has fewer; none on an
         empty thread, which changes nothing) in 1 round trip, and return them. Their
         keys are free again: a retry of their append inserts them anew.
@@ -354,7 +166,7 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def clear(self, thread_id: str, *, owner: str | None) -> Removal:
+    async def clear(self, thread_id: str, *, owner: str | None) -> Removed:
         """Remove every turn and keep the thread (1 round trip); as ``pop`` otherwise."""
 
     @abstractmethod

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from convmem.changes import Appended, Removed, Summarised
 from convmem.errors import ThreadExistsError
 from convmem.models import Thread, ThreadPage, ThreadSummary, Turn, turn_from_storage
 from convmem.records import (
@@ -33,15 +34,7 @@ from convmem.records import (
     turn_params,
 )
 from convmem.stores import common
-from convmem.stores.base import (
-    AppendResult,
-    MetadataSwap,
-    NewThread,
-    Removal,
-    Resealed,
-    SnapshotStore,
-    Summarised,
-)
+from convmem.stores.base import MetadataSwap, NewThread, Resealed, SnapshotStore
 from convmem.validation import (
     validate_count,
     validate_fork_point,
@@ -186,7 +179,7 @@ class FunctionStore(SnapshotStore):
         *,
         owner: str | None,
         seqs_bound: bool = False,
-    ) -> AppendResult:
+    ) -> Appended:
         rows = await self._rows(
             Call(
                 "convmem_append",
@@ -205,16 +198,16 @@ class FunctionStore(SnapshotStore):
         header = header_of(rows[0])
         version, inserted, now = header["version"], header["inserted"], header["updated_at"]
         stored = common.appended_turns(turns, turns_of(rows), base=version - inserted, now=now)
-        return AppendResult(thread_id, version, inserted, stored, now, header["expires_at"])
+        return Appended(thread_id, version, inserted, stored, now, header["expires_at"])
 
-    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
+    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removed:
         validate_count(count, "count")
         return await self._remove(thread_id, owner, count)
 
-    async def clear(self, thread_id: str, *, owner: str | None) -> Removal:
+    async def clear(self, thread_id: str, *, owner: str | None) -> Removed:
         return await self._remove(thread_id, owner, None)
 
-    async def _remove(self, thread_id: str, owner: str | None, count: int | None) -> Removal:
+    async def _remove(self, thread_id: str, owner: str | None, count: int | None) -> Removed:
         rows = await self._rows(
             Call(
                 "convmem_remove",
@@ -230,7 +223,7 @@ class FunctionStore(SnapshotStore):
             thread_id=thread_id,
         )
         header = header_of(rows[0])
-        return Removal(
+        return Removed(
             thread_id,
             header["version"],
             tuple(header["removed"] or ()),

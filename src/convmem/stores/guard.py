@@ -38,7 +38,7 @@ class StoreGuard:
         self.timeout = timeout
         self.breaker = CircuitBreaker(
             reset_after=reset_after,
-            clock=timer,
+            timer=timer,
             name="store",
             fallback="store calls fail at once until a probe succeeds",
         )

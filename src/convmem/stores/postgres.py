@@ -26,9 +26,9 @@ from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from convmem.clocks import WallClock, utc_now
 from convmem.errors import ConfigurationError, StoreError, StoreUnavailableError
 from convmem.stores import redact_url
-from convmem.stores.base import Clock, utc_now
 from convmem.stores.functions import Call, FunctionStore, Row, refusal
 from convmem.stores.migrations import migrations_for, pending
 
@@ -59,7 +59,7 @@ class PostgresStore(FunctionStore):
         conninfo: str,
         *,
         limits: ThreadLimits | None = None,
-        clock: Clock = utc_now,
+        clock: WallClock = utc_now,
         min_size: int = 1,
         max_size: int = 10,
         prepared_statements: bool = True,

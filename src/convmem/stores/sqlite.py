@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar
 
 import orjson
 
+from convmem.changes import Appended, Removed, Summarised
+from convmem.clocks import WallClock, utc_now
 from convmem.errors import ConfigurationError, StoreError, StoreUnavailableError
 from convmem.records import (
     THREAD_COLUMNS,
@@ -29,17 +31,7 @@ from convmem.records import (
     turn_params,
 )
 from convmem.stores import common
-from convmem.stores.base import (
-    AppendResult,
-    Clock,
-    MetadataSwap,
-    NewThread,
-    Removal,
-    Resealed,
-    SnapshotStore,
-    Summarised,
-    utc_now,
-)
+from convmem.stores.base import MetadataSwap, NewThread, Resealed, SnapshotStore
 from convmem.stores.migrations import migrations_for, pending
 from convmem.validation import (
     validate_count,
@@ -85,7 +77,7 @@ class SqliteStore(SnapshotStore):
         path: str | Path,
         *,
         limits: ThreadLimits | None = None,
-        clock: Clock = utc_now,
+        clock: WallClock = utc_now,
         busy_timeout_ms: int = 10_000,
     ) -> None:
         super().__init__(limits=limits, clock=clock)
@@ -287,12 +279,12 @@ class SqliteStore(SnapshotStore):
         *,
         owner: str | None,
         seqs_bound: bool = False,
-    ) -> AppendResult:
+    ) -> Appended:
         now = self.clock()
         expires = now + self.limits.ttl
         max_turns = self.limits.max_turns
 
-        def write(conn: sqlite3.Connection) -> AppendResult:
+        def write(conn: sqlite3.Connection) -> Appended:
             version, count, *_ = self._writable(conn, thread_id, owner, now)
             keys = [t.key for t in turns if t.key is not None]
             existing: list[Turn] = []
@@ -332,7 +324,7 @@ class SqliteStore(SnapshotStore):
                 ),
             )
             stored = common.appended_turns(turns, existing, base=version, now=now)
-            return AppendResult(thread_id, version + len(fresh), len(fresh), stored, now, expires)
+            return Appended(thread_id, version + len(fresh), len(fresh), stored, now, expires)
 
         return await self._run(lambda: self._transaction(write))
 
@@ -351,19 +343,19 @@ class SqliteStore(SnapshotStore):
             raise common.expired(thread_id)
         return _Writable(row[0], row[1], row[2], from_micros(row[3]), from_micros(row[4]))
 
-    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removal:
+    async def pop(self, thread_id: str, *, owner: str | None, count: int = 1) -> Removed:
         validate_count(count, "count")
         return await self._remove(thread_id, owner, count)
 
-    async def clear(self, thread_id: str, *, owner: str | None) -> Removal:
+    async def clear(self, thread_id: str, *, owner: str | None) -> Removed:
         return await self._remove(thread_id, owner, None)
 
-    async def _remove(self, thread_id: str, owner: str | None, count: int | None) -> Removal:
+    async def _remove(self, thread_id: str, owner: str | None, count: int | None) -> Removed:
         """Pop the newest ``count`` turns, or clear them all (``None``)."""
         now = self.clock()
         expires = now + self.limits.ttl
 
-        def remove(conn: sqlite3.Connection) -> Removal:
+        def remove(conn: sqlite3.Connection) -> Removed:
             header = self._writable(conn, thread_id, owner, now)
             version, turn_count = header.version, header.turn_count
             if count is None:
@@ -395,7 +387,7 @@ class SqliteStore(SnapshotStore):
                         (thread_id, seqs[0]),
                     )
             if not seqs:
-                return Removal(thread_id, version, (), (), header.updated_at, header.expires_at)
+                return Removed(thread_id, version, (), (), header.updated_at, header.expires_at)
             # a summary that covered a removed turn no longer stands for them
             conn.execute(
                 "DELETE FROM convmem_summaries WHERE thread_id = ? AND seq >= ?",
@@ -413,7 +405,7 @@ class SqliteStore(SnapshotStore):
                     thread_id,
                 ),
             )
-            return Removal(thread_id, version + 1, tuple(sorted(seqs)), removed, now, expires)
+            return Removed(thread_id, version + 1, tuple(sorted(seqs)), removed, now, expires)
 
         return await self._run(lambda: self._transaction(remove))
 

@@ -22,8 +22,8 @@ import httpx
 from postgrest import AsyncPostgrestClient
 from postgrest.exceptions import APIError
 
+from convmem.clocks import WallClock, utc_now
 from convmem.errors import ConfigurationError, StoreError, StoreUnavailableError
-from convmem.stores.base import Clock, utc_now
 from convmem.stores.functions import ROW_FIELDS, TIME_FIELDS, Call, FunctionStore, Row, refusal
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class SupabaseStore(FunctionStore):
         service_key: str,
         *,
         limits: ThreadLimits | None = None,
-        clock: Clock = utc_now,
+        clock: WallClock = utc_now,
         timeout: float = 3.0,
         retries: int = 3,
         backoff: float = 0.05,
