@@ -11,7 +11,8 @@ class is enough to handle all of them::
     │   ├── InvalidMetadataError  metadata that is not a JSON object with string keys
     │   ├── InvalidTurnError      a turn with a bad role, a bad field type or undecodable text
     │   ├── LimitExceededError    content, metadata or a batch larger than the configured limit
-    │   └── TurnNotFoundError     a fork or rewrite point that names no turn of the thread
+    │   ├── TurnNotFoundError     a fork or rewrite point that names no turn of the thread
+    │   └── InvalidPalContextError  a value pal asked to keep that is not a pal ThreadContext
     ├── ThreadError               the thread exists (or not) in a state that refuses the call
     │   ├── ThreadNotFoundError   unknown id, deleted, or owned by someone else
     │   ├── ThreadExistsError     a new thread's id is taken already
@@ -22,10 +23,15 @@ class is enough to handle all of them::
     ├── IdempotencyConflictError  a turn key reused for a different turn
     ├── DecryptionError           a stored thread that cannot be decrypted (key missing, tampered)
     ├── ProviderError             the model provider failed or answered nothing usable
+    ├── ToolCallError             an MCP tool call refused, in words for the model or person
+    ├── IntegrationError          a framework's call convmem could not do (also a RuntimeError)
+    │   └── PalStorageError       a pal-mcp-server storage call; the message says what to do
     └── StoreError                the store failed; the message says which and why
         └── StoreUnavailableError the store could not be reached; retry later
 
-Stores translate their driver's exceptions into these in one place each.
+Stores translate their driver's exceptions into these in one place each. Inside the cache,
+``cache.protocol.L2Error`` (and ``L2Skipped``, ``CorruptPayload``) signal a Redis failure
+to the tier above it, which degrades to the store: they never reach a caller.
 """
 
 from __future__ import annotations
@@ -110,6 +116,24 @@ class SeqTakenError(ThreadError):
     def __init__(self, message: str, *, thread_id: str, version: int) -> None:
         super().__init__(message, thread_id=thread_id)
         self.version = version
+
+
+class InvalidPalContextError(InvalidInputError):
+    """A value pal-mcp-server asked to keep is not a pal ThreadContext this storage maps."""
+
+
+class ToolCallError(ConvMemError):
+    """An anticipated failure of an MCP tool call, with a message that says what to do."""
+
+
+class IntegrationError(ConvMemError, RuntimeError):
+    """A framework integration's call could not be done; the message says why (a
+    RuntimeError too, which is what the frameworks' own storage layers raise)."""
+
+
+class PalStorageError(IntegrationError):
+    """A pal-mcp-server storage call that could not be done; the message says why and
+    what to do."""
 
 
 class IdempotencyConflictError(ConvMemError):

@@ -12,16 +12,18 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import Resource
 from pydantic import Field, ValidationError
 
+from convmem.errors import ToolCallError
 from convmem.server.auth import current_owner
 from convmem.server.progress import fan_out, progress_notifier, reply_listener
+
+# The tools' annotations are read at run time by the MCP SDK (their schemas).
 from convmem.server.service import (
-    ChatResult,
-    ConversationService,
-    ForkResult,
-    Health,
-    RewindResult,
-    ThreadPageView,
-    ToolFailure,
+    ChatResult,  # noqa: TC001
+    ConversationService,  # noqa: TC001
+    ForkResult,  # noqa: TC001
+    Health,  # noqa: TC001
+    RewindResult,  # noqa: TC001
+    ThreadPageView,  # noqa: TC001
 )
 from convmem.validation import MAX_SEQ
 
@@ -74,7 +76,7 @@ class _ConversationsMCP(MCPServer):
         static = await super().list_resources()
         try:
             page = await self._service.thread_list(current_owner.get(), RECENT_THREADS)
-        except ToolFailure:
+        except ToolCallError:
             return static
         recent = [
             Resource(
@@ -102,11 +104,11 @@ def build_mcp(
 
     @contextlib.contextmanager
     def _tool_errors(tool: str) -> Iterator[None]:
-        """Count the call; a ``ToolFailure`` becomes the SDK's ``ToolError`` (an error result)."""
+        """Count the call; a ``ToolCallError`` becomes the SDK's ``ToolError`` (an error result)."""
         with metrics.observe(tool, transport):
             try:
                 yield
-            except ToolFailure as exc:
+            except ToolCallError as exc:
                 raise ToolError(str(exc)) from exc
 
     @mcp.tool(description="Talk to the model; continue a conversation with its continuation_id.")
@@ -214,7 +216,7 @@ def build_mcp(
     async def memory_stats() -> dict[str, Any]:
         with _tool_errors("memory_stats"):
             if not is_operator(current_owner.get()):
-                raise ToolFailure(
+                raise ToolCallError(
                     "memory_stats reports the whole server's counters (every client's"
                     " traffic), so only an operator may call it: an operator's client name"
                     " goes in CONVMEM_OPERATORS"

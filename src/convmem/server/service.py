@@ -1,7 +1,7 @@
 """The conversation tools' logic, independent of any transport.
 
 Every method takes the caller's ``owner`` (the authenticated client) and raises
-``ToolFailure`` with a message meant for the model or person reading it.
+``ToolCallError`` with a message meant for the model or person reading it.
 """
 
 from __future__ import annotations
@@ -21,15 +21,16 @@ from convmem.errors import (
     ConvMemError,
     DecryptionError,
     InvalidInputError,
+    ProviderError,
     StoreError,
     StoreUnavailableError,
     ThreadExpiredError,
     ThreadFullError,
     ThreadNotFoundError,
+    ToolCallError,
 )
 from convmem.export import thread_to_dict
 from convmem.models import Turn
-from convmem.providers.base import ProviderError
 from convmem.summaries import unsummarised
 
 if TYPE_CHECKING:
@@ -44,10 +45,6 @@ log = logging.getLogger("convmem.server")
 MAX_PROMPT_CHARS = 200_000
 HEALTH_STORE_SECONDS = 0.7  # with Redis' share, /health answers within a second
 HEALTH_REDIS_SECONDS = 0.25
-
-
-class ToolFailure(Exception):
-    """An anticipated failure of a tool call, with a message that says what to do."""
 
 
 class ContinuationOffer(BaseModel):
@@ -175,9 +172,9 @@ class ConversationService:
         With ``on_text``, the model's reply is streamed to it piece by piece as well.
         """
         if not prompt.strip():
-            raise ToolFailure("prompt is empty: say something to the model")
+            raise ToolCallError("prompt is empty: say something to the model")
         if len(prompt) > MAX_PROMPT_CHARS:
-            raise ToolFailure(
+            raise ToolCallError(
                 f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}"
             )
         thread: Thread | None = None
@@ -185,11 +182,11 @@ class ConversationService:
         history: list[ChatMessage] = []
         ancestors: tuple[Thread, ...] = ()
         earlier = summarised = 0
-        with _as_tool_failure():
+        with _as_tool_error():
             if continuation_id is not None:
                 thread, source = await self.memory.lookup_thread(continuation_id, owner=owner)
                 if thread is None:
-                    raise ToolFailure(_gone(continuation_id, self.memory))
+                    raise ToolCallError(_gone(continuation_id, self.memory))
                 ancestors = await self.memory.get_ancestors(thread, owner=owner)
                 history = self.memory.history_messages(
                     thread, max_tokens=self.history_tokens, ancestors=ancestors
@@ -261,7 +258,7 @@ class ConversationService:
     async def thread_fork(
         self, owner: str | None, continuation_id: str, at_seq: int | None
     ) -> ForkResult:
-        with _as_tool_failure():
+        with _as_tool_error():
             fork = await self.memory.fork_thread(continuation_id, at_seq=at_seq, owner=owner)
         parent_seq = fork.parent_seq or 0
         return ForkResult(
@@ -278,7 +275,7 @@ class ConversationService:
     async def thread_rewind(
         self, owner: str | None, continuation_id: str, turns: int
     ) -> RewindResult:
-        with _as_tool_failure():
+        with _as_tool_error():
             thread, removed = await self.memory.rewind_thread(continuation_id, turns, owner=owner)
         return RewindResult(
             continuation_id=thread.id,
@@ -288,16 +285,16 @@ class ConversationService:
         )
 
     async def thread_get(self, owner: str | None, continuation_id: str) -> dict[str, Any]:
-        with _as_tool_failure():
+        with _as_tool_error():
             thread = await self.memory.get_thread(continuation_id, owner=owner)
         if thread is None:
-            raise ToolFailure(_gone(continuation_id, self.memory))
+            raise ToolCallError(_gone(continuation_id, self.memory))
         return thread_to_dict(thread)
 
     async def thread_list(
         self, owner: str | None, limit: int = 20, cursor: str | None = None
     ) -> ThreadPageView:
-        with _as_tool_failure():
+        with _as_tool_error():
             page = await self.memory.list_threads(owner=owner, limit=limit, cursor=cursor)
         return ThreadPageView(
             threads=[
@@ -316,11 +313,11 @@ class ConversationService:
     async def thread_export(
         self, owner: str | None, continuation_id: str, format: Literal["markdown", "json"]
     ) -> str:
-        with _as_tool_failure():
+        with _as_tool_error():
             return await self.memory.export_thread(continuation_id, owner=owner, format=format)
 
     async def thread_delete(self, owner: str | None, continuation_id: str) -> bool:
-        with _as_tool_failure():
+        with _as_tool_error():
             return await self.memory.delete_thread(continuation_id, owner=owner)
 
     def stats(self) -> dict[str, Any]:
@@ -368,33 +365,33 @@ def _gone(continuation_id: str, memory: Memory) -> str:
 
 
 @contextlib.contextmanager
-def _as_tool_failure() -> Iterator[None]:
+def _as_tool_error() -> Iterator[None]:
     """Turn convmem's errors into tool failures with messages that say what to do."""
     try:
         yield
     except ThreadFullError as exc:  # the store's advice is for Python callers: say it once
-        raise ToolFailure(
+        raise ToolCallError(
             f"conversation {exc.thread_id} is full (it holds at most {exc.max_turns} turns):"
             " start a new conversation by calling chat without continuation_id"
         ) from exc
     except (ThreadExpiredError, ThreadNotFoundError) as exc:
-        raise ToolFailure(f"{exc}: call chat without continuation_id to start over") from exc
+        raise ToolCallError(f"{exc}: call chat without continuation_id to start over") from exc
     except (InvalidInputError, ProviderError) as exc:
-        raise ToolFailure(str(exc)) from exc
+        raise ToolCallError(str(exc)) from exc
     except DecryptionError as exc:  # the detail (which key, what failed) is in the log
-        raise ToolFailure(
+        raise ToolCallError(
             f"conversation {exc.thread_id} cannot be decrypted with this server's keys; call"
             " chat without continuation_id to start a new one"
         ) from exc
     except StoreUnavailableError as exc:  # the driver's words stay in the server's log
         log.warning("the store is unavailable: %s", exc)
-        raise ToolFailure(
+        raise ToolCallError(
             "the conversation store cannot be reached right now; try again in a moment"
         ) from exc
     except (StoreError, ConfigurationError) as exc:
         log.error("a tool call failed in the store: %s", exc)
-        raise ToolFailure(
+        raise ToolCallError(
             "the conversation store could not carry out this call (the server's log says why)"
         ) from exc
     except ConvMemError as exc:  # convmem's own words about the caller's request
-        raise ToolFailure(str(exc)) from exc
+        raise ToolCallError(str(exc)) from exc

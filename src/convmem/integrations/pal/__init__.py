@@ -6,7 +6,8 @@ rewrites the whole thread on every turn; ``ConvmemStorage`` reads it from convme
 cache and turns each rewrite into an append of the new turns only.
 """
 
-from convmem.integrations.pal.storage import ConvmemStorage, PalStorageError
+from convmem.errors import PalStorageError
+from convmem.integrations.pal.storage import ConvmemStorage
 
 __all__ = ["ConvmemStorage", "PalStorageError", "install"]
 

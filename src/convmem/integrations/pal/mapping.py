@@ -17,6 +17,7 @@ import json
 from types import MappingProxyType
 from typing import Any
 
+from convmem.errors import InvalidPalContextError
 from convmem.models import Thread, Turn
 
 PAL = "pal"
@@ -27,34 +28,30 @@ HEADER = ("thread_id", "parent_thread_id", "created_at", "tool_name", "initial_c
 IDENTITY = ("thread_id", "parent_thread_id", "tool_name")
 
 
-class NotPalJson(ValueError):
-    """The value is not a pal ThreadContext this storage can keep."""
-
-
 def parse_context(value: str, thread_id: str) -> dict[str, Any]:
     """pal's JSON as a dict, checked for what the mapping relies on."""
     try:
         context = json.loads(value)
     except (TypeError, ValueError) as exc:
-        raise NotPalJson(f"the value is not JSON: {exc}") from None
+        raise InvalidPalContextError(f"the value is not JSON: {exc}") from None
     if not isinstance(context, dict):
-        raise NotPalJson("the value is not a JSON object (a pal ThreadContext)")
+        raise InvalidPalContextError("the value is not a JSON object (a pal ThreadContext)")
     if context.get("thread_id") != thread_id:
-        raise NotPalJson(
+        raise InvalidPalContextError(
             f"the ThreadContext is for thread {context.get('thread_id')!r}, "
             f"not for the key's thread {thread_id}"
         )
     turns = context.get("turns")
     if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
-        raise NotPalJson("turns must be a list of objects")
+        raise InvalidPalContextError("turns must be a list of objects")
     for field in ("created_at", "last_updated_at", "tool_name"):
         if not isinstance(context.get(field), str):
-            raise NotPalJson(f"{field} must be a string")
+            raise InvalidPalContextError(f"{field} must be a string")
     if not isinstance(context.get("initial_context"), dict):
-        raise NotPalJson("initial_context must be an object")
+        raise InvalidPalContextError("initial_context must be an object")
     for turn in turns:
         if not isinstance(turn.get("role"), str) or not isinstance(turn.get("content"), str):
-            raise NotPalJson("every turn needs a string role and content")
+            raise InvalidPalContextError("every turn needs a string role and content")
     return context
 
 

@@ -19,7 +19,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from convmem.errors import ConvMemError
+from convmem.errors import ConvMemError, InvalidPalContextError, PalStorageError
 from convmem.integrations.pal import mapping
 from convmem.integrations.pal.loop import LoopThread
 
@@ -31,10 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("convmem.pal")
 
 KEY = re.compile(r"thread:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
-
-
-class PalStorageError(RuntimeError):
-    """A pal storage call that could not be done; the message says why and what to do."""
 
 
 class ConvmemStorage:
@@ -65,7 +61,7 @@ class ConvmemStorage:
         thread_id = _thread_id(key)
         try:
             context = mapping.parse_context(value, thread_id)
-        except mapping.NotPalJson as exc:
+        except InvalidPalContextError as exc:
             raise PalStorageError(f"set {key}: {exc}; nothing was written") from None
         self._note_ttl(ttl_seconds)
         self._run(self._save(thread_id, context), f"set {key}")
