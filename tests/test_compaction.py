@@ -21,11 +21,11 @@ from mcp import Client
 from convmem import Memory, StaleSummaryError
 from convmem.compaction import (
     CompactionPolicy,
-    Compactor,
     ExtractiveSummariser,
     ModelSummariser,
     plan_compaction,
 )
+from convmem.compactor import Compactor
 from convmem.errors import InvalidInputError, ProviderError
 from convmem.messages import SUMMARY_HEADING, ChatMessage, message_cost
 from convmem.models import Turn

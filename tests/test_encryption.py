@@ -20,12 +20,12 @@ from mcp import Client
 
 from convmem import Memory, Turn
 from convmem.encryption import Encryption, new_key
-from convmem.encryption.rotation import rotate_keys
 from convmem.errors import (
     ConfigurationError,
     DecryptionError,
     IdempotencyConflictError,
 )
+from convmem.key_rotation import rotate_keys
 from convmem.providers.echo import EchoProvider
 from convmem.server.mcp_app import build_mcp
 from convmem.server.metrics import Metrics

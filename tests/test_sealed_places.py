@@ -20,9 +20,9 @@ import redis
 
 from convmem import Memory, Turn
 from convmem.encryption import Encryption, new_key
-from convmem.encryption.rotation import rotate_keys
 from convmem.encryption.sealer import sealed_payload
 from convmem.errors import DecryptionError, SeqTakenError
+from convmem.key_rotation import rotate_keys
 from convmem.models import Thread
 from tests.conftest import Backend, MemoryFactory
 from tests.support.tampering import alter, stored_content

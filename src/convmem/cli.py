@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from convmem import key_rotation
 from convmem.demo import DemoRequest, run_demo
 from convmem.errors import ConvMemError, ThreadNotFoundError
 from convmem.export import listed_thread_to_dict
@@ -344,21 +345,17 @@ def rotate_keys(
     batch: Annotated[int, typer.Option(min=1, max=1000, help="Threads per page.")] = 100,
 ) -> None:
     """Seal every stored thread under the first of CONVMEM_ENCRYPTION_KEYS, online."""
-    try:
-        with needs_extra("encryption", "convmem rotate-keys"):
-            from convmem.encryption.rotation import Rotation
-            from convmem.encryption.rotation import rotate_keys as rotate
-    except ConvMemError as exc:
-        raise _failed(exc) from None
 
-    def report(progress: Rotation) -> None:
+    def report(progress: key_rotation.Rotation) -> None:
         console.print(
             f"scanned {progress.scanned} thread(s), resealed {progress.resealed}"
             f" ({progress.rows} row(s)), up to {progress.last_id}",
             highlight=False,
         )
 
-    done = _run(store, lambda m: rotate(m, after=after, batch=batch, on_batch=report))
+    done = _run(
+        store, lambda m: key_rotation.rotate_keys(m, after=after, batch=batch, on_batch=report)
+    )
     console.print(
         f"done: {done.scanned} thread(s) scanned, {done.resealed} resealed, {done.gone} gone"
         f" or expired, {len(done.failed)} failed",

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from convmem.compaction import Compactor, summariser_for
+from convmem.compaction import summariser_for
+from convmem.compactor import Compactor
 from convmem.errors import (
     ConfigurationError,
     ConvMemError,
