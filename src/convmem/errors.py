@@ -12,6 +12,7 @@ class is enough to handle all of them::
     │   ├── InvalidTurnError      a turn with a bad role, a bad field type or undecodable text
     │   ├── LimitExceededError    content, metadata or a batch larger than the configured limit
     │   ├── TurnNotFoundError     a fork or rewrite point that names no turn of the thread
+    │   ├── RepeatedHeaderError   a request that carries a security header more than once
     │   └── InvalidPalContextError  a value pal asked to keep that is not a pal ThreadContext
     ├── ThreadError               the thread exists (or not) in a state that refuses the call
     │   ├── ThreadNotFoundError   unknown id, deleted, or owned by someone else
@@ -116,6 +117,11 @@ class SeqTakenError(ThreadError):
     def __init__(self, message: str, *, thread_id: str, version: int) -> None:
         super().__init__(message, thread_id=thread_id)
         self.version = version
+
+
+class RepeatedHeaderError(InvalidInputError):
+    """A request carried a security-relevant header (Authorization, the session id) more
+    than once."""
 
 
 class InvalidPalContextError(InvalidInputError):

@@ -16,11 +16,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from convmem.errors import ConfigurationError
+from convmem.errors import ConfigurationError, RepeatedHeaderError
 from convmem.memory import Memory
 from convmem.providers import provider_from_env
 from convmem.server.auth import TokenTable, current_owner
-from convmem.server.headers import RepeatedHeaderError, bearer_token, check_single
+from convmem.server.headers import bearer_token, check_single
 from convmem.server.json_rpc_ids import JsonRpcIdsChecked
 from convmem.server.mcp_app import build_mcp
 from convmem.server.metrics import CONTENT_TYPE, Metrics

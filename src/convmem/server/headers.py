@@ -11,15 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from convmem.errors import InvalidInputError
+from convmem.errors import RepeatedHeaderError
 
 AUTHORIZATION = b"authorization"
 SESSION_ID = b"mcp-session-id"
 SECURITY_HEADERS = (AUTHORIZATION, SESSION_ID)
-
-
-class RepeatedHeaderError(InvalidInputError):
-    """A request carried a security-relevant header more than once."""
 
 
 def single(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:

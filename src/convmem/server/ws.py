@@ -19,9 +19,10 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from convmem.errors import RepeatedHeaderError
 from convmem.server import ws_frames as frames
 from convmem.server.auth import current_owner
-from convmem.server.headers import RepeatedHeaderError, bearer_token
+from convmem.server.headers import bearer_token
 from convmem.server.ws_jsonrpc import UNAUTHORIZED, is_initialize, json_rpc_error, serve_json_rpc
 from convmem.server.ws_ops import CallPolicy, OpConnection
 
