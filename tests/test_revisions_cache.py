@@ -203,3 +203,20 @@ async def test_a_rewrite_on_one_instance_is_seen_whole_by_another_from_l2(
     seen = await b.get_thread(thread.id)
     assert trips.count == 1  # an L2 hit: the writer installed the new copy there
     assert seen == rewritten
+
+
+async def test_a_delta_refresh_after_a_rewrite_brings_the_new_metadata(
+    memories: MemoryFactory, cache_backend: Backend
+) -> None:
+    """An instance whose older copy is refreshed from the store (L2 lost the new one)
+    takes the thread's metadata from the store too, not from its stale copy."""
+    a, b = await memories(), await memories()
+    thread = await a.create_thread(turns=exchange(1), metadata={"v": 1})
+    assert await b.get_thread(thread.id) == thread  # b holds version 2 in L1
+    rewritten = await a.rewrite_thread(thread.id, exchange(2), after_seq=2, metadata={"v": 2})
+    await until(lambda: b.stats.invalidations_received >= 1, "b to hear of the rewrite")
+    await a.evict(thread.id)  # L2 loses the copy: b refreshes its own from the store
+    seen = await b.get_thread(thread.id)
+    assert b.stats.delta_refreshes == 1
+    assert seen == rewritten
+    assert dict(seen.metadata) == {"v": 2}

@@ -27,10 +27,10 @@ change         what the store committed             a copy at the base version
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from convmem.models import Thread, Turn
@@ -259,9 +259,10 @@ def announced(change: Change) -> bool:
 class ThreadDelta:
     """What changed in a thread after a known version, with its header's moving parts.
 
-    ``turns`` are the turns appended since, or, when ``whole`` (a pop, a clear or a
-    summary came after that version), every turn the thread now has. ``summary`` is the
-    thread's current summary (unchanged since that version unless ``whole``).
+    ``turns`` are the turns appended since, or, when ``whole`` (a pop, a clear, a summary,
+    a rewrite or an update came after that version), every turn the thread now has.
+    ``summary`` and ``metadata`` are the thread's current ones (unchanged since that
+    version unless ``whole``; ``metadata`` None: not read).
     """
 
     thread_id: str
@@ -271,22 +272,29 @@ class ThreadDelta:
     expires_at: datetime
     whole: bool = False
     summary: Turn | None = None
+    metadata: Mapping[str, Any] | None = None
 
-    def applied_to(
-        self,
-        thread: Thread,
-        turns: Sequence[Turn] | None = None,
-        summary: Turn | None = None,
-    ) -> Thread:
-        """``thread`` brought to this delta's version; ``turns`` and ``summary`` replace
-        ``self.turns`` and ``self.summary`` (the same, opened)."""
-        turns = self.turns if turns is None else turns
-        if self.whole:
-            summary = self.summary if summary is None else summary
-            return revised(
-                thread, tuple(turns), self.version, self.updated_at, self.expires_at, summary
-            )
-        return extend_thread(thread, turns, self.updated_at, self.expires_at)
+    def opened(self, sealing: Sealing) -> ThreadDelta:
+        """The same delta with its turns, its summary and (when ``whole``: otherwise it is
+        not used) its metadata opened."""
+        if not sealing.encrypts:
+            return self
+        thread_id, summary, metadata = self.thread_id, self.summary, self.metadata
+        if summary is not None:
+            summary = sealing.open_summary_turn(thread_id, summary)
+        if metadata is not None and self.whole:
+            metadata = sealing.open_metadata(thread_id, metadata)
+        turns = sealing.open_turns(thread_id, self.turns)
+        return replace(self, turns=turns, summary=summary, metadata=metadata)
+
+    def applied_to(self, thread: Thread) -> Thread:
+        """``thread`` brought to this delta's version."""
+        if not self.whole:
+            return extend_thread(thread, self.turns, self.updated_at, self.expires_at)
+        brought = revised(
+            thread, self.turns, self.version, self.updated_at, self.expires_at, self.summary
+        )
+        return brought if self.metadata is None else replace(brought, metadata=self.metadata)
 
 
 def extend_thread(

@@ -66,16 +66,7 @@ class SealedStore(DelegatingStore):
         self, thread_id: str, version: int, *, owner: str | None
     ) -> ThreadDelta | None:
         delta = await self.inner.load_since(thread_id, version, owner=owner)
-        if delta is None:
-            return None
-        summary = delta.summary
-        return replace(
-            delta,
-            turns=self.encryption.open_turns(thread_id, delta.turns),
-            summary=None
-            if summary is None
-            else self.encryption.open_summary_turn(thread_id, summary),
-        )
+        return None if delta is None else delta.opened(self.encryption)
 
     async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
         sealed = replace(thread, metadata=self.encryption.seal_metadata(thread.id, thread.metadata))

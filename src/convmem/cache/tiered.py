@@ -44,7 +44,7 @@ from convmem.stores.guard import StoreGuard
 if TYPE_CHECKING:
     from convmem.cache.guard import GuardedL2
     from convmem.cache.local import LocalCache
-    from convmem.models import Thread, Turn
+    from convmem.models import Thread
     from convmem.stats import Stats
     from convmem.stores.base import Store
 
@@ -261,19 +261,12 @@ class TieredCache:
                 self.l1.discard(thread_id)
                 return None, None
             self.stats.delta_refreshes += 1
-            turns = self._opened(thread_id, lambda: self.sealing.open_turns(thread_id, delta.turns))
-            summary = delta.summary
-            if summary is not None and delta.whole:
-                summary = self._opened_summary(thread_id, summary)
-            thread = delta.applied_to(base, turns, summary)
+            thread = self._opened(thread_id, lambda: delta.opened(self.sealing)).applied_to(base)
             return thread, (None if self.sealing.encrypts else thread)
         stored = await self._store(lambda: self.store.load(thread_id, owner=owner))
         if stored is None:
             return None, None
         return self._opened(thread_id, lambda: self.sealing.open_thread(stored)), stored
-
-    def _opened_summary(self, thread_id: str, summary: Turn) -> Turn:
-        return self._opened(thread_id, lambda: self.sealing.open_summary_turn(thread_id, summary))
 
     def _opened(self, thread_id: str, opening: Callable[[], T]) -> T:
         """Open what the store returned; a thread that cannot be opened is counted."""

@@ -308,4 +308,5 @@ class SnapshotStore(Store):
             header["expires_at"],
             bool(header["whole"]),
             header.get("summary"),
+            header["metadata"],
         )
