@@ -42,6 +42,7 @@ PASTE_ORDER = (
     "postgres/0007_sealing_keys.sql",
     "postgres/0008_operator_reads.sql",
     "postgres/0009_sealed_seqs.sql",
+    "postgres/0010_update.sql",
     "supabase/0102_row_level_security.sql",
     "supabase/0103_lock_down_reseal.sql",
     "supabase/0104_lock_down_revisions.sql",
@@ -50,6 +51,7 @@ PASTE_ORDER = (
     "supabase/0107_lock_down_sealing_keys.sql",
     "supabase/0108_lock_down_operator_reads.sql",
     "supabase/0109_sealed_seqs.sql",
+    "supabase/0110_lock_down_update.sql",
 )
 
 
@@ -137,6 +139,7 @@ async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_s
         (7, "0007_sealing_keys"),
         (8, "0008_operator_reads"),
         (9, "0009_sealed_seqs"),
+        (10, "0010_update"),
         (102, "0102_row_level_security"),
         (103, "0103_lock_down_reseal"),
         (104, "0104_lock_down_revisions"),
@@ -145,6 +148,7 @@ async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_s
         (107, "0107_lock_down_sealing_keys"),
         (108, "0108_lock_down_operator_reads"),
         (109, "0109_sealed_seqs"),
+        (110, "0110_lock_down_update"),
     ]
     assert_locked_down(fresh_database)
     # Pasting again changes nothing and fails nothing.
@@ -197,8 +201,8 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     assert first.returncode == 0, first.stderr
     assert (
         "applied 0001_init, 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries,"
-        " 0006_rewrite, 0007_sealing_keys, 0008_operator_reads, 0009_sealed_seqs"
-        in " ".join(first.stdout.split())
+        " 0006_rewrite, 0007_sealing_keys, 0008_operator_reads, 0009_sealed_seqs,"
+        " 0010_update" in " ".join(first.stdout.split())
     )
     again = convmem("migrate", "--store", url)
     assert "nothing was pending" in again.stdout
@@ -207,11 +211,12 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     assert (
         "applied 0102_row_level_security, 0103_lock_down_reseal, 0104_lock_down_revisions,"
         " 0105_lock_down_summaries, 0106_lock_down_rewrite, 0107_lock_down_sealing_keys,"
-        " 0108_lock_down_operator_reads, 0109_sealed_seqs" in " ".join(supabase.stdout.split())
+        " 0108_lock_down_operator_reads, 0109_sealed_seqs, 0110_lock_down_update"
+        in " ".join(supabase.stdout.split())
     )
     assert [v for v, _ in recorded(fresh_database)] == [
-        *range(1, 10),
-        *range(102, 110),
+        *range(1, 11),
+        *range(102, 111),
     ]
 
 
@@ -225,9 +230,10 @@ def test_a_project_on_the_previous_release_gets_the_rotation_functions_locked_do
     assert result.returncode == 0, result.stderr
     assert (
         "applied 0003_reseal, 0004_revisions, 0005_summaries, 0006_rewrite,"
-        " 0007_sealing_keys, 0008_operator_reads, 0009_sealed_seqs, 0103_lock_down_reseal,"
-        " 0104_lock_down_revisions, 0105_lock_down_summaries, 0106_lock_down_rewrite,"
-        " 0107_lock_down_sealing_keys, 0108_lock_down_operator_reads, 0109_sealed_seqs"
+        " 0007_sealing_keys, 0008_operator_reads, 0009_sealed_seqs, 0010_update,"
+        " 0103_lock_down_reseal, 0104_lock_down_revisions, 0105_lock_down_summaries,"
+        " 0106_lock_down_rewrite, 0107_lock_down_sealing_keys,"
+        " 0108_lock_down_operator_reads, 0109_sealed_seqs, 0110_lock_down_update"
         in " ".join(result.stdout.split())
     )
     assert_locked_down(fresh_database)
@@ -267,9 +273,10 @@ async def test_a_supabase_project_on_the_first_schema_upgrades_in_place(
     assert (
         "applied 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries,"
         " 0006_rewrite, 0007_sealing_keys, 0008_operator_reads, 0009_sealed_seqs,"
-        " 0102_row_level_security, 0103_lock_down_reseal, 0104_lock_down_revisions,"
-        " 0105_lock_down_summaries, 0106_lock_down_rewrite, 0107_lock_down_sealing_keys,"
-        " 0108_lock_down_operator_reads, 0109_sealed_seqs" in " ".join(result.stdout.split())
+        " 0010_update, 0102_row_level_security, 0103_lock_down_reseal,"
+        " 0104_lock_down_revisions, 0105_lock_down_summaries, 0106_lock_down_rewrite,"
+        " 0107_lock_down_sealing_keys, 0108_lock_down_operator_reads, 0109_sealed_seqs,"
+        " 0110_lock_down_update" in " ".join(result.stdout.split())
     )
     standin = PostgrestStandIn(pg_url(fresh_database)).start()
     try:

@@ -16,6 +16,7 @@ change         what the store committed             a copy at the base version
 ``Appended``   turns at seq ``base + 1 ..``         extended by them
 ``Removed``    a pop or a clear                     loses those turns (and a summary of one)
 ``Summarised`` a compaction summary                 takes it
+``Updated``    the thread's metadata replaced       takes it
 ``Replaced``   a rewrite: the whole thread anew     replaced whole, whatever it held
 ``Deleted``    the thread is gone                   dropped
 ``Moved``      some write to ``version`` (its       (none: a stale copy is only fenced)
@@ -173,6 +174,43 @@ class Summarised:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Updated:
+    """A thread's metadata replaced (a rename, a tag): ``metadata`` as stored, at
+    ``version``, one above the version it was made on; the turns, the summary and the
+    expiry stay."""
+
+    thread_id: str
+    version: int
+    metadata: Mapping[str, Any]
+    updated_at: datetime
+    expires_at: datetime
+
+    @property
+    def base_version(self) -> int:
+        return self.version - 1
+
+    def opened(self, sealing: Sealing) -> Updated:
+        if not sealing.encrypts:
+            return self
+        return replace(self, metadata=sealing.open_metadata(self.thread_id, self.metadata))
+
+    def state_after(self, copy: Thread) -> CopyState:
+        return CopyState(len(copy.turns), copy.summarised_through)
+
+    def applied_to(self, thread: Thread) -> Thread | None:
+        """``thread`` with this metadata, or None when it is not the version it was made on."""
+        if thread.version != self.base_version:
+            return None
+        return replace(
+            thread,
+            metadata=self.metadata,
+            version=self.version,
+            updated_at=self.updated_at,
+            expires_at=self.expires_at,
+        )
+
+
 # -- changes that carry the whole thread, or none of it ---------------------------------
 
 
@@ -240,7 +278,7 @@ class Deleted:
         return DELETED
 
 
-InPlace = Appended | Removed | Summarised  # made on a base version, followed in place
+InPlace = Appended | Removed | Summarised | Updated  # made on a base version, followed in place
 Whole = Created | Replaced  # carrying the thread as stored
 Change = InPlace | Whole | Moved | Deleted
 

@@ -20,7 +20,8 @@ class is enough to handle all of them::
     │   ├── ThreadExpiredError    past its ``expires_at``; start a new thread
     │   ├── ThreadFullError       at its maximum number of turns; start a new thread
     │   ├── StaleSummaryError     a compaction summary made from a version since invalidated
-    │   └── SeqTakenError         sealed turns bound to seqs another write took first
+    │   ├── SeqTakenError         sealed turns bound to seqs another write took first
+    │   └── StaleUpdateError      a metadata change made on a version another write passed
     ├── IdempotencyConflictError  a turn key reused for a different turn
     ├── DecryptionError           a stored thread that cannot be decrypted (key missing, tampered)
     ├── ProviderError             the model provider failed or answered nothing usable
@@ -113,6 +114,16 @@ class SeqTakenError(ThreadError):
     turn moved to another place fails authentication), so the writer seals the turns
     again for the seqs after ``version`` and retries; ``Memory`` does, and a caller of
     ``Memory`` never sees this error."""
+
+    def __init__(self, message: str, *, thread_id: str, version: int) -> None:
+        super().__init__(message, thread_id=thread_id)
+        self.version = version
+
+
+class StaleUpdateError(ThreadError):
+    """A change of one field of a thread's metadata (``update_thread(title=...)``) was
+    made on a version another write has since passed; the thread is at ``version`` now.
+    ``Memory`` reads it again and retries, a few times."""
 
     def __init__(self, message: str, *, thread_id: str, version: int) -> None:
         super().__init__(message, thread_id=thread_id)

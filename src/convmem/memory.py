@@ -25,6 +25,7 @@ from convmem.errors import (
     InvalidInputError,
     ProviderError,
     StaleSummaryError,
+    StaleUpdateError,
     StoreError,
     ThreadNotFoundError,
 )
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from convmem.cache.protocol import L2Tier
-    from convmem.changes import Summarised
+    from convmem.changes import Summarised, Updated
     from convmem.compaction import CompactionPolicy, Summariser
     from convmem.messages import ChatMessage
     from convmem.models import Thread, ThreadPage, ThreadSummary
@@ -67,6 +68,7 @@ log = logging.getLogger("convmem")
 
 T = TypeVar("T")
 
+MAX_UPDATE_ATTEMPTS = 4  # a title set on a thread that keeps moving: each retry reads it anew
 MAX_ANCESTRY = 20  # parent chains longer than this are cut (and cycles stop at once)
 
 
@@ -436,6 +438,74 @@ class Memory:
             owner=owner,
             metadata=sealed_metadata,
             then=lambda stored: self._cache.committed(Replaced(stored), owner),
+        )
+
+    async def update_thread(
+        self,
+        thread_id: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        title: str | None = None,
+        owner: str | None = None,
+    ) -> Thread:
+        """Replace the thread's metadata with ``metadata``, or set its ``title`` (the
+        metadata's ``"title"``; with ``metadata`` too, on that), in one store round trip;
+        return the thread as it now is. The turns, the summary and the expiry stay; the
+        version rises by one, so every instance serves the new metadata from its next read.
+
+        A ``title`` alone changes one field of the metadata this instance holds (a cached
+        read): the write is made on that version, and if another write came first the
+        thread is read again and the title set on what it holds then.
+
+        Raises:
+            InvalidInputError: a bad id, owner, metadata or title, or neither given
+                (nothing written).
+            ThreadNotFoundError, ThreadExpiredError: see their docs.
+        """
+        validate_thread_id(thread_id)
+        validate_owner(owner, self._limits)
+        if metadata is None and title is None:
+            raise InvalidInputError("update_thread needs metadata=, title= or both")
+        if title is not None:
+            if not isinstance(title, str):
+                raise InvalidInputError("title must be a string")
+            check_length(title, "title", self._limits.max_name_chars)
+        given = None if metadata is None else freeze_mapping(metadata, what="thread metadata")
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            try:
+                updated = await self._update_once(thread_id, given, title, owner)
+            except StaleUpdateError as moved:
+                self._cache.outdated(thread_id, moved.version)  # the next read is newer
+                continue
+            return await self._cache.committed(updated, owner)
+        raise StaleUpdateError(
+            f"thread {thread_id} kept changing while its title was set; try again",
+            thread_id=thread_id,
+            version=self._cache.known_version(thread_id),
+        )
+
+    async def _update_once(
+        self,
+        thread_id: str,
+        given: Mapping[str, Any] | None,
+        title: str | None,
+        owner: str | None,
+    ) -> Updated:
+        """One try of ``update_thread``: ``given`` (or, for a title alone, the metadata
+        read now, at the version the write is then made on) with ``title`` set."""
+        base_version, new = None, given
+        if given is None:  # a title alone: one field of what is stored
+            thread = await self._cache.get(thread_id, owner)
+            if thread is None:
+                raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
+            base_version, new = thread.version, thread.metadata
+        assert new is not None
+        if title is not None:
+            new = freeze_mapping({**new, "title": title}, what="thread metadata")
+        validate_metadata(new, self._limits, what="thread metadata")
+        sealed = self._sealing.seal_metadata(thread_id, new)
+        return await self._write(
+            lambda: self.store.update(thread_id, sealed, owner=owner, base_version=base_version)
         )
 
     async def fork_thread(

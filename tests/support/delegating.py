@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from convmem.stores.base import Store
 
 if TYPE_CHECKING:
-    from convmem.changes import Appended, Removed, Summarised, ThreadDelta
+    from convmem.changes import Appended, Removed, Summarised, ThreadDelta, Updated
     from convmem.models import Thread, ThreadPage, ThreadSummary, Turn
     from convmem.stores.base import MetadataSwap, NewThread, Resealed
 
@@ -84,6 +84,16 @@ class DelegatingStore(Store):
             metadata=metadata,
             seqs_bound=seqs_bound,
         )
+
+    async def update(
+        self,
+        thread_id: str,
+        metadata: Mapping[str, Any],
+        *,
+        owner: str | None,
+        base_version: int | None = None,
+    ) -> Updated:
+        return await self.inner.update(thread_id, metadata, owner=owner, base_version=base_version)
 
     async def save_summary(
         self,

@@ -22,7 +22,7 @@ from tests.support.delegating import DelegatingStore
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from convmem.changes import Appended, Removed, Summarised, ThreadDelta
+    from convmem.changes import Appended, Removed, Summarised, ThreadDelta, Updated
     from convmem.encryption import Encryption
     from convmem.models import Thread, ThreadPage, Turn
     from convmem.stores.base import NewThread, Store
@@ -119,6 +119,22 @@ class SealedStore(DelegatingStore):
             else self.encryption.seal_metadata(thread_id, metadata),
             then=seen,
         )
+
+    async def update(
+        self,
+        thread_id: str,
+        metadata: Mapping[str, Any],
+        *,
+        owner: str | None,
+        base_version: int | None = None,
+    ) -> Updated:
+        updated = await self.inner.update(
+            thread_id,
+            self.encryption.seal_metadata(thread_id, metadata),
+            owner=owner,
+            base_version=base_version,
+        )
+        return updated.opened(self.encryption)
 
     async def save_summary(
         self,

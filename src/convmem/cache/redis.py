@@ -49,7 +49,7 @@ from convmem.cache.protocol import (
     WriteOutcome,
 )
 from convmem.cache.redis_connection import Client, Subscription, announce, connect, identity
-from convmem.changes import Appended, Created, Deleted, Moved, Removed, Replaced
+from convmem.changes import Appended, Created, Deleted, Moved, Removed, Replaced, Updated
 from convmem.records import to_micros
 
 log = logging.getLogger("convmem.cache")
@@ -429,7 +429,9 @@ class RedisCache:
             if isinstance(change, Replaced):
                 await self._publish(change.thread_id, change.version, source)
             return WriteOutcome.INSTALLED if installed else WriteOutcome.ALREADY_NEWER
-        if isinstance(change, Moved | Deleted):  # no copy follows it: an older one is fenced
+        if isinstance(change, Moved | Deleted | Updated):
+            # No copy follows it here (an update's new header would need the writer's
+            # copy): an older one is fenced, and the next read anywhere loads it.
             return await self._write(self._move, change.thread_id, change.version, (), source)
         thread_id, tags = change.thread_id, self.tags
         payload: list[Any]

@@ -136,6 +136,10 @@ class TieredCache:
         mark = self.watermarks.get(thread_id)
         return 0 if mark >= DELETED else mark
 
+    def outdated(self, thread_id: str, version: int) -> None:
+        """The store says the thread is at ``version``: no older copy is served from now on."""
+        self.watermarks.raise_to(thread_id, version)
+
     def known_keys(self, thread_id: str, newest: int) -> dict[str, int]:
         """The key and seq of each keyed turn among the ``newest`` turns of this
         instance's copy of the thread (none without one)."""

@@ -18,6 +18,7 @@ call                          round trips semantics
                                           parent's turns up to ``at_seq``
 ``save_summary(id, ...)``     1           a compaction summary of the turns up to a seq
 ``rewrite(id, turns, after)``  1          the turns after a seq replaced, atomically
+``update(id, metadata)``      1           the thread's metadata replaced
 ``list``/``delete``/``purge``  1          owner-scoped listing with a cursor
 ============================  ==========  ==============================================
 
@@ -42,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
-from convmem.changes import Appended, Removed, Summarised, ThreadDelta
+from convmem.changes import Appended, Removed, Summarised, ThreadDelta, Updated
 from convmem.clocks import WallClock, utc_now
 from convmem.limits import ThreadLimits
 from convmem.records import thread_from_values
@@ -198,6 +199,25 @@ class Store(ABC):
         Raises ``ThreadNotFoundError``/``ThreadExpiredError``, ``StaleSummaryError`` when
         the thread moved past ``base_version`` that way or has no turn ``covers_to_seq``
         (or it is above ``base_version``).
+        """
+
+    @abstractmethod
+    async def update(
+        self,
+        thread_id: str,
+        metadata: Mapping[str, Any],
+        *,
+        owner: str | None,
+        base_version: int | None = None,
+    ) -> Updated:
+        """Replace the thread's metadata (1 round trip): the version rises by one,
+        recorded as a rewrite (no turn takes that seq, so a reader whose copy is older
+        gets the whole thread), ``updated_at`` moves; the turns, the summary and the
+        expiry stay. With ``base_version`` (the version the caller read the metadata at),
+        only if the thread is still there.
+
+        Raises ``ThreadNotFoundError``/``ThreadExpiredError``, ``StaleUpdateError`` (with
+        the version the thread is at) when it moved past ``base_version``.
         """
 
     @abstractmethod

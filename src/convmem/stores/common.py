@@ -18,6 +18,7 @@ from convmem.errors import (
     InvalidInputError,
     SeqTakenError,
     StaleSummaryError,
+    StaleUpdateError,
     ThreadExistsError,
     ThreadExpiredError,
     ThreadFullError,
@@ -78,6 +79,15 @@ def stale_summary(thread_id: str, covers: int) -> StaleSummaryError:
         " a clear or another summary came after the version it was made from, or it has no"
         " such turn): summarise its current version again",
         thread_id=thread_id,
+    )
+
+
+def stale_update(thread_id: str, version: int) -> StaleUpdateError:
+    return StaleUpdateError(
+        f"thread {thread_id} is at version {version}: another write came after the version"
+        " its metadata was read at; read it again and make the change on that",
+        thread_id=thread_id,
+        version=version,
     )
 
 

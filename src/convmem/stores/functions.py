@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from convmem.changes import Appended, Removed, Summarised
+from convmem.changes import Appended, Removed, Summarised, Updated
 from convmem.errors import ThreadExistsError
 from convmem.models import Thread, ThreadPage, ThreadSummary, Turn, turn_from_storage
 from convmem.records import (
@@ -267,6 +267,33 @@ class FunctionStore(SnapshotStore):
             header["expires_at"],
         )
 
+    async def update(
+        self,
+        thread_id: str,
+        metadata: Mapping[str, Any],
+        *,
+        owner: str | None,
+        base_version: int | None = None,
+    ) -> Updated:
+        rows = await self._rows(
+            Call(
+                "convmem_update",
+                {
+                    "p_id": thread_id,
+                    "p_owner": owner,
+                    "p_metadata": dict(metadata),
+                    "p_base": base_version,
+                    "p_now": self.clock(),
+                    "p_request_id": self._request_id(),
+                },
+            ),
+            thread_id=thread_id,
+        )
+        header = header_of(rows[0])
+        return Updated(
+            thread_id, header["version"], metadata, header["updated_at"], header["expires_at"]
+        )
+
     async def rewrite(
         self,
         thread_id: str,
@@ -460,6 +487,8 @@ def refusal(
             return common.no_turn(thread_id, int(detail or 0))
         case "CM412":
             return common.stale_summary(thread_id, int(detail or 0))
+        case "CM419":
+            return common.stale_update(thread_id, int(detail or 0))
         case "CM428":
             return common.seq_taken(thread_id, int(detail or 0))
         case "CM413":

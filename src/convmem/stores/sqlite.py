@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar
 
 import orjson
 
-from convmem.changes import Appended, Removed, Summarised
+from convmem.changes import Appended, Removed, Summarised, Updated
 from convmem.clocks import WallClock, utc_now
 from convmem.errors import ConfigurationError, StoreError, StoreUnavailableError
 from convmem.records import (
@@ -446,6 +446,30 @@ class SqliteStore(SnapshotStore):
             )
 
         return await self._run(lambda: self._transaction(save))
+
+    async def update(
+        self,
+        thread_id: str,
+        metadata: Mapping[str, Any],
+        *,
+        owner: str | None,
+        base_version: int | None = None,
+    ) -> Updated:
+        now = self.clock()
+
+        def write(conn: sqlite3.Connection) -> Updated:
+            header = self._writable(conn, thread_id, owner, now)
+            version = header.version
+            if base_version is not None and version != base_version:
+                raise common.stale_update(thread_id, version)
+            conn.execute(
+                "UPDATE convmem_threads SET version = ?, rewritten_at = ?, metadata = ?,"
+                " updated_at = ? WHERE id = ?",
+                (version + 1, version + 1, _json(dict(metadata)), to_micros(now), thread_id),
+            )
+            return Updated(thread_id, version + 1, metadata, now, header.expires_at)
+
+        return await self._run(lambda: self._transaction(write))
 
     async def rewrite(
         self,
