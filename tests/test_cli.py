@@ -448,3 +448,61 @@ def test_a_piped_listing_is_tab_separated_and_never_cut(tmp_path: Path) -> None:
     fields = lines[1].split("\t")
     assert fields[:4] == [thread_id, "a-rather-long-owner-name", "a-rather-long-tool-name", "0"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", fields[4])
+
+
+def test_threads_update_renames_a_sealed_thread(tmp_path: Path) -> None:
+    """With encryption on, the title is stored sealed and the CLI shows it opened."""
+    key = convmem("keygen").stdout.strip()
+    url = f"sqlite:///{tmp_path}/update.db"
+    env = {"CONVMEM_ENCRYPTION_KEYS": key}
+
+    async def write() -> str:
+        async with Memory.from_url(url, encryption_keys=[key]) as memory:
+            thread = await memory.create_thread(
+                owner="ann", metadata={"tag": 1}, turns=[Turn(role="user", content="hi")]
+            )
+            return thread.id
+
+    thread_id = asyncio.run(write())
+    renamed = convmem(
+        "threads",
+        "update",
+        thread_id,
+        "--title",
+        "Lisbon",
+        "--all-owners",
+        "--store",
+        url,
+        env=env,
+    )
+    assert renamed.returncode == 0, renamed.stderr
+    assert f'updated {thread_id} (version 2): {{"tag":1,"title":"Lisbon"}}' in renamed.stdout
+    replaced = convmem(
+        "threads",
+        "update",
+        thread_id,
+        "--metadata",
+        '{"b": [1]}',
+        "--owner",
+        "ann",
+        "--store",
+        url,
+        env=env,
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    assert '{"b":[1]}' in replaced.stdout
+    assert "Lisbon" not in (tmp_path / "update.db").read_bytes().decode("latin-1")
+    for bad, message in (
+        (("--metadata", "[1]"), "--metadata must be a JSON object"),
+        (("--metadata", "{nope"), "--metadata is not JSON"),
+        ((), "update_thread needs metadata=, title= or both"),
+    ):
+        refused = convmem(
+            "threads", "update", thread_id, "--owner", "ann", *bad, "--store", url, env=env
+        )
+        assert refused.returncode != 0
+        assert message in refused.stderr
+        assert "Traceback" not in refused.stderr
+    other = convmem("threads", "update", thread_id, "--title", "x", "--store", url, env=env)
+    assert other.returncode == 1
+    assert f"no live thread {thread_id} without an owner" in other.stderr

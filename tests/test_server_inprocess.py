@@ -10,6 +10,7 @@ import pytest
 from mcp import Client
 
 from convmem import Memory
+from convmem.encryption import new_key
 from convmem.providers import provider_from_env
 from convmem.providers.echo import EchoProvider
 from convmem.providers.openai_compat import OpenAICompatibleProvider
@@ -233,3 +234,30 @@ def test_the_provider_is_chosen_by_which_key_is_set() -> None:
         provider_from_env({"CONVMEM_PROVIDER": "kimi"})
     with pytest.raises(ConfigurationError, match="must be numbers"):
         provider_from_env({"OPENAI_API_KEY": "k", "CONVMEM_MODEL_TIMEOUT_SECONDS": "soon"})
+
+
+async def test_thread_update_renames_a_sealed_conversation(tmp_path: Path) -> None:
+    async with (
+        Memory.from_url(f"sqlite:///{tmp_path}/s.db", encryption_keys=[new_key()]) as memory,
+        client_for(memory) as client,
+    ):
+        first = (await client.call_tool("chat", {"prompt": "alpha"})).structured_content
+        assert first is not None
+        cid = first["continuation_id"]
+        updated = await client.call_tool(
+            "thread_update", {"continuation_id": cid, "title": "Alpha talk"}
+        )
+        assert updated.structured_content == {
+            "continuation_id": cid,
+            "metadata": {"title": "Alpha talk"},
+            "version": 3,
+        }
+        got = (await client.call_tool("thread_get", {"continuation_id": cid})).structured_content
+        assert got is not None
+        assert got["metadata"] == {"title": "Alpha talk"}
+        stored = await memory.store.load(cid, owner=None)
+        assert stored is not None
+        assert "Alpha" not in str(dict(stored.metadata))  # sealed at rest
+        neither = await client.call_tool("thread_update", {"continuation_id": cid})
+        assert neither.is_error
+        assert "needs metadata=, title= or both" in str(neither.content)

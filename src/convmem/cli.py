@@ -21,7 +21,7 @@ from convmem.errors import ConvMemError, ThreadNotFoundError
 from convmem.export import listed_thread_to_dict
 from convmem.extras import needs_extra
 from convmem.memory import Memory
-from convmem.models import ThreadPage
+from convmem.models import Thread, ThreadPage
 from convmem.settings import Settings
 from convmem.stores import redact_url
 
@@ -253,6 +253,51 @@ def delete(
     if not _run(store, remove):
         raise _failed(_not_found(thread_id, owner))
     console.print(f"deleted {thread_id}", highlight=False)
+
+
+@threads_app.command("update")
+def update(
+    thread_id: ThreadIdArgument,
+    title: Annotated[str | None, typer.Option("--title", help="The thread's new title.")] = None,
+    metadata: Annotated[
+        str | None,
+        typer.Option("--metadata", help="A JSON object that replaces the thread's metadata."),
+    ] = None,
+    store: StoreOption = None,
+    owner: OwnerOption = None,
+    all_owners: AllOwnersOption = False,
+) -> None:
+    """Rename a thread (--title) or replace its metadata; its turns stay."""
+    _one_owner_choice(owner, all_owners)
+    replacement = None if metadata is None else _json_object(metadata, "--metadata")
+
+    async def change(memory: Memory) -> Thread:
+        found = await _owner_of(memory, thread_id, owner, all_owners)
+        try:
+            return await memory.update_thread(
+                thread_id, metadata=replacement, title=title, owner=found
+            )
+        except ThreadNotFoundError:
+            if all_owners:
+                raise
+            raise _not_found(thread_id, owner) from None
+
+    thread = _run(store, change)
+    shown = orjson.dumps(dict(thread.metadata)).decode()
+    console.print(f"updated {thread_id} (version {thread.version}): {shown}", highlight=False)
+
+
+def _json_object(text: str, option: str) -> dict[str, object]:
+    """``text`` as a JSON object, or a clean exit that says what is wrong with it."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        errors.print(f"[bold red]error:[/] {option} is not JSON: {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    if not isinstance(value, dict):
+        errors.print(f"[bold red]error:[/] {option} must be a JSON object, like '{{\"tag\": 1}}'")
+        raise typer.Exit(2)
+    return value
 
 
 _OWNER_HINT = (

@@ -24,6 +24,7 @@ from convmem.server.service import (
     Health,  # noqa: TC001
     RewindResult,  # noqa: TC001
     ThreadPageView,  # noqa: TC001
+    UpdateResult,  # noqa: TC001
 )
 from convmem.validation import MAX_SEQ
 
@@ -203,6 +204,22 @@ def build_mcp(
     ) -> RewindResult:
         with _tool_errors("thread_rewind"):
             return await service.thread_rewind(current_owner.get(), continuation_id, turns)
+
+    @mcp.tool(
+        description="Rename a conversation (title) or replace its metadata (a JSON object;"
+        " a title given too goes on top); its turns stay."
+    )
+    async def thread_update(
+        continuation_id: ContinuationId,
+        title: Annotated[str | None, Field(description="The new title")] = None,
+        metadata: Annotated[
+            dict[str, Any] | None, Field(description="Replaces the conversation's metadata")
+        ] = None,
+    ) -> UpdateResult:
+        with _tool_errors("thread_update"):
+            return await service.thread_update(
+                current_owner.get(), continuation_id, title, metadata
+            )
 
     @mcp.tool(description="Delete a conversation and its turns.")
     async def thread_delete(continuation_id: ContinuationId) -> dict[str, bool]:

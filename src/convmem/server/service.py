@@ -71,6 +71,12 @@ class RewindResult(BaseModel):
     remaining_turns: int = Field(description="Turns left before the thread is full")
 
 
+class UpdateResult(BaseModel):
+    continuation_id: str
+    metadata: dict[str, Any] = Field(description="The conversation's metadata now")
+    version: int = Field(description="The conversation's version (every write raises it)")
+
+
 class ChatResult(BaseModel):
     content: str = Field(description="The model's reply")
     continuation_id: str = Field(description="Pass this back to continue the conversation")
@@ -316,6 +322,21 @@ class ConversationService:
     ) -> str:
         with _as_tool_error():
             return await self.memory.export_thread(continuation_id, owner=owner, format=format)
+
+    async def thread_update(
+        self,
+        owner: str | None,
+        continuation_id: str,
+        title: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> UpdateResult:
+        with _as_tool_error():
+            thread = await self.memory.update_thread(
+                continuation_id, metadata=metadata, title=title, owner=owner
+            )
+        return UpdateResult(
+            continuation_id=thread.id, metadata=dict(thread.metadata), version=thread.version
+        )
 
     async def thread_delete(self, owner: str | None, continuation_id: str) -> bool:
         with _as_tool_error():
