@@ -14,9 +14,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from convmem import compaction, history, messages
+from convmem.assembly import assemble
 from convmem.cache.guard import GuardedL2
 from convmem.cache.local import LocalCache
-from convmem.cache.tags import CacheTags
 from convmem.cache.tiered import Source, TieredCache
 from convmem.changes import Created, Deleted, Replaced
 from convmem.errors import (
@@ -30,15 +30,14 @@ from convmem.errors import (
     ThreadNotFoundError,
 )
 from convmem.export import export_thread
-from convmem.extras import needs_extra
 from convmem.key_check import check_sealing_keys
 from convmem.limits import InputLimits
 from convmem.models import Turn, freeze_mapping
+from convmem.options import MemoryOptions
 from convmem.sealed_writes import SealedWrites
 from convmem.sealing import NO_SEALING, Sealing
 from convmem.settings import Settings
 from convmem.stats import Stats
-from convmem.stores import store_from_url
 from convmem.stores.base import NewThread, Resealed, Store
 from convmem.stores.guard import StoreGuard
 from convmem.validation import (
@@ -60,6 +59,7 @@ if TYPE_CHECKING:
 
     from convmem.cache.protocol import L2Tier
     from convmem.changes import Summarised, Updated
+    from convmem.clocks import Timer
     from convmem.compaction import CompactionPolicy, Summariser
     from convmem.messages import ChatMessage
     from convmem.models import Thread, ThreadPage, ThreadSummary
@@ -86,23 +86,18 @@ class Memory:
             caches (one instance). Wrapped in the Redis fault policy (``GuardedL2``).
         local: the L1 tier; defaults to ``LocalCache()`` on ``timer``.
         input_limits: sizes a caller may store, checked before any I/O.
-        single_instance: no other instance writes, so L1 stays trusted while Redis is down.
-        consistency: ``"strict"`` checks the L2 version on every L1 hit.
-        breaker_reset_seconds: how long L2 is skipped after a Redis failure before a probe.
-        lease_seconds: the staleness bound under Redis faults: cached copies are served
-            only while Redis answered a heartbeat within it (``Lease``); the L2 tier's
-            heartbeat must be well inside it (``RedisCache`` pings every quarter second).
-        store_timeout_seconds: the deadline of every store call; one that misses it (or an
-            unreachable store) raises ``StoreUnavailableError`` and opens the store breaker.
-        store_breaker_reset_seconds: how long calls then fail at once before one probes.
+        options: how the parts it builds around them run (``MemoryOptions``: the fault
+            policies, the staleness lease, the consistency).
         encryption: seals turns and thread metadata before they reach the store or
             Redis (``convmem.encryption.Encryption``); L1 holds plaintext.
         timer: the one monotonic clock of L1's TTL, the lease and both breakers (tests pass
             a fake one); wall time is the store's ``clock``.
+        closes: the parts handed over with the Memory (``from_settings`` hands over what
+            it built): closed when it closes.
 
     The constructor does no I/O; ``async with memory`` (or ``await memory.open()``)
     connects and applies migrations. Parts passed in are opened if needed but left
-    open on close: their owner closes them.
+    open on close (unless in ``closes``): their owner closes them.
     """
 
     def __init__(
@@ -112,31 +107,26 @@ class Memory:
         cache: L2Tier | None = None,
         local: LocalCache | None = None,
         input_limits: InputLimits | None = None,
-        single_instance: bool = False,
-        consistency: Literal["default", "strict"] = "default",
-        breaker_reset_seconds: float = 5.0,
-        lease_seconds: float = 1.0,
-        store_timeout_seconds: float = 5.0,
-        store_breaker_reset_seconds: float = 1.0,
+        options: MemoryOptions | None = None,
         encryption: Sealing | None = None,
-        timer: Callable[[], float] = time.monotonic,
+        timer: Timer = time.monotonic,
+        closes: Sequence[Store | L2Tier] = (),
     ) -> None:
         if not isinstance(store, Store):
             raise TypeError(
                 "Memory(store) takes a Store; build one from a URL with Memory.from_url(url)"
             )
-        if consistency not in ("default", "strict"):
-            raise ConfigurationError(
-                f"consistency must be 'default' or 'strict', got {consistency!r}"
-            )
+        options = options or MemoryOptions()
         self.store = store
         self._sealing = encryption or NO_SEALING
         self._guard = StoreGuard(
-            timeout=store_timeout_seconds, reset_after=store_breaker_reset_seconds, timer=timer
+            timeout=options.store_timeout_seconds,
+            reset_after=options.store_breaker_reset_seconds,
+            timer=timer,
         )
         self._limits = input_limits or InputLimits()
         self._stats = Stats()
-        self._owned: list[Store | L2Tier] = []  # parts from_url built: closed with the Memory
+        self._owned = tuple(closes)
         local = local or LocalCache(timer=timer)
         guarded = (
             None
@@ -145,7 +135,7 @@ class Memory:
                 cache,
                 self._stats,
                 source=uuid.uuid4().hex,
-                reset_after=breaker_reset_seconds,
+                reset_after=options.redis_breaker_reset_seconds,
                 timer=timer,
             )
         )
@@ -154,10 +144,10 @@ class Memory:
             local,
             self._stats,
             l2=guarded,
-            single_instance=single_instance,
-            strict=consistency == "strict",
+            single_instance=options.single_instance,
+            strict=options.consistency == "strict",
             watermark_items=local.max_items * 100,
-            lease_seconds=lease_seconds,
+            lease_seconds=options.lease_seconds,
             timer=timer,
             guard=self._guard,
             sealing=self._sealing,
@@ -177,7 +167,7 @@ class Memory:
         store_url: str,
         cache_url: str | None = None,
         *,
-        timer: Callable[[], float] = time.monotonic,
+        timer: Timer = time.monotonic,
         **settings: Any,
     ) -> Self:
         """A Memory on the store ``store_url`` names, with Redis at ``cache_url`` if given.
@@ -203,45 +193,23 @@ class Memory:
         settings: Settings,
         *,
         store: Store | None = None,
-        timer: Callable[[], float] = time.monotonic,
+        timer: Timer = time.monotonic,
     ) -> Self:
-        """A Memory built from ``settings``; it owns the store and Redis client it builds.
-
-        ``store``, when given, is used instead of ``settings.store_url`` and stays the
-        caller's to close.
+        """A Memory built from ``settings`` (``convmem.assembly``); it owns the store and
+        Redis client it builds. ``store``, when given, is used instead of
+        ``settings.store_url`` and stays the caller's to close.
         """
-        owned: list[Store | L2Tier] = []
-        if store is None:
-            store = store_from_url(
-                settings.store_url,
-                limits=settings.thread_limits,
-                **_store_options(settings.store_url, settings),
-            )
-            owned.append(store)
-        cache = _redis_tier(settings)
-        if cache is not None:
-            owned.append(cache)
-        memory = cls(
-            store,
-            cache=cache,
-            local=LocalCache(
-                max_items=settings.l1_max_items,
-                max_bytes=settings.l1_max_bytes,
-                ttl=settings.l1_ttl_seconds,
-                timer=timer,
-            ),
+        parts = assemble(settings, store=store, timer=timer)
+        return cls(
+            parts.store,
+            cache=parts.cache,
+            local=parts.local,
             input_limits=settings.input_limits,
-            single_instance=settings.single_instance,
-            consistency=settings.consistency,
-            breaker_reset_seconds=settings.redis_breaker_reset_seconds,
-            lease_seconds=settings.cache_lease_seconds,
-            store_timeout_seconds=settings.store_timeout_seconds,
-            store_breaker_reset_seconds=settings.store_breaker_reset_seconds,
-            encryption=_encryption(settings),
+            options=settings.memory_options,
+            encryption=parts.encryption,
             timer=timer,
+            closes=parts.owned,
         )
-        memory._owned = owned
-        return memory
 
     @property
     def sealing(self) -> Sealing:
@@ -860,18 +828,12 @@ class Memory:
     @property
     def stats(self) -> Stats:
         """A snapshot of the counters: hits per layer, store round trips, Redis health."""
-        l2 = self._cache.l2
         return replace(
             self._stats,
-            l1_items=len(self._cache.l1),
-            l1_bytes=self._cache.l1.bytes,
-            circuit_state="closed" if l2 is None else l2.breaker.state.value,
-            pending_fences=0 if l2 is None else l2.pending,
+            **self._cache.gauges(),
             store_circuit_state=self._guard.state.value,
             store_timeouts=self._guard.timeouts,
             store_refused=self._guard.refused,
-            subscribed=self._cache.subscribed,
-            cache_trusted=self._cache.trusted(),
         )
 
     # -- helpers ---------------------------------------------------------------
@@ -889,71 +851,3 @@ class Memory:
         except StoreError:
             self._stats.store_errors += 1
             raise
-
-
-def _encryption(settings: Settings) -> Sealing | None:
-    if settings.encryption_keys is None:
-        return None
-    with needs_extra("encryption", "CONVMEM_ENCRYPTION_KEYS (encryption at rest)"):
-        from convmem.encryption import Encryption
-    return Encryption(
-        settings.encryption_keys.get_secret_value(),
-        accept_plaintext=settings.encryption_accept_plaintext,
-        accept_legacy=settings.encryption_accept_legacy,
-    )
-
-
-def _redis_tier(settings: Settings) -> L2Tier | None:
-    if settings.cache_url is None:
-        return None
-    with needs_extra("redis", "CONVMEM_CACHE_URL (the Redis tier)"):
-        from convmem.cache.redis import RedisCache  # imported only when a cache URL is set
-
-    return RedisCache.from_url(
-        settings.cache_url,
-        prefix=settings.cache_prefix,
-        ttl_seconds=settings.l2_ttl_seconds,
-        socket_timeout=settings.redis_socket_timeout,
-        heartbeat_seconds=settings.cache_lease_seconds / 4,
-        tags=_cache_tags(settings),
-    )
-
-
-def _cache_tags(settings: Settings) -> CacheTags | None:
-    """The key that tags L2 copies: CONVMEM_CACHE_KEY, else the first encryption key.
-    Sealed turns are bound to their place by their ciphertext: only plain ones need tags."""
-    sealed = settings.encryption_keys is not None
-    if settings.cache_key is not None:
-        return CacheTags.from_text(
-            settings.cache_key.get_secret_value(), setting="CONVMEM_CACHE_KEY", turns=not sealed
-        )
-    if settings.encryption_keys is not None:
-        first = settings.encryption_keys.get_secret_value().split(",")[0]
-        return CacheTags.from_text(first, setting="CONVMEM_ENCRYPTION_KEYS", turns=False)
-    log.warning(
-        "Redis copies are not authenticated (neither CONVMEM_CACHE_KEY nor"
-        " CONVMEM_ENCRYPTION_KEYS is set): whoever can write to this Redis can change"
-        " what is served, another owner's threads included; set CONVMEM_CACHE_KEY"
-        " (from `convmem keygen`) on every instance"
-    )
-    return None
-
-
-def _store_options(url: str, settings: Settings) -> dict[str, Any]:
-    scheme = url.partition("://")[0].lower()
-    if scheme in {"postgres", "postgresql"}:
-        return {
-            "min_size": settings.pg_pool_min_size,
-            "max_size": settings.pg_pool_max_size,
-            "prepared_statements": settings.pg_prepared_statements,
-            "connect_timeout": settings.pg_connect_timeout_seconds,
-            "pool_timeout": settings.pg_pool_timeout_seconds,
-        }
-    if scheme.startswith("supabase"):
-        key = settings.supabase_service_key
-        return {
-            "project_url": settings.supabase_url,
-            "service_key": key.get_secret_value() if key is not None else None,
-            "deadline": settings.store_timeout_seconds,
-        }
-    return {}

@@ -32,6 +32,8 @@ from convmem.cache.tags import CacheTags
 from convmem.compaction import CompactionPolicy
 from convmem.errors import ConfigurationError, InvalidInputError
 from convmem.limits import InputLimits, ThreadLimits
+from convmem.options import DEFAULTS as MEMORY_DEFAULTS
+from convmem.options import MemoryOptions
 
 log = logging.getLogger("convmem.settings")
 
@@ -72,12 +74,18 @@ class Settings(BaseSettings):
     cache_key: SecretStr | None = Field(None, validation_alias=_env("cache_key"))
     redis_socket_timeout: float = Field(0.25, gt=0, validation_alias=_env("redis_socket_timeout"))
     redis_breaker_reset_seconds: float = Field(
-        5.0, gt=0, validation_alias=_env("redis_breaker_reset_seconds")
+        MEMORY_DEFAULTS.redis_breaker_reset_seconds,
+        gt=0,
+        validation_alias=_env("redis_breaker_reset_seconds"),
     )
-    single_instance: bool = Field(False, validation_alias=_env("single_instance"))
-    cache_lease_seconds: float = Field(1.0, gt=0, validation_alias=_env("cache_lease_seconds"))
+    single_instance: bool = Field(
+        MEMORY_DEFAULTS.single_instance, validation_alias=_env("single_instance")
+    )
+    cache_lease_seconds: float = Field(
+        MEMORY_DEFAULTS.lease_seconds, gt=0, validation_alias=_env("cache_lease_seconds")
+    )
     consistency: Literal["default", "strict"] = Field(
-        "default", validation_alias=_env("consistency")
+        MEMORY_DEFAULTS.consistency, validation_alias=_env("consistency")
     )
     l2_ttl_seconds: float = Field(
         1800.0, gt=0, validation_alias=_env("l2_ttl_seconds", "L2_CACHE_TTL_SECS")
@@ -132,9 +140,13 @@ class Settings(BaseSettings):
     ws_call_timeout_seconds: float = Field(
         300.0, gt=0, validation_alias=_env("ws_call_timeout_seconds")
     )
-    store_timeout_seconds: float = Field(5.0, gt=0, validation_alias=_env("store_timeout_seconds"))
+    store_timeout_seconds: float = Field(
+        MEMORY_DEFAULTS.store_timeout_seconds, gt=0, validation_alias=_env("store_timeout_seconds")
+    )
     store_breaker_reset_seconds: float = Field(
-        1.0, gt=0, validation_alias=_env("store_breaker_reset_seconds")
+        MEMORY_DEFAULTS.store_breaker_reset_seconds,
+        gt=0,
+        validation_alias=_env("store_breaker_reset_seconds"),
     )
     pg_connect_timeout_seconds: float = Field(
         3.0, ge=1, validation_alias=_env("pg_connect_timeout_seconds")
@@ -250,6 +262,17 @@ class Settings(BaseSettings):
     @property
     def thread_limits(self) -> ThreadLimits:
         return ThreadLimits(ttl=timedelta(hours=self.thread_ttl_hours), max_turns=self.turn_limit)
+
+    @property
+    def memory_options(self) -> MemoryOptions:
+        return MemoryOptions(
+            single_instance=self.single_instance,
+            consistency=self.consistency,
+            redis_breaker_reset_seconds=self.redis_breaker_reset_seconds,
+            lease_seconds=self.cache_lease_seconds,
+            store_timeout_seconds=self.store_timeout_seconds,
+            store_breaker_reset_seconds=self.store_breaker_reset_seconds,
+        )
 
     @property
     def input_limits(self) -> InputLimits:

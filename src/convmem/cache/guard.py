@@ -74,6 +74,11 @@ class GuardedL2:
         return len(self._pending)
 
     @property
+    def circuit_state(self) -> str:
+        """``closed``, ``open`` or ``half_open``."""
+        return self.breaker.state.value
+
+    @property
     def healthy(self) -> bool:
         """The circuit is closed and no write waits to be replayed."""
         return self.breaker.state is CircuitState.CLOSED and not self._pending

@@ -30,7 +30,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Literal, TypedDict, TypeVar, overload
 
 from convmem.cache.bus import InvalidationListener
 from convmem.cache.lease import Lease
@@ -52,6 +52,17 @@ log = logging.getLogger("convmem.cache")
 T = TypeVar("T")
 
 Source = Literal["l1", "l2", "store"]  # where a read was served from
+
+
+class CacheGauges(TypedDict):
+    """The cache's state at a moment, as ``Stats`` reports it."""
+
+    l1_items: int
+    l1_bytes: int
+    circuit_state: str
+    pending_fences: int
+    subscribed: bool
+    cache_trusted: bool
 
 
 class TieredCache:
@@ -118,6 +129,18 @@ class TieredCache:
                 await self._replayer
         if self._replay is not None:
             await asyncio.gather(self._replay, return_exceptions=True)
+
+    def gauges(self) -> CacheGauges:
+        """The cache's state now, by the ``Stats`` field each goes in."""
+        l2 = self.l2
+        return {
+            "l1_items": len(self.l1),
+            "l1_bytes": self.l1.bytes,
+            "circuit_state": "closed" if l2 is None else l2.circuit_state,
+            "pending_fences": 0 if l2 is None else l2.pending,
+            "subscribed": self.subscribed,
+            "cache_trusted": self.trusted(),
+        }
 
     @property
     def subscribed(self) -> bool:
