@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -10,12 +9,10 @@ import pytest
 from convmem.breaker import CircuitState
 from convmem.cache.guard import GuardedL2
 from convmem.cache.protocol import (
-    Alive,
     CorruptPayload,
-    Invalidation,
+    InvalidationBus,
     L2Error,
     L2Skipped,
-    Subscribed,
     WriteOutcome,
 )
 from convmem.changes import Appended, Change, CopyState, Moved, announced
@@ -76,17 +73,22 @@ class FakeTier:
             self.published.append((change.thread_id, change.version, source))
         return WriteOutcome.EXTENDED
 
-    async def claim(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
-        self._call()
-        return True
-
-    async def release_claim(self, name: str, thread_id: str, token: str) -> None:
-        self._call()
-
     async def drop(self, thread_id: str) -> None:
         self._call()
 
-    def invalidations(self) -> AsyncIterator[Subscribed | Alive | Invalidation]:
+    @property
+    def claims(self) -> FakeTier:
+        return self
+
+    async def take(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
+        self._call()
+        return True
+
+    async def release(self, name: str, thread_id: str, token: str) -> None:
+        self._call()
+
+    @property
+    def bus(self) -> InvalidationBus:
         raise NotImplementedError
 
 

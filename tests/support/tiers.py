@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime
 
-from convmem.cache.protocol import Alive, Invalidation, Subscribed, WriteOutcome
+from convmem.cache.protocol import Claims, InvalidationBus, WriteOutcome
 from convmem.cache.redis import RedisCache
 from convmem.changes import Appended, Change, CopyState
 from convmem.models import Thread
@@ -50,14 +49,13 @@ class WatchedTier:
     async def install(self, thread: Thread, now: datetime) -> bool:
         return await self.inner.install(thread, now)
 
-    async def claim(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
-        return await self.inner.claim(name, thread_id, token, ttl_seconds)
-
-    async def release_claim(self, name: str, thread_id: str, token: str) -> None:
-        await self.inner.release_claim(name, thread_id, token)
-
     async def drop(self, thread_id: str) -> None:
         await self.inner.drop(thread_id)
 
-    def invalidations(self) -> AsyncIterator[Subscribed | Alive | Invalidation]:
-        return self.inner.invalidations()
+    @property
+    def claims(self) -> Claims:
+        return self.inner.claims
+
+    @property
+    def bus(self) -> InvalidationBus:
+        return self.inner.bus

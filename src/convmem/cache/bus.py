@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from convmem.cache.protocol import Alive, Invalidation, L2Error, Subscribed
 
 if TYPE_CHECKING:
-    from convmem.cache.protocol import L2Tier
+    from convmem.cache.protocol import InvalidationBus
 
 log = logging.getLogger("convmem.cache")
 
@@ -26,7 +26,7 @@ log = logging.getLogger("convmem.cache")
 class InvalidationListener:
     def __init__(
         self,
-        l2: L2Tier,
+        bus: InvalidationBus,
         instance_id: str,
         *,
         on_message: Callable[[str, int], None],
@@ -36,7 +36,7 @@ class InvalidationListener:
         retry_after: float = 0.1,
         max_retry_after: float = 2.0,
     ) -> None:
-        self._l2 = l2
+        self._bus = bus
         self._instance_id = instance_id
         self._on_message = on_message
         self._on_lost = on_lost
@@ -81,7 +81,7 @@ class InvalidationListener:
         delay = self._retry_after
         while True:
             try:
-                async for event in self._l2.invalidations():
+                async for event in self._bus.invalidations():
                     if isinstance(event, Alive):
                         self._on_alive(event.age)
                     elif isinstance(event, Invalidation):

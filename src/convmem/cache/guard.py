@@ -19,25 +19,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from convmem.breaker import CircuitBreaker, CircuitState
 from convmem.cache.protocol import (
-    Alive,
     CorruptPayload,
-    Invalidation,
     L2Error,
     L2Skipped,
-    Subscribed,
     WriteOutcome,
 )
 from convmem.changes import Moved, announced
 from convmem.clocks import utc_now
 
 if TYPE_CHECKING:
-    from convmem.cache.protocol import L2Tier
+    from convmem.cache.protocol import Claims, InvalidationBus, L2Tier
     from convmem.changes import Change, CopyState
     from convmem.models import Thread
     from convmem.stats import Stats
@@ -89,25 +86,24 @@ class GuardedL2:
         await self.tier.aclose()
 
     async def ping(self) -> None:
-        await self._guarded(self.tier.ping)
+        await self.guarded(self.tier.ping)
 
     async def get(self, thread_id: str) -> Thread | None:
-        return await self._guarded(lambda: self.tier.get(thread_id))
+        return await self.guarded(lambda: self.tier.get(thread_id))
 
     async def version(self, thread_id: str) -> int:
-        return await self._guarded(lambda: self.tier.version(thread_id))
+        return await self.guarded(lambda: self.tier.version(thread_id))
 
     async def install(self, thread: Thread, now: datetime) -> bool:
-        return await self._guarded(lambda: self.tier.install(thread, now))
+        return await self.guarded(lambda: self.tier.install(thread, now))
 
     async def drop(self, thread_id: str) -> None:
-        await self._guarded(lambda: self.tier.drop(thread_id))
+        await self.guarded(lambda: self.tier.drop(thread_id))
 
-    async def claim(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
-        return await self._guarded(lambda: self.tier.claim(name, thread_id, token, ttl_seconds))
-
-    async def release_claim(self, name: str, thread_id: str, token: str) -> None:
-        await self._guarded(lambda: self.tier.release_claim(name, thread_id, token))
+    @property
+    def claims(self) -> Claims:
+        """The tier's claims behind this guard's breaker."""
+        return _GuardedClaims(self)
 
     # -- L2Tier: writes, remembered when they do not reach Redis --------------------
 
@@ -122,7 +118,7 @@ class GuardedL2:
         """The change, announced as this instance's (``source`` is always its own); a
         change that misses Redis and had to be announced is remembered and replayed."""
         told = announced(change)
-        outcome = await self._guarded(
+        outcome = await self.guarded(
             lambda: self.tier.apply(change, now, source=self.source, after=after),
             missed=(change.thread_id, change.version) if told else None,
         )
@@ -130,10 +126,11 @@ class GuardedL2:
             self.stats.invalidations_published += 1
         return outcome
 
-    def invalidations(self) -> AsyncIterator[Subscribed | Alive | Invalidation]:
+    @property
+    def bus(self) -> InvalidationBus:
         # The subscription has its own lifecycle (the listener reconnects it), so it
         # bypasses the breaker; the listener reports a loss to the cache.
-        return self.tier.invalidations()
+        return self.tier.bus
 
     # -- the policy -----------------------------------------------------------------
 
@@ -157,9 +154,12 @@ class GuardedL2:
         self.breaker.record_success()
         return True
 
-    async def _guarded(
+    async def guarded(
         self, call: Callable[[], Awaitable[T]], *, missed: tuple[str, int] | None = None
     ) -> T:
+        """``call`` under the breaker: skipped (``L2Skipped``) while the circuit is open,
+        counted when it fails; ``missed``, a write's ``(thread, version)``, is remembered
+        for replay when it does not reach Redis."""
         if not self.breaker.allow():
             self.stats.l2_skipped += 1
             self._remember(missed)
@@ -192,3 +192,18 @@ class GuardedL2:
             log.error("too many writes to replay to Redis; thread %s may be stale in L2", thread_id)
             return
         self._pending[thread_id] = max(version, self._pending.get(thread_id, 0))
+
+
+class _GuardedClaims:
+    """``Claims`` whose every call goes through a guard's breaker and error accounting."""
+
+    def __init__(self, guard: GuardedL2) -> None:
+        self._guard = guard
+
+    async def take(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
+        claims = self._guard.tier.claims
+        return await self._guard.guarded(lambda: claims.take(name, thread_id, token, ttl_seconds))
+
+    async def release(self, name: str, thread_id: str, token: str) -> None:
+        claims = self._guard.tier.claims
+        await self._guard.guarded(lambda: claims.release(name, thread_id, token))

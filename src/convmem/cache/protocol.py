@@ -88,12 +88,33 @@ class L2Tier(Protocol):
         the tier can. A ``Created`` or ``Replaced`` thread is installed whole."""
         ...
 
-    async def claim(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
-        """Take a claim that expires (at most one holder across instances); True if taken."""
+    async def drop(self, thread_id: str) -> None: ...
+    @property
+    def claims(self) -> Claims:
+        """Claims across instances, beside the threads' keys."""
         ...
 
-    async def release_claim(self, name: str, thread_id: str, token: str) -> None: ...
-    async def drop(self, thread_id: str) -> None: ...
+    @property
+    def bus(self) -> InvalidationBus:
+        """Where writes are announced and heard."""
+        ...
+
+
+class Claims(Protocol):
+    """Claims that expire, held by at most one instance at a time (the compaction of a
+    thread, so that one instance calls the model for it)."""
+
+    async def take(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
+        """Take the claim ``name`` on a thread for ``ttl_seconds`` unless another holder
+        has it; True if taken."""
+        ...
+
+    async def release(self, name: str, thread_id: str, token: str) -> None:
+        """End the claim if ``token`` still holds it (it may have expired and been retaken)."""
+        ...
+
+
+class InvalidationBus(Protocol):
     def invalidations(self) -> AsyncIterator[Subscribed | Alive | Invalidation]:
         """``Subscribed`` once the server confirmed, then one ``Invalidation`` per message
         and one ``Alive`` per answered heartbeat.

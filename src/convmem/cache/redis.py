@@ -18,17 +18,14 @@ single server or a cluster (``redis+cluster://``): see ``redis_connection``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, Self, cast
 
-import orjson
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from convmem.cache.codec import (
     UNTAGGED,
@@ -41,22 +38,18 @@ from convmem.cache.codec import (
     state_tag,
 )
 from convmem.cache.protocol import (
-    Alive,
     CorruptPayload,
-    Invalidation,
     L2Error,
-    Subscribed,
     WriteOutcome,
 )
-from convmem.cache.redis_connection import Client, Subscription, announce, connect, identity
+from convmem.cache.redis_bus import HEARTBEAT_SECONDS, SILENCE_LIMIT_SECONDS, RedisBus, announcement
+from convmem.cache.redis_claims import RedisClaims
+from convmem.cache.redis_connection import Client, announce, connect, translated
 from convmem.changes import Appended, Created, Deleted, Moved, Removed, Replaced, Updated
 from convmem.records import to_micros
 
 log = logging.getLogger("convmem.cache")
 
-HEARTBEAT_SECONDS: Final = 0.25  # the subscriber pings Redis this often (a quarter lease)
-SILENCE_LIMIT_SECONDS: Final = 3.0  # a ping unanswered this long: the subscription is lost
-IDENTITY_CHECK_SECONDS: Final = 1.0  # a cluster's primaries are checked this often
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -191,12 +184,6 @@ return fence_or_newer()
 # replayed write, a delete) only fences an older copy. Returns 2 or 0 as _APPEND does.
 _MOVE: Final = _WRITE_PROLOGUE + "\nreturn fence_or_newer()\n"
 
-# KEYS[1]; ARGV: token. Ends a claim if it is still the one this token took.
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 # KEYS[1]; ARGV: ttl_ms. Drops a value that failed to decode, keeping a valid fence.
 _DROP: Final = """
 local f = redis.pcall('HGET', KEYS[1], 'f')
@@ -238,21 +225,25 @@ class RedisCache:
     ) -> None:
         self.client = client
         self.tags = tags
-        self.heartbeat_seconds = heartbeat_seconds
-        self.silence_limit_seconds = silence_limit_seconds
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         # Hash-tagged: on a cluster, the sharded channel lives on one shard.
         self.channel = f"{prefix}{{invalidations}}"
-        self._url = url
-        self._socket_timeout = socket_timeout
         self._install = client.register_script(_INSTALL)
         self._append = client.register_script(_APPEND)
         self._remove = client.register_script(_REMOVE)
         self._summarise = client.register_script(_SUMMARISE)
         self.cluster = isinstance(client, RedisCluster)
         self._move = client.register_script(_MOVE)
-        self._release = client.register_script(_RELEASE)
+        self.claims = RedisClaims(client, self.key)
+        self.bus = RedisBus(
+            client,
+            self.channel,
+            url=url,
+            socket_timeout=socket_timeout,
+            heartbeat_seconds=heartbeat_seconds,
+            silence_limit_seconds=silence_limit_seconds,
+        )
         self._drop = client.register_script(_DROP)
 
     @classmethod
@@ -283,80 +274,14 @@ class RedisCache:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def invalidations(self) -> AsyncIterator[Subscribed | Alive | Invalidation]:
-        """Subscribe on a client of its own (it blocks on reads, so no socket timeout).
-
-        Yields ``Subscribed`` once the server confirmed the subscription (with Redis' run
-        id, which changes when it restarts), then one ``Invalidation`` per message and
-        one ``Alive`` per answered heartbeat. A PING goes out every ``heartbeat_seconds``
-        whatever the traffic, since a hung server keeps its sockets open and only an
-        unanswered heartbeat tells us we would no longer hear of other writers; raises
-        ``L2Error`` when the subscription breaks or a heartbeat stays unanswered for
-        ``silence_limit_seconds``.
-        """
-        client = connect(self._url, socket_timeout=None, connect_timeout=self._socket_timeout)
-        subscription = Subscription(client, self.channel)
-        clock = asyncio.get_running_loop().time
-        try:
-            requested = clock()
-            with _translated():
-                await subscription.open()
-            pinged: float | None = requested  # the SUBSCRIBE's confirmation is awaited like a pong
-            next_ping = requested + self.heartbeat_seconds
-            subscribed_as: str | None = None
-            next_identity_check = requested + IDENTITY_CHECK_SECONDS
-            while True:
-                now = clock()
-                if pinged is not None and now - pinged > self.silence_limit_seconds:
-                    raise L2Error(
-                        f"Redis did not answer on {self.channel} for {self.silence_limit_seconds}s"
-                    )
-                if subscription.cluster and subscribed_as and now >= next_identity_check:
-                    # A failover changes no subscription but may lose fences: resubscribe,
-                    # and the new identity reads as a restart.
-                    if await self._run_id() != subscribed_as:
-                        raise L2Error("the Redis Cluster's primaries changed (a failover)")
-                    next_identity_check = now + IDENTITY_CHECK_SECONDS
-                if pinged is None and now >= next_ping:
-                    with _translated():
-                        await subscription.ping()
-                    pinged, next_ping = now, now + self.heartbeat_seconds
-                # Poll briefly while a ping is unanswered (to see the silence limit pass),
-                # else sleep until the next ping is due.
-                wait = 0.05 if pinged is not None else max(0.0, next_ping - now)
-                with _translated():
-                    event = await subscription.next_event(min(wait, self.heartbeat_seconds))
-                if event is None:
-                    continue
-                if event.kind == "pong" and pinged is not None:
-                    yield Alive(clock() - pinged)
-                    pinged = None
-                elif event.kind == "subscribed" and pinged is not None:
-                    subscribed_as = await self._run_id()
-                    yield Subscribed(subscribed_as, clock() - pinged)
-                    pinged = None
-                elif event.kind == "message":
-                    parsed = _parse_invalidation(event.data)
-                    if parsed is not None:
-                        yield parsed
-        finally:
-            with contextlib.suppress(RedisError, RedisClusterException, OSError):
-                await subscription.aclose()
-
-    async def _run_id(self) -> str:
-        """The Redis process' run id (a cluster's: its primaries'): a new one means it
-        restarted or failed over, and may have lost fences."""
-        with _translated():
-            return await identity(self.client)
-
     async def ping(self) -> None:
-        with _translated():
+        with translated():
             await self.client.ping()
 
     async def get(self, thread_id: str) -> Thread | None:
         """The cached copy, or None (missing or fenced); raises ``CorruptPayload``."""
         try:
-            with _translated():
+            with translated():
                 raw = await self.client.hgetall(self.key(thread_id))
         except L2Error as exc:
             if isinstance(exc.__cause__, ResponseError):  # WRONGTYPE: a foreign value
@@ -367,7 +292,7 @@ class RedisCache:
 
     async def version(self, thread_id: str) -> int:
         """The highest version L2 knows of (cached copy or fence); 0 if none."""
-        with _translated():
+        with translated():
             raw = await self.client.hmget(self.key(thread_id), ["v", "f"])
         values = cast("list[bytes | None]", raw)
         fields = {k: v for k, v in zip((b"v", b"f"), values, strict=True) if v is not None}
@@ -411,7 +336,7 @@ class RedisCache:
                 )
             ),
         ]
-        with _translated():
+        with translated():
             return bool(await self._install(keys=[self.key(thread.id)], args=args))
 
     async def apply(
@@ -458,7 +383,7 @@ class RedisCache:
         (one round trip), after it on a cluster. ``in_place``: the change a copy at its
         base version follows, the state it leaves, and the time now; without it (a
         ``Moved``) an older copy is fenced at ``version``."""
-        message = _announcement(thread_id, version, source)
+        message = announcement(thread_id, version, source)
         inline = not self.cluster
         if in_place is None:  # no state to leave: never at base (tag ''), fenced
             base, ttl_ms, updated_us, expires_us = version, self._ttl_ms(None, None), 0, 0
@@ -494,7 +419,7 @@ class RedisCache:
             count,
             *payload,
         ]
-        with _translated():
+        with translated():
             status = int(await script(keys=[self.key(thread_id)], args=args))
             if not inline:
                 await announce(self.client, self.channel, message)
@@ -502,29 +427,12 @@ class RedisCache:
 
     async def drop(self, thread_id: str) -> None:
         """Remove a value that failed to decode (keeping a valid fence)."""
-        with _translated():
+        with translated():
             await self._drop(keys=[self.key(thread_id)], args=[self._ttl_ms(None, None)])
 
-    async def claim(self, name: str, thread_id: str, token: str, ttl_seconds: float) -> bool:
-        """Take the claim ``name`` on a thread for ``ttl_seconds`` unless another holder
-        has it; True if taken. It lives beside the thread's key (one Cluster slot)."""
-        with _translated():
-            taken = await self.client.set(
-                self._claim_key(name, thread_id), token, nx=True, px=max(1, int(ttl_seconds * 1000))
-            )
-        return bool(taken)
-
-    async def release_claim(self, name: str, thread_id: str, token: str) -> None:
-        """End the claim if ``token`` still holds it (it may have expired and been retaken)."""
-        with _translated():
-            await self._release(keys=[self._claim_key(name, thread_id)], args=[token])
-
-    def _claim_key(self, name: str, thread_id: str) -> str:
-        return f"{self.key(thread_id)}:{name}"
-
     async def _publish(self, thread_id: str, version: int, source: str) -> None:
-        with _translated():
-            await announce(self.client, self.channel, _announcement(thread_id, version, source))
+        with translated():
+            await announce(self.client, self.channel, announcement(thread_id, version, source))
 
     def _ttl_ms(self, expires_at: datetime | None, now: datetime | None) -> int:
         """The L2 lifetime, never past the thread's own expiry."""
@@ -532,25 +440,3 @@ class RedisCache:
         if expires_at is not None and now is not None:
             ttl = min(ttl, (expires_at - now).total_seconds())
         return int(ttl * 1000)
-
-
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """redis-py's errors (and socket errors) as ``L2Error``: the one place they are mapped."""
-    try:
-        yield
-    except (RedisError, RedisClusterException, OSError) as exc:
-        raise L2Error(f"{type(exc).__name__}: {exc}") from exc
-
-
-def _announcement(thread_id: str, version: int, source: str) -> bytes:
-    return orjson.dumps({"id": thread_id, "v": version, "src": source})
-
-
-def _parse_invalidation(data: bytes) -> Invalidation | None:
-    try:
-        message = orjson.loads(data)
-        return Invalidation(str(message["id"]), int(message["v"]), str(message["src"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        log.warning("ignoring a malformed invalidation message: %r", data[:200])
-        return None

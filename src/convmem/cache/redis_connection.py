@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import unquote, urlsplit
@@ -31,6 +32,9 @@ from redis.event import (
     AsyncEventListenerInterface,
     EventDispatcher,
 )
+from redis.exceptions import RedisClusterException, RedisError
+
+from convmem.cache.protocol import L2Error
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -194,3 +198,12 @@ class Subscription:
             await self._pubsub.aclose()
         finally:
             await self._client.aclose()
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """redis-py's errors (and socket errors) as ``L2Error``: the one place they are mapped."""
+    try:
+        yield
+    except (RedisError, RedisClusterException, OSError) as exc:
+        raise L2Error(f"{type(exc).__name__}: {exc}") from exc

@@ -102,7 +102,7 @@ class TieredCache:
         self._listener: InvalidationListener | None = None
         if l2 is not None:
             self._listener = InvalidationListener(
-                l2,
+                l2.bus,
                 self.instance_id,
                 on_message=self._invalidated,
                 on_lost=self._subscription_lost,
@@ -396,12 +396,12 @@ class TieredCache:
             yield True
             return
         token = uuid.uuid4().hex
-        taken = await _l2(self.l2.claim(name, thread_id, token, ttl_seconds))
+        taken = await _l2(self.l2.claims.take(name, thread_id, token, ttl_seconds))
         try:
             yield taken is not False
         finally:
             if taken:
-                await _l2(self.l2.release_claim(name, thread_id, token))
+                await _l2(self.l2.claims.release(name, thread_id, token))
 
     async def evict(self, thread_id: str, *, local_only: bool = False) -> None:
         """Forget the cached copies of a thread (here and in L2); not a write: fences stay."""
