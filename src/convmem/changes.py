@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
 
 if TYPE_CHECKING:
     from convmem.models import Thread, Turn
@@ -215,9 +215,8 @@ class Updated:
 
 
 @dataclass(frozen=True, slots=True)
-class Created:
-    """A new thread (a create or a fork), as stored. No one else can hold a copy of it
-    yet, so it is not announced."""
+class _WholeThread:
+    """A change that carries the thread as stored; every tier takes it whole."""
 
     thread: Thread
 
@@ -229,33 +228,22 @@ class Created:
     def version(self) -> int:
         return self.thread.version
 
-    def opened(self, sealing: Sealing) -> Created:
-        return self if not sealing.encrypts else Created(sealing.open_thread(self.thread))
-
-    def applied_to(self, thread: Thread | None) -> Thread:
-        return self.thread
+    def opened(self, sealing: Sealing) -> Self:
+        return (
+            self if not sealing.encrypts else replace(self, thread=sealing.open_thread(self.thread))
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class Replaced:
+class Created(_WholeThread):
+    """A new thread (a create or a fork), as stored. No one else can hold a copy of it
+    yet, so it is not announced."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replaced(_WholeThread):
     """A write that replaced the thread whole (a rewrite): the thread as stored now.
     Every older copy is stale whatever it held."""
-
-    thread: Thread
-
-    @property
-    def thread_id(self) -> str:
-        return self.thread.id
-
-    @property
-    def version(self) -> int:
-        return self.thread.version
-
-    def opened(self, sealing: Sealing) -> Replaced:
-        return self if not sealing.encrypts else Replaced(sealing.open_thread(self.thread))
-
-    def applied_to(self, thread: Thread | None) -> Thread:
-        return self.thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,11 +271,14 @@ Whole = Created | Replaced  # carrying the thread as stored
 Change = InPlace | Whole | Moved | Deleted
 
 
+def changed(change: Change) -> bool:
+    """Whether the change changed the thread (an empty pop did not)."""
+    return not isinstance(change, Removed) or change.changed
+
+
 def announced(change: Change) -> bool:
     """Whether other instances must hear of the change (a created thread is new to all)."""
-    if isinstance(change, Removed):
-        return change.changed
-    return not isinstance(change, Created)
+    return changed(change) and not isinstance(change, Created)
 
 
 # -- what a read brings back, and the thread arithmetic ---------------------------------

@@ -64,6 +64,7 @@ class GuardedL2:
         self.breaker = CircuitBreaker(reset_after=reset_after, timer=timer)
         self.max_pending = max_pending
         self._pending: dict[str, int] = {}  # thread id -> the highest version Redis missed
+        self.claims: Claims = _GuardedClaims(self)  # the tier's, behind this breaker
 
     @property
     def pending(self) -> int:
@@ -100,11 +101,6 @@ class GuardedL2:
     async def drop(self, thread_id: str) -> None:
         await self.guarded(lambda: self.tier.drop(thread_id))
 
-    @property
-    def claims(self) -> Claims:
-        """The tier's claims behind this guard's breaker."""
-        return _GuardedClaims(self)
-
     # -- L2Tier: writes, remembered when they do not reach Redis --------------------
 
     async def apply(
@@ -112,11 +108,10 @@ class GuardedL2:
         change: Change,
         now: datetime,
         *,
-        source: str | None = None,
         after: CopyState | None = None,
     ) -> WriteOutcome:
-        """The change, announced as this instance's (``source`` is always its own); a
-        change that misses Redis and had to be announced is remembered and replayed."""
+        """``L2Tier.apply``, announced as this instance's (``source``); a change that
+        misses Redis and had to be announced is remembered and replayed."""
         told = announced(change)
         outcome = await self.guarded(
             lambda: self.tier.apply(change, now, source=self.source, after=after),

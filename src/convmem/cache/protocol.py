@@ -1,7 +1,8 @@
 """What the tiered cache needs of an L2 tier, the signals it raises, and its named results.
 
 ``RedisCache`` implements ``L2Tier``; ``GuardedL2`` wraps any ``L2Tier`` in the fault
-policy and implements it too; tests may stand in another. Keeping this free of any
+policy and offers the same calls (its writes always announced as its own instance's);
+tests may stand in another. Keeping this free of any
 driver import means ``import convmem`` never imports redis.
 """
 

@@ -44,7 +44,7 @@ from convmem.cache.protocol import (
 )
 from convmem.cache.redis_bus import HEARTBEAT_SECONDS, SILENCE_LIMIT_SECONDS, RedisBus, announcement
 from convmem.cache.redis_claims import RedisClaims
-from convmem.cache.redis_connection import Client, announce, connect, translated
+from convmem.cache.redis_connection import Client, connect, translated
 from convmem.changes import Appended, Created, Deleted, Moved, Removed, Replaced, Updated
 from convmem.records import to_micros
 
@@ -352,7 +352,7 @@ class RedisCache:
         if isinstance(change, Created | Replaced):
             installed = await self.install(change.thread, now)
             if isinstance(change, Replaced):
-                await self._publish(change.thread_id, change.version, source)
+                await self.bus.announce(change.thread_id, change.version, source)
             return WriteOutcome.INSTALLED if installed else WriteOutcome.ALREADY_NEWER
         if isinstance(change, Moved | Deleted | Updated):
             # No copy follows it here (an update's new header would need the writer's
@@ -421,18 +421,14 @@ class RedisCache:
         ]
         with translated():
             status = int(await script(keys=[self.key(thread_id)], args=args))
-            if not inline:
-                await announce(self.client, self.channel, message)
+        if not inline:
+            await self.bus.announce(thread_id, version, source)
         return _OUTCOMES[status]
 
     async def drop(self, thread_id: str) -> None:
         """Remove a value that failed to decode (keeping a valid fence)."""
         with translated():
             await self._drop(keys=[self.key(thread_id)], args=[self._ttl_ms(None, None)])
-
-    async def _publish(self, thread_id: str, version: int, source: str) -> None:
-        with translated():
-            await announce(self.client, self.channel, announcement(thread_id, version, source))
 
     def _ttl_ms(self, expires_at: datetime | None, now: datetime | None) -> int:
         """The L2 lifetime, never past the thread's own expiry."""

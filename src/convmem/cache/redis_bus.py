@@ -13,7 +13,13 @@ import orjson
 from redis.exceptions import RedisClusterException, RedisError
 
 from convmem.cache.protocol import Alive, Invalidation, L2Error, Subscribed
-from convmem.cache.redis_connection import Subscription, connect, identity, translated
+from convmem.cache.redis_connection import (
+    Subscription,
+    announce,
+    connect,
+    identity,
+    translated,
+)
 
 if TYPE_CHECKING:
     from convmem.cache.redis_connection import Client
@@ -105,6 +111,12 @@ class RedisBus:
         finally:
             with contextlib.suppress(RedisError, RedisClusterException, OSError):
                 await subscription.aclose()
+
+    async def announce(self, thread_id: str, version: int, source: str) -> None:
+        """Tell every subscriber that ``source`` committed ``version`` of a thread (on
+        one server the write scripts do it themselves, in the write's round trip)."""
+        with translated():
+            await announce(self.client, self.channel, announcement(thread_id, version, source))
 
     async def run_id(self) -> str:
         """The Redis process' run id (a cluster's: its primaries'): a new one means it

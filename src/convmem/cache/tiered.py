@@ -36,7 +36,7 @@ from convmem.cache.bus import InvalidationListener
 from convmem.cache.lease import Lease
 from convmem.cache.protocol import CorruptPayload, L2Error
 from convmem.cache.watermarks import Watermarks
-from convmem.changes import DELETED, Deleted, InPlace, Removed, Whole
+from convmem.changes import DELETED, Deleted, InPlace, Whole, changed
 from convmem.errors import DecryptionError, StoreError, ThreadNotFoundError
 from convmem.sealing import NO_SEALING, Sealing
 from convmem.stores.guard import StoreGuard
@@ -340,8 +340,8 @@ class TieredCache:
         the tiers.
         """
         thread_id = change.thread_id
-        changed = not isinstance(change, Removed) or change.changed  # an empty pop: no
-        if changed:
+        told = changed(change)  # an empty pop changed nothing and tells no one
+        if told:
             self._committed(thread_id, change.version, owner)
         cached, epoch = self.l1.get(thread_id), self._epoch
         at_base: tuple[InPlace, Thread] | None = None  # the change, and L1's copy at its base
@@ -353,7 +353,7 @@ class TieredCache:
             at_base = (change, cached)
         if isinstance(change, Deleted):
             self.l1.discard(thread_id)
-        if self.l2 is not None and changed:
+        if self.l2 is not None and told:
             after = None if at_base is None else at_base[0].state_after(at_base[1])
             # A failure here is remembered by the guard and replayed to Redis.
             await _l2(self.l2.apply(change, self.store.clock(), after=after))
