@@ -1,8 +1,11 @@
-"""The schema as a new user applies it: pasted file by file (as into Supabase's SQL editor,
-here with ``psql -f``) or by ``convmem migrate``, and each way knows what the other did."""
+"""The schema as a new user applies it (two files pasted, as into Supabase's SQL editor, here
+with ``psql -f``, or ``convmem migrate``) and as an upgrade leaves it: the same catalog."""
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +17,7 @@ import pytest
 from convmem.errors import SeqTakenError
 from convmem.models import Turn
 from convmem.stores.base import NewThread
-from convmem.stores.migrations import migrations_for
+from convmem.stores.migrations import FIRST_SUPABASE_VERSION, migrations_for, store_calls
 from convmem.stores.supabase import SupabaseStore
 from convmem_bench.postgrest_standin import PostgrestStandIn
 from tests.conftest import LIMITS
@@ -32,27 +35,12 @@ from tests.test_cli import convmem
 
 MIGRATIONS = resources.files("convmem.stores.migrations")
 SUPPORT = Path(__file__).parent / "support"
-PASTE_ORDER = (
-    "postgres/0001_init.sql",
-    "postgres/0002_functions.sql",
-    "postgres/0003_reseal.sql",
-    "postgres/0004_revisions.sql",
-    "postgres/0005_summaries.sql",
-    "postgres/0006_rewrite.sql",
-    "postgres/0007_sealing_keys.sql",
-    "postgres/0008_operator_reads.sql",
-    "postgres/0009_sealed_seqs.sql",
-    "postgres/0010_update.sql",
-    "supabase/0102_row_level_security.sql",
-    "supabase/0103_lock_down_reseal.sql",
-    "supabase/0104_lock_down_revisions.sql",
-    "supabase/0105_lock_down_summaries.sql",
-    "supabase/0106_lock_down_rewrite.sql",
-    "supabase/0107_lock_down_sealing_keys.sql",
-    "supabase/0108_lock_down_operator_reads.sql",
-    "supabase/0109_sealed_seqs.sql",
-    "supabase/0110_lock_down_update.sql",
-)
+# The schema files as the previous release shipped them (function bodies and all), frozen:
+# the databases of our users were made by these.
+RELEASED = SUPPORT / "released_schema"
+SCHEMA = "postgres/schema.sql"
+SECURITY = "supabase/security.sql"
+EVERY_VERSION = [*range(1, 11), *range(102, 111)]
 
 
 @pytest.fixture
@@ -64,14 +52,24 @@ def fresh_database() -> Iterator[str]:
     drop_database(name)
 
 
-def paste(database: str, path: str) -> None:
-    """Run one migration file as a new user would: the file alone, nothing else."""
-    psql = shutil.which("psql")
-    assert psql is not None, "psql (Debian's postgresql-client) is needed for this test"
-    sql = MIGRATIONS.joinpath(path).read_text("utf-8")
-    result = subprocess.run(
+@pytest.fixture
+def second_database() -> Iterator[str]:
+    name = create_database()
+    yield name
+    drop_database(name)
+
+
+def _client(tool: str) -> str:
+    found = shutil.which(tool)
+    assert found is not None, f"{tool} (Debian's postgresql-client) is needed for this test"
+    return found
+
+
+def psql(database: str, sql: str) -> subprocess.CompletedProcess[str]:
+    """Run SQL as a new user would paste it: one file alone, nothing else."""
+    return subprocess.run(
         [
-            psql,
+            _client("psql"),
             "-X",
             "-q",
             "-v",
@@ -92,7 +90,60 @@ def paste(database: str, path: str) -> None:
         text=True,
         timeout=60,
     )
+
+
+def paste(database: str, path: str) -> None:
+    """Paste one of the schema files shipped now (``postgres/schema.sql``, …)."""
+    result = psql(database, MIGRATIONS.joinpath(path).read_text("utf-8"))
     assert result.returncode == 0, f"{path}: {result.stderr}"
+
+
+def paste_released(database: str, *names: str) -> None:
+    """Make a database as a user of the previous release did: its files, in order."""
+    for name in names:
+        folder = "supabase" if int(name[:4]) >= 100 else "postgres"
+        result = psql(database, (RELEASED / folder / f"{name}.sql").read_text("utf-8"))
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+
+
+def released(up_to: int) -> list[str]:
+    """The previous release's PostgreSQL files up to ``up_to``, by name."""
+    return sorted(p.stem for p in (RELEASED / "postgres").glob("0*.sql"))[:up_to]
+
+
+def catalog(database: str) -> list[str]:
+    """The schema as pg_dump writes it (tables, types, functions, grants, policies), with
+    its comments, blank lines and per-run restrict keys left out."""
+    result = subprocess.run(
+        [
+            _client("pg_dump"),
+            "--schema-only",
+            "--no-owner",
+            "-h",
+            PG_HOST,
+            "-p",
+            str(PG_PORT),
+            "-U",
+            PG_USER,
+            database,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [
+        line
+        for line in result.stdout.splitlines()
+        if line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict"))
+    ]
+
+
+def assert_same_catalog(fresh: str, upgraded: str) -> None:
+    expected, got = catalog(fresh), catalog(upgraded)
+    if expected != got:
+        diff = "\n".join(difflib.unified_diff(expected, got, "fresh", "upgraded", lineterm=""))
+        raise AssertionError(f"an upgraded database differs from a fresh one:\n{diff}")
 
 
 def recorded(database: str) -> list[tuple[int, str]]:
@@ -119,41 +170,61 @@ def assert_locked_down(database: str) -> None:
     assert callable_by_public == []
 
 
-def test_the_paste_order_is_every_supabase_migration() -> None:
-    names = [f"{m.name}.sql" for m in migrations_for("supabase")]
-    assert [p.split("/")[1] for p in PASTE_ORDER] == names
+def test_the_whole_schema_records_every_migration_and_guards_for_the_newest() -> None:
+    """schema.sql and security.sql are the numbered migrations' sum: each records every
+    version of its dialect and refuses a database older than the newest."""
+    postgres = migrations_for("postgres")
+    supabase = [m for m in migrations_for("supabase") if m.version >= FIRST_SUPABASE_VERSION]
+    for path, expected in ((SCHEMA, postgres), (SECURITY, supabase)):
+        text = MIGRATIONS.joinpath(path).read_text("utf-8")
+        records = re.findall(r"^    \((\d+), '(\w+)'\)", text, re.M)
+        assert [(int(v), n) for v, n in records] == [(m.version, m.name) for m in expected]
+        guard = re.search(r"WHERE version = (\d+)", text)
+        assert guard is not None
+        assert int(guard[1]) == postgres[-1].version, f"{path} guards for an older schema"
 
 
-async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_schema(
+def test_each_function_body_stands_in_one_place() -> None:
+    """Only schema.sql (and security.sql, Supabase's lock-down) define functions; the
+    numbered migrations change tables and data."""
+    for migration in migrations_for("supabase"):
+        defines = re.search(r"^\s*(CREATE|DROP)\b[^;]*\bFUNCTION\b", migration.sql, re.M | re.I)
+        assert defines is None, f"{migration.name} defines a function: move it to {SCHEMA}"
+    schema = MIGRATIONS.joinpath(SCHEMA).read_text("utf-8")
+    names = re.findall(r"^CREATE OR REPLACE FUNCTION (\w+)\(", schema, re.M)
+    assert len(names) == len(set(names)) == 20
+    assert all(f"FUNCTION {name}(" in store_calls() for name in names)
+
+
+# The store calls as released with each version: a database at an older version gets
+# them re-created by `convmem migrate` only if a migration is pending, so changing one
+# without a new migration would leave every upgraded database on the old body.
+CALLS_DIGEST = {10: "6fbbdc725bfbcc59f581708d7d8d7f26c0e2b458697e37bfa9c5aa0e9e9e914e"}
+
+
+def test_a_changed_store_call_comes_with_a_migration() -> None:
+    newest = migrations_for("postgres")[-1].version
+    digest = hashlib.sha256(store_calls().encode()).hexdigest()
+    assert CALLS_DIGEST.get(newest) == digest, (
+        "schema.sql's store calls changed: add a migration (it may hold only its record) so "
+        f"that `convmem migrate` re-creates them on upgraded databases, and record {digest!r} "
+        "under its version in CALLS_DIGEST"
+    )
+
+
+async def test_pasting_the_two_files_makes_a_working_locked_down_supabase_schema(
     fresh_database: str,
 ) -> None:
-    for path in PASTE_ORDER:
-        paste(fresh_database, path)
-    assert recorded(fresh_database) == [
-        (1, "0001_init"),
-        (2, "0002_functions"),
-        (3, "0003_reseal"),
-        (4, "0004_revisions"),
-        (5, "0005_summaries"),
-        (6, "0006_rewrite"),
-        (7, "0007_sealing_keys"),
-        (8, "0008_operator_reads"),
-        (9, "0009_sealed_seqs"),
-        (10, "0010_update"),
-        (102, "0102_row_level_security"),
-        (103, "0103_lock_down_reseal"),
-        (104, "0104_lock_down_revisions"),
-        (105, "0105_lock_down_summaries"),
-        (106, "0106_lock_down_rewrite"),
-        (107, "0107_lock_down_sealing_keys"),
-        (108, "0108_lock_down_operator_reads"),
-        (109, "0109_sealed_seqs"),
-        (110, "0110_lock_down_update"),
-    ]
+    paste(fresh_database, SCHEMA)
+    paste(fresh_database, SECURITY)
+    assert [v for v, _ in recorded(fresh_database)] == EVERY_VERSION
+    assert recorded(fresh_database) == [(m.version, m.name) for m in migrations_for("supabase")]
     assert_locked_down(fresh_database)
+    before = catalog(fresh_database)
     # Pasting again changes nothing and fails nothing.
-    for path in PASTE_ORDER:
-        paste(fresh_database, path)
+    paste(fresh_database, SCHEMA)
+    paste(fresh_database, SECURITY)
+    assert catalog(fresh_database) == before
     # `convmem migrate` sees that everything is applied.
     result = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
     assert result.returncode == 0, result.stderr
@@ -193,6 +264,26 @@ async def test_pasting_the_files_in_order_makes_a_working_locked_down_supabase_s
         standin.stop()
 
 
+def test_security_pasted_before_the_schema_says_what_to_paste_first(
+    fresh_database: str,
+) -> None:
+    result = psql(fresh_database, MIGRATIONS.joinpath(SECURITY).read_text("utf-8"))
+    assert result.returncode != 0
+    assert "apply postgres/schema.sql first" in result.stderr
+
+
+def test_the_schema_pasted_on_an_older_database_refuses_and_changes_nothing(
+    fresh_database: str,
+) -> None:
+    paste_released(fresh_database, *released(5))
+    before = catalog(fresh_database)
+    result = psql(fresh_database, MIGRATIONS.joinpath(SCHEMA).read_text("utf-8"))
+    assert result.returncode != 0
+    assert "earlier convmem schema" in result.stderr
+    assert "convmem migrate" in result.stderr
+    assert catalog(fresh_database) == before
+
+
 def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     fresh_database: str,
 ) -> None:
@@ -214,19 +305,33 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
         " 0108_lock_down_operator_reads, 0109_sealed_seqs, 0110_lock_down_update"
         in " ".join(supabase.stdout.split())
     )
-    assert [v for v, _ in recorded(fresh_database)] == [
-        *range(1, 11),
-        *range(102, 111),
-    ]
+    assert [v for v, _ in recorded(fresh_database)] == EVERY_VERSION
+    assert_locked_down(fresh_database)
 
 
-def test_a_project_on_the_previous_release_gets_the_rotation_functions_locked_down(
-    fresh_database: str,
+@pytest.mark.parametrize("up_to", [1, 3, 5, 9], ids=lambda n: f"released-{n:04d}")
+def test_a_database_on_an_earlier_release_upgrades_to_the_fresh_schema(
+    fresh_database: str, second_database: str, up_to: int
 ) -> None:
-    for path in ("postgres/0001_init.sql", "postgres/0002_functions.sql"):
+    """Catalog against catalog: what `convmem migrate` makes of a database the previous
+    release's files made, up to each of several versions, is what a new database gets."""
+    assert convmem("migrate", "--store", pg_url(fresh_database)).returncode == 0
+    paste_released(second_database, *released(up_to))
+    result = convmem("migrate", "--store", pg_url(second_database))
+    assert result.returncode == 0, result.stderr
+    assert_same_catalog(fresh_database, second_database)
+    assert recorded(second_database) == recorded(fresh_database)
+
+
+def test_a_locked_down_supabase_project_upgrades_to_the_fresh_schema_and_stays_locked(
+    fresh_database: str, second_database: str
+) -> None:
+    """Released 0001, 0002 and 0102 (a project from before key rotation), migrated even
+    without ?migrations=supabase: the re-created functions are locked down as before."""
+    for path in (SCHEMA, SECURITY):
         paste(fresh_database, path)
-    paste(fresh_database, "supabase/0102_row_level_security.sql")
-    result = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
+    paste_released(second_database, "0001_init", "0002_functions", "0102_row_level_security")
+    result = convmem("migrate", "--store", pg_url(second_database))
     assert result.returncode == 0, result.stderr
     assert (
         "applied 0003_reseal, 0004_revisions, 0005_summaries, 0006_rewrite,"
@@ -236,15 +341,8 @@ def test_a_project_on_the_previous_release_gets_the_rotation_functions_locked_do
         " 0108_lock_down_operator_reads, 0109_sealed_seqs, 0110_lock_down_update"
         in " ".join(result.stdout.split())
     )
-    assert_locked_down(fresh_database)
-
-
-def test_migrate_applies_only_what_is_newer_than_the_pasted_files(fresh_database: str) -> None:
-    paste(fresh_database, PASTE_ORDER[0])  # a user pasted the first file only
-    result = convmem("migrate", "--store", pg_url(fresh_database))
-    assert result.returncode == 0, result.stderr
-    assert "applied 0002_functions" in result.stdout
-    assert "0001_init" not in result.stdout
+    assert_locked_down(second_database)
+    assert_same_catalog(fresh_database, second_database)
 
 
 def test_migrate_on_sqlite_reports_too(tmp_path: Path) -> None:
@@ -253,11 +351,15 @@ def test_migrate_on_sqlite_reports_too(tmp_path: Path) -> None:
     assert "nothing was pending" in convmem("migrate", "--store", url).stdout
 
 
-async def test_a_supabase_project_on_the_first_schema_upgrades_in_place(
-    fresh_database: str,
+async def test_a_supabase_project_on_the_first_schema_upgrades_to_the_fresh_schema(
+    fresh_database: str, second_database: str
 ) -> None:
-    """The first release's 0001 and 0101 (kept in tests/support), as its runner applied them."""
-    with admin_connect(fresh_database) as conn:
+    """The first release's 0001 and 0101 (kept in tests/support), as its runner applied them:
+    `convmem migrate` ends where a new project's two files do, catalog against catalog."""
+    for path in (SCHEMA, SECURITY):
+        paste(fresh_database, path)
+    first_release = second_database
+    with admin_connect(first_release) as conn:
         conn.execute(
             "CREATE TABLE convmem_schema_migrations (version integer PRIMARY KEY,"
             " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -268,7 +370,7 @@ async def test_a_supabase_project_on_the_first_schema_upgrades_in_place(
                 "INSERT INTO convmem_schema_migrations (version, name) VALUES (%s, %s)",
                 (version, name.removeprefix("legacy_")),
             )
-    result = convmem("migrate", "--store", pg_url(fresh_database, migrations="supabase"))
+    result = convmem("migrate", "--store", pg_url(first_release, migrations="supabase"))
     assert result.returncode == 0, result.stderr
     assert (
         "applied 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries,"
@@ -278,7 +380,9 @@ async def test_a_supabase_project_on_the_first_schema_upgrades_in_place(
         " 0107_lock_down_sealing_keys, 0108_lock_down_operator_reads, 0109_sealed_seqs,"
         " 0110_lock_down_update" in " ".join(result.stdout.split())
     )
-    standin = PostgrestStandIn(pg_url(fresh_database)).start()
+    assert_locked_down(first_release)
+    assert_same_catalog(fresh_database, first_release)
+    standin = PostgrestStandIn(pg_url(first_release)).start()
     try:
         store = SupabaseStore.from_url(standin.url, service_key=standin.service_key, limits=LIMITS)
         async with store:

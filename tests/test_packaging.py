@@ -36,6 +36,8 @@ def test_the_wheel_ships_no_benchmark_and_no_stand_in(tmp_path: Path) -> None:
     assert "convmem/server/app.py" in modules
     assert "convmem/py.typed" in modules
     assert any(n.startswith("convmem/stores/migrations/postgres/0001_") for n in modules)
+    assert "convmem/stores/migrations/postgres/schema.sql" in modules
+    assert "convmem/stores/migrations/supabase/security.sql" in modules
     unwanted = [n for n in modules if "bench" in n or "standin" in n or "stand_in" in n]
     assert unwanted == []
     assert not any(n.startswith(("tests/", "bench/", "convmem_bench/")) for n in names)

@@ -1,6 +1,6 @@
 """The SQL core of PostgreSQL and Supabase: each store call is one SQL function.
 
-The functions live in ``migrations/postgres/0002_functions.sql``; they hold every write's
+The functions live in ``migrations/postgres/schema.sql``; they hold every write's
 semantics (owner scoping, expiry, the turn limit, idempotency by key, ``seq``
 numbering). ``FunctionStore`` turns the contract into calls of them and their result
 rows into ``Thread``/``Turn``; a subclass supplies only the transport: ``PostgresStore``

@@ -30,7 +30,7 @@ from convmem.clocks import WallClock, utc_now
 from convmem.errors import ConfigurationError, StoreError, StoreUnavailableError
 from convmem.stores import redact_url
 from convmem.stores.functions import Call, FunctionStore, Row, refusal
-from convmem.stores.migrations import migrations_for, pending
+from convmem.stores.migrations import postgres_plan
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -240,7 +240,6 @@ class PostgresStore(FunctionStore):
     # -- schema ----------------------------------------------------------------
 
     async def migrate(self) -> list[str]:
-        names: list[str] = []
         async with self._connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             await conn.execute(
@@ -249,17 +248,11 @@ class PostgresStore(FunctionStore):
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
             cursor = await conn.execute("SELECT version FROM convmem_schema_migrations")
-            applied = {row[0] for row in await cursor.fetchall()}
-            for migration in pending(migrations_for(self.migrations), applied):
-                # No parameters: a migration holds many statements (and records itself).
-                await conn.execute(migration.sql.encode())
-                await conn.execute(
-                    "INSERT INTO convmem_schema_migrations (version, name) VALUES (%s, %s)"
-                    " ON CONFLICT (version) DO NOTHING",
-                    (migration.version, migration.name),
-                )
-                names.append(migration.name)
-        return names
+            plan = postgres_plan(self.migrations, {row[0] for row in await cursor.fetchall()})
+            for script in plan.scripts:
+                # No parameters: a script holds many statements (and records itself).
+                await conn.execute(script.encode())
+        return plan.names
 
     async def ping(self) -> None:
         async with self._connection() as conn:

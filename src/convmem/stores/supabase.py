@@ -135,9 +135,9 @@ class SupabaseStore(FunctionStore):
             raise ConfigurationError(
                 f"the convmem schema in {self.base_url} is missing or old (version {version}, "
                 f"needs {SCHEMA_VERSION}): apply it with `convmem migrate --store "
-                "'postgresql://…?migrations=supabase'`, or paste "
-                "src/convmem/stores/migrations/postgres/*.sql then supabase/*.sql, in order, "
-                "into Supabase's SQL editor"
+                "'postgresql://…?migrations=supabase'` (it upgrades an older one too), or, "
+                "on a new project, paste src/convmem/stores/migrations/postgres/schema.sql "
+                "then supabase/security.sql into Supabase's SQL editor"
             )
         return []
 

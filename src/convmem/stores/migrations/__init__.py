@@ -1,10 +1,13 @@
-"""Versioned schema migrations: plain numbered ``.sql`` files, one folder per dialect.
+"""Versioned schemas: one whole schema per SQL store for a new database, and numbered
+``.sql`` migrations for a database on an earlier one.
 
-A file ``NNNN_name.sql`` is migration ``NNNN`` named ``NNNN_name``; each store applies
-the pending ones in order, in one transaction, and records them in
-``convmem_schema_migrations``. The PostgreSQL files record themselves too, so they can
-be pasted into Supabase's SQL editor (or run by ``psql -f``) and a later
-``convmem migrate`` applies only what is newer.
+A file ``NNNN_name.sql`` is migration ``NNNN`` named ``NNNN_name``; applied versions are
+recorded in ``convmem_schema_migrations``. SQLite applies its migrations in order. For
+PostgreSQL (and Supabase, which adds its row-level security and grants) ``postgres/schema.sql``
+is the current schema: an empty database gets it whole (with ``supabase/security.sql``);
+an upgraded one gets the pending migrations (tables and data only), then its store calls
+(the row type and every function, which hold no data) dropped and re-created from the
+marked section of ``schema.sql``, so each function's body stands in that file only.
 """
 
 from __future__ import annotations
@@ -12,8 +15,31 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Final
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_CALLS = re.compile(r"^-- convmem:calls begin.*?^-- convmem:calls end\n", re.S | re.M)
+
+# Versions from here up are Supabase's (0101 was the first schema's REST functions).
+FIRST_SUPABASE_VERSION: Final = 101
+
+# Before the calls are re-created: every convmem function of the schema, whatever its
+# signature (an older release's included), and the row type they return.
+DROP_CALLS: Final = """
+DO $$
+DECLARE
+    v_function regprocedure;
+BEGIN
+    FOR v_function IN
+        SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE p.proname LIKE 'convmem\\_%' AND n.nspname = current_schema()
+    LOOP
+        EXECUTE format('DROP FUNCTION %s', v_function);
+    END LOOP;
+END
+$$;
+DROP TYPE IF EXISTS convmem_row;
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +47,14 @@ class Migration:
     version: int
     name: str
     sql: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What ``convmem migrate`` runs on a PostgreSQL database, in one transaction."""
+
+    scripts: list[str]  # SQL scripts, in order (each records the versions it brings)
+    names: list[str]  # the migrations they bring in
 
 
 # A dialect's migrations include those of the dialects it builds on.
@@ -51,3 +85,35 @@ def migrations_for(dialect: str) -> list[Migration]:
 
 def pending(migrations: list[Migration], applied: set[int]) -> list[Migration]:
     return [m for m in migrations if m.version not in applied]
+
+
+def schema_file(path: str) -> str:
+    """A whole-schema file: ``postgres/schema.sql`` or ``supabase/security.sql``."""
+    return resources.files(__package__).joinpath(path).read_text("utf-8")
+
+
+def store_calls() -> str:
+    """The marked section of ``postgres/schema.sql``: the row type and every function."""
+    match = _CALLS.search(schema_file("postgres/schema.sql"))
+    if match is None:
+        raise RuntimeError("postgres/schema.sql has lost its convmem:calls markers")
+    return match[0]
+
+
+def postgres_plan(dialect: str, applied: set[int]) -> Plan:
+    """What brings a PostgreSQL database with ``applied`` versions to the current schema.
+
+    A database that has Supabase's lock-down keeps it whatever ``dialect`` asks for: its
+    re-created functions would otherwise be callable through the project's public API.
+    """
+    if any(version >= FIRST_SUPABASE_VERSION for version in applied):
+        dialect = "supabase"
+    todo = pending(migrations_for(dialect), applied)
+    if not todo:
+        return Plan([], [])
+    security = [schema_file("supabase/security.sql")] if dialect == "supabase" else []
+    if not applied:
+        scripts = [schema_file("postgres/schema.sql"), *security]
+    else:
+        scripts = [*(m.sql for m in todo), DROP_CALLS, store_calls(), *security]
+    return Plan(scripts, [m.name for m in todo])

@@ -1,7 +1,8 @@
--- convmem schema for PostgreSQL (direct, or behind PgBouncer / Supavisor) and Supabase.
--- Every migration file records itself in convmem_schema_migrations, so the files can be
--- pasted, in order, into Supabase's SQL editor (or run with psql -f), and a later
--- `convmem migrate` applies only what is newer.
+-- 0001: the first schema: threads, turns and the migrations table.
+--
+-- The numbered files upgrade a database on an earlier schema, applied in order by
+-- `convmem migrate`, which then re-creates every function from schema.sql (the function
+-- bodies stand there only). A new database gets schema.sql instead; don't paste these.
 CREATE TABLE IF NOT EXISTS convmem_schema_migrations (
     version     integer PRIMARY KEY,
     name        text NOT NULL,
@@ -36,7 +37,6 @@ CREATE TABLE IF NOT EXISTS convmem_turns (
     PRIMARY KEY (thread_id, seq)
 );
 
--- Idempotency: a key appears at most once per thread (NULL keys are unconstrained).
 CREATE UNIQUE INDEX IF NOT EXISTS convmem_turns_key
     ON convmem_turns (thread_id, key) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS convmem_threads_listing
