@@ -19,12 +19,8 @@ import pytest
 from mcp import Client
 
 from convmem import Memory, StaleSummaryError
-from convmem.compaction import (
-    CompactionPolicy,
-    ExtractiveSummariser,
-    ModelSummariser,
-    plan_compaction,
-)
+from convmem.compaction import ExtractiveSummariser, ModelSummariser, plan_compaction
+from convmem.compaction_policy import CompactionPolicy
 from convmem.compactor import Compactor
 from convmem.errors import InvalidInputError, ProviderError
 from convmem.messages import SUMMARY_HEADING, ChatMessage, message_cost

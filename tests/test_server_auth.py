@@ -40,4 +40,4 @@ def test_the_old_daemons_variables_set_host_and_port(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("EXAI_WS_HOST", "127.0.0.2")
     monkeypatch.setenv("EXAI_WS_PORT", "9000")
     settings = Settings.load()
-    assert (settings.host, settings.port) == ("127.0.0.2", 9000)
+    assert (settings.server.host, settings.server.port) == ("127.0.0.2", 9000)

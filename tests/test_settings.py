@@ -15,10 +15,10 @@ from convmem.stores.sqlite import SqliteStore
 
 def test_defaults_match_the_server_convmem_replaces(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings.load()
-    assert settings.store_url == "sqlite:///./data/convmem.db"
+    assert settings.store.url == "sqlite:///./data/convmem.db"
     assert settings.thread_limits.ttl == timedelta(hours=3)
     assert settings.turn_limit == 50
-    assert (settings.l1_ttl_seconds, settings.l2_ttl_seconds) == (300, 1800)
+    assert (settings.cache.l1_ttl_seconds, settings.cache.l2_ttl_seconds) == (300, 1800)
 
 
 def test_the_seeds_variable_names_are_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,11 +28,11 @@ def test_the_seeds_variable_names_are_aliases(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("L2_CACHE_TTL_SECS", "600")
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/3")
     settings = Settings.load()
-    assert settings.thread_ttl_hours == 5
+    assert settings.threads.ttl_hours == 5
     assert settings.turn_limit == 20
-    assert settings.l1_ttl_seconds == 60
-    assert settings.l2_ttl_seconds == 600
-    assert settings.cache_url == "redis://127.0.0.1:6379/3"
+    assert settings.cache.l1_ttl_seconds == 60
+    assert settings.cache.l2_ttl_seconds == 600
+    assert settings.cache.url == "redis://127.0.0.1:6379/3"
 
 
 def test_the_convmem_name_wins_over_an_alias(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,3 +128,72 @@ async def test_memory_reads_no_environment_and_from_env_does(
 def test_memory_takes_a_store_not_a_url() -> None:
     with pytest.raises(TypeError, match="from_url"):
         Memory("sqlite:///x.db")  # type: ignore[arg-type]
+
+
+def test_the_settings_are_one_tree_grouped_by_part() -> None:
+    settings = Settings.load_from(
+        {
+            "EXAI_WS_PORT": "9000",
+            "REDIS_URL": "redis://127.0.0.1:6379/1",
+            "CONVMEM_WS_CALL_TIMEOUT_SECONDS": "60",
+            "CONVMEM_COMPACTION": "true",
+            "OPENAI_API_KEY": "sk-test",
+            "CONVMEM_MODEL": "gpt-test",
+        }
+    )
+    assert settings.server.port == 9000
+    assert settings.cache.url == "redis://127.0.0.1:6379/1"
+    assert settings.daemon.call_timeout_seconds == 60
+    assert settings.compaction.enabled
+    assert settings.provider.openai_api_key is not None
+    assert settings.provider.openai_api_key.get_secret_value() == "sk-test"
+    assert settings.provider.model == "gpt-test"
+    assert settings.turn_limit == 2000  # the mode's default: compaction is on
+    # Each flat name is one setting's, in one group.
+    names = Settings.names()
+    assert len(names) == len(set(names))
+    assert {"store_url", "cache_url", "max_turns", "provider", "encryption_keys"} <= set(names)
+
+
+def test_the_defaults_are_those_of_the_parts_they_configure() -> None:
+    from convmem.compaction_policy import CompactionPolicy
+    from convmem.limits import HISTORY_TOKENS, InputLimits, ThreadLimits
+    from convmem.options import MemoryOptions
+
+    settings = Settings.of()
+    assert settings.memory_options == MemoryOptions()
+    assert settings.thread_limits == ThreadLimits()
+    assert settings.input_limits.max_content_bytes == InputLimits().max_content_bytes
+    assert settings.input_limits.max_metadata_bytes == InputLimits().max_metadata_bytes
+    assert settings.compaction.policy == CompactionPolicy()
+    assert settings.server.history_tokens == HISTORY_TOKENS
+
+
+def test_a_name_that_is_no_setting_is_refused_with_the_nearest() -> None:
+    with pytest.raises(ConfigurationError, match=r"'l1_ttl' \(did you mean 'l1_ttl_seconds'\?\)"):
+        Settings.of(l1_ttl=5)
+    with pytest.raises(ConfigurationError, match="not a convmem setting: 'max_turn'"):
+        Memory.from_url("sqlite:///unused.db", max_turn=5)
+
+
+def test_a_bad_provider_setting_names_its_variable_and_hides_keys() -> None:
+    with pytest.raises(ConfigurationError, match="CONVMEM_PROVIDER='gemini': unknown provider"):
+        Settings.load_from({"CONVMEM_PROVIDER": "gemini"})
+    with pytest.raises(ConfigurationError, match="CONVMEM_CACHE_KEY=<hidden>") as caught:
+        Settings.load_from({"CONVMEM_CACHE_KEY": "not-a-key-at-all"})
+    assert "not-a-key-at-all" not in str(caught.value)
+    with pytest.raises(ConfigurationError, match="CONVMEM_MODEL_MAX_RETRIES='-1'"):
+        Settings.load_from({"CONVMEM_MODEL_MAX_RETRIES": "-1"})
+
+
+async def test_the_provider_is_read_from_the_settings_not_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from convmem.providers import provider_for
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    assert provider_for(Settings.of().provider).name == "echo"  # of() reads no variable
+    openai = provider_for(Settings.load().provider)
+    assert openai.name == "openai"
+    await openai.aclose()
+    assert provider_for(Settings.of(provider="echo", openai_api_key="k").provider).name == "echo"

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from convmem import Memory
-from convmem.compaction import CompactionPolicy, ExtractiveSummariser
+from convmem.compaction import ExtractiveSummariser
+from convmem.compaction_policy import CompactionPolicy
 from convmem.compactor import Compactor
 from convmem.messages import history_messages, message_cost
 from convmem.models import Turn

@@ -41,51 +41,51 @@ class Parts:
 
 def assemble(settings: Settings, *, store: Store | None, timer: Timer) -> Parts:
     """The parts ``settings`` describe; ``store``, when given, instead of
-    ``settings.store_url`` (and not owned)."""
+    ``settings.store.url`` (and not owned)."""
     owned: list[Store | L2Tier] = []
     if store is None:
         store = store_from_url(
-            settings.store_url,
+            settings.store.url,
             limits=settings.thread_limits,
-            **_store_options(settings.store_url, settings),
+            **_store_options(settings.store.url, settings),
         )
         owned.append(store)
     cache = _redis_tier(settings)
     if cache is not None:
         owned.append(cache)
     local = LocalCache(
-        max_items=settings.l1_max_items,
-        max_bytes=settings.l1_max_bytes,
-        ttl=settings.l1_ttl_seconds,
+        max_items=settings.cache.l1_max_items,
+        max_bytes=settings.cache.l1_max_bytes,
+        ttl=settings.cache.l1_ttl_seconds,
         timer=timer,
     )
     return Parts(store, cache, local, _encryption(settings), tuple(owned))
 
 
 def _encryption(settings: Settings) -> Sealing | None:
-    if settings.encryption_keys is None:
+    if settings.encryption.keys is None:
         return None
     with needs_extra("encryption", "CONVMEM_ENCRYPTION_KEYS (encryption at rest)"):
         from convmem.encryption import Encryption
     return Encryption(
-        settings.encryption_keys.get_secret_value(),
-        accept_plaintext=settings.encryption_accept_plaintext,
-        accept_legacy=settings.encryption_accept_legacy,
+        settings.encryption.keys.get_secret_value(),
+        accept_plaintext=settings.encryption.accept_plaintext,
+        accept_legacy=settings.encryption.accept_legacy,
     )
 
 
 def _redis_tier(settings: Settings) -> L2Tier | None:
-    if settings.cache_url is None:
+    if settings.cache.url is None:
         return None
     with needs_extra("redis", "CONVMEM_CACHE_URL (the Redis tier)"):
         from convmem.cache.redis import RedisCache  # imported only when a cache URL is set
 
     return RedisCache.from_url(
-        settings.cache_url,
-        prefix=settings.cache_prefix,
-        ttl_seconds=settings.l2_ttl_seconds,
-        socket_timeout=settings.redis_socket_timeout,
-        heartbeat_seconds=settings.cache_lease_seconds / 4,
+        settings.cache.url,
+        prefix=settings.cache.prefix,
+        ttl_seconds=settings.cache.l2_ttl_seconds,
+        socket_timeout=settings.cache.redis_socket_timeout,
+        heartbeat_seconds=settings.cache.lease_seconds / 4,
         tags=_cache_tags(settings),
     )
 
@@ -93,13 +93,13 @@ def _redis_tier(settings: Settings) -> L2Tier | None:
 def _cache_tags(settings: Settings) -> CacheTags | None:
     """The key that tags L2 copies: CONVMEM_CACHE_KEY, else the first encryption key.
     Sealed turns are bound to their place by their ciphertext: only plain ones need tags."""
-    sealed = settings.encryption_keys is not None
-    if settings.cache_key is not None:
+    sealed = settings.encryption.keys is not None
+    if settings.cache.key is not None:
         return CacheTags.from_text(
-            settings.cache_key.get_secret_value(), setting="CONVMEM_CACHE_KEY", turns=not sealed
+            settings.cache.key.get_secret_value(), setting="CONVMEM_CACHE_KEY", turns=not sealed
         )
-    if settings.encryption_keys is not None:
-        first = settings.encryption_keys.get_secret_value().split(",")[0]
+    if settings.encryption.keys is not None:
+        first = settings.encryption.keys.get_secret_value().split(",")[0]
         return CacheTags.from_text(first, setting="CONVMEM_ENCRYPTION_KEYS", turns=False)
     log.warning(
         "Redis copies are not authenticated (neither CONVMEM_CACHE_KEY nor"
@@ -114,17 +114,17 @@ def _store_options(url: str, settings: Settings) -> dict[str, Any]:
     scheme = url.partition("://")[0].lower()
     if scheme in {"postgres", "postgresql"}:
         return {
-            "min_size": settings.pg_pool_min_size,
-            "max_size": settings.pg_pool_max_size,
-            "prepared_statements": settings.pg_prepared_statements,
-            "connect_timeout": settings.pg_connect_timeout_seconds,
-            "pool_timeout": settings.pg_pool_timeout_seconds,
+            "min_size": settings.store.pg_pool_min_size,
+            "max_size": settings.store.pg_pool_max_size,
+            "prepared_statements": settings.store.pg_prepared_statements,
+            "connect_timeout": settings.store.pg_connect_timeout_seconds,
+            "pool_timeout": settings.store.pg_pool_timeout_seconds,
         }
     if scheme.startswith("supabase"):
-        key = settings.supabase_service_key
+        key = settings.store.supabase_service_key
         return {
-            "project_url": settings.supabase_url,
+            "project_url": settings.store.supabase_url,
             "service_key": key.get_secret_value() if key is not None else None,
-            "deadline": settings.store_timeout_seconds,
+            "deadline": settings.store.timeout_seconds,
         }
     return {}

@@ -143,7 +143,7 @@ def migrate(store: StoreOption = None) -> None:
         applied = asyncio.run(main())
     except ConvMemError as exc:
         raise _failed(exc) from None
-    url = redact_url(_settings(store_url=store).store_url)
+    url = redact_url(_settings(store_url=store).store.url)
     if applied:
         console.print(f"{url}: applied {', '.join(applied)}")
     else:
@@ -427,9 +427,9 @@ def demo(
     request runs in a fresh Memory (a new process); warm ones reuse it.
     """
     settings = _settings(store_url=store, cache_url=cache)
-    tiers = "L1 + L2 Redis" if settings.cache_url else "L1 only"
+    tiers = "L1 + L2 Redis" if settings.cache.url else "L1 only"
     console.print(
-        f"[bold]convmem demo[/] on {redact_url(settings.store_url)} ({tiers}, offline echo model)"
+        f"[bold]convmem demo[/] on {redact_url(settings.store.url)} ({tiers}, offline echo model)"
     )
     table = Table("request", "cache", "thread came from", "store reads", "store writes", "turns")
 
@@ -448,7 +448,7 @@ def demo(
             run_demo(
                 lambda cached: _memory(store, cache, cached=cached),
                 continuations,
-                with_l2=settings.cache_url is not None,
+                with_l2=settings.cache.url is not None,
                 on_request=show,
             )
         )
@@ -488,8 +488,8 @@ def serve(
 
     def listening() -> None:
         console.print(
-            f"convmem on http://{settings.host}:{settings.port}: MCP at /mcp, WebSocket at /ws,"
-            " /health, /metrics",
+            f"convmem on http://{settings.server.host}:{settings.server.port}: MCP at /mcp,"
+            " WebSocket at /ws, /health, /metrics",
             highlight=False,
         )
 

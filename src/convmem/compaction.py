@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from convmem.errors import InvalidInputError
+from convmem.compaction_policy import CompactionPolicy
 from convmem.history import CHARS_PER_TOKEN, estimate_tokens
 from convmem.messages import (
     SUMMARY_HEADING,
@@ -57,33 +57,6 @@ TRUNCATED = " […]"
 # How long one instance holds a thread's compaction (the model's call included) before
 # another may start one: a stopped holder blocks the thread no longer than this.
 CLAIM_SECONDS = 180.0
-
-
-@dataclass(frozen=True, slots=True)
-class CompactionPolicy:
-    """When to compact and how much to keep, as shares of the history budget.
-
-    ``trigger_share``: compact when the history no summary covers passes this share.
-    ``keep_share``: the newest turns worth about this share stay as they are.
-    ``summary_share``: the most a summary may take. After a compaction the history is
-    at most ``keep_share + summary_share``, which must stay below ``trigger_share`` (or
-    every request would compact again).
-    """
-
-    trigger_share: float = 0.75
-    keep_share: float = 0.3
-    summary_share: float = 0.15
-
-    def __post_init__(self) -> None:
-        for name in ("trigger_share", "keep_share", "summary_share"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 < value <= 1:
-                raise InvalidInputError(f"{name} must be in (0, 1], got {value!r}")
-        if self.keep_share + self.summary_share >= self.trigger_share:
-            raise InvalidInputError(
-                f"keep_share + summary_share ({self.keep_share} + {self.summary_share}) must"
-                f" be below trigger_share ({self.trigger_share}), or every request compacts"
-            )
 
 
 @dataclass(frozen=True, slots=True)

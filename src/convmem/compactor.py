@@ -11,7 +11,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from convmem.compaction import CompactionPolicy, Summariser, plan_compaction
+from convmem.compaction import Summariser, plan_compaction
+from convmem.compaction_policy import CompactionPolicy
 from convmem.errors import ConvMemError, StaleSummaryError
 
 if TYPE_CHECKING:

@@ -51,7 +51,7 @@ async def _continue(memory: Memory, thread_id: str, number: int) -> tuple[Thread
         thread = await memory.get_thread(thread_id)
     if thread is None:
         raise RuntimeError("the demo thread vanished (expired or deleted by someone else)")
-    memory.build_history(thread, max_tokens=8000, ancestors=await memory.get_ancestors(thread))
+    memory.build_history(thread, ancestors=await memory.get_ancestors(thread))
     prompt = f"question {number}"
     reply = echo_model(prompt, len(thread.turns))
     saved = await memory.add_turns(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from convmem.errors import InvalidInputError
+from convmem.limits import HISTORY_TOKENS
 from convmem.summaries import unsummarised
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class _Numbered:
 def build_history(
     thread: Thread,
     *,
-    max_tokens: int = 8000,
+    max_tokens: int = HISTORY_TOKENS,
     ancestors: Sequence[Thread] = (),
     read_file: Callable[[str], str] | None = None,
     max_turns: int | None = None,

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Final
+
+# The prompt budget of a continued request's history when none is given (estimated
+# tokens): what the server convmem replaces sent.
+HISTORY_TOKENS: Final = 8000
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from convmem.errors import (
 )
 from convmem.export import export_thread
 from convmem.key_check import check_sealing_keys
-from convmem.limits import InputLimits
+from convmem.limits import HISTORY_TOKENS, InputLimits
 from convmem.models import Turn, freeze_mapping
 from convmem.options import MemoryOptions
 from convmem.sealed_writes import SealedWrites
@@ -60,7 +60,8 @@ if TYPE_CHECKING:
     from convmem.cache.protocol import L2Tier
     from convmem.changes import Summarised, Updated
     from convmem.clocks import Timer
-    from convmem.compaction import CompactionPolicy, Summariser
+    from convmem.compaction import Summariser
+    from convmem.compaction_policy import CompactionPolicy
     from convmem.messages import ChatMessage
     from convmem.models import Thread, ThreadPage, ThreadSummary
 
@@ -197,7 +198,7 @@ class Memory:
     ) -> Self:
         """A Memory built from ``settings`` (``convmem.assembly``); it owns the store and
         Redis client it builds. ``store``, when given, is used instead of
-        ``settings.store_url`` and stays the caller's to close.
+        ``settings.store.url`` and stays the caller's to close.
         """
         parts = assemble(settings, store=store, timer=timer)
         return cls(
@@ -567,7 +568,7 @@ class Memory:
         self,
         thread: Thread,
         *,
-        max_tokens: int = 8000,
+        max_tokens: int = HISTORY_TOKENS,
         ancestors: Sequence[Thread] = (),
         read_file: Callable[[str], str] | None = None,
     ) -> str:
@@ -585,7 +586,7 @@ class Memory:
         )
 
     def history_messages(
-        self, thread: Thread, *, max_tokens: int = 8000, ancestors: Sequence[Thread] = ()
+        self, thread: Thread, *, max_tokens: int = HISTORY_TOKENS, ancestors: Sequence[Thread] = ()
     ) -> list[ChatMessage]:
         """``thread`` (and its ``ancestors``) as native chat messages within a token budget,
         with a prefix that stays the same from one request to the next.
@@ -601,7 +602,7 @@ class Memory:
         *,
         summariser: Summariser,
         owner: str | None = None,
-        max_tokens: int = 8000,
+        max_tokens: int = HISTORY_TOKENS,
         policy: CompactionPolicy | None = None,
     ) -> Thread | None:
         """Fold the thread's older turns into a summary if its history passed the policy's

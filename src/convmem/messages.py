@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Required, TypedDict
 
 from convmem.errors import InvalidInputError
 from convmem.history import estimate_tokens
+from convmem.limits import HISTORY_TOKENS
 from convmem.summaries import unsummarised
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def summary_message(summary: Turn) -> ChatMessage:
 def history_messages(
     thread: Thread,
     *,
-    max_tokens: int = 8000,
+    max_tokens: int = HISTORY_TOKENS,
     ancestors: Sequence[Thread] = (),
     chunk_fraction: float = CHUNK_FRACTION,
 ) -> list[ChatMessage]:

@@ -2,78 +2,59 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from pydantic import SecretStr
 
     from convmem.providers.base import Provider
+    from convmem.settings import ProviderSettings
 
 
 @dataclass(frozen=True, slots=True)
 class Preset:
     name: str
-    key_variables: tuple[str, ...]
+    key_setting: str  # the ProviderSettings field holding its API key
     base_url: str | None
     default_model: str
 
 
 # First match wins. CONVMEM_MODEL_* configures any other OpenAI-compatible endpoint.
 PRESETS = (
-    Preset("custom", ("CONVMEM_MODEL_API_KEY",), None, "default"),
-    Preset("glm", ("GLM_API_KEY", "ZAI_API_KEY"), "https://api.z.ai/api/paas/v4", "glm-4.6"),
-    Preset(
-        "kimi",
-        ("KIMI_API_KEY", "MOONSHOT_API_KEY"),
-        "https://api.moonshot.ai/v1",
-        "kimi-k2-0905-preview",
-    ),
-    Preset("openai", ("OPENAI_API_KEY",), None, "gpt-4o-mini"),
+    Preset("custom", "api_key", None, "default"),
+    Preset("glm", "glm_api_key", "https://api.z.ai/api/paas/v4", "glm-4.6"),
+    Preset("kimi", "kimi_api_key", "https://api.moonshot.ai/v1", "kimi-k2-0905-preview"),
+    Preset("openai", "openai_api_key", None, "gpt-4o-mini"),
 )
 
 
-def provider_from_env(env: Mapping[str, str] | None = None) -> Provider:
-    """The provider the environment asks for (``CONVMEM_PROVIDER`` forces one by name)."""
+def provider_for(settings: ProviderSettings) -> Provider:
+    """The provider ``settings`` ask for (``CONVMEM_PROVIDER`` forces one by name)."""
     from convmem.errors import ConfigurationError
     from convmem.providers.echo import EchoProvider
 
-    env = os.environ if env is None else env
-    forced = env.get("CONVMEM_PROVIDER", "").strip().lower()
+    forced = settings.name
     if forced == "echo":
         return EchoProvider()
     for preset in PRESETS:
         if forced and preset.name != forced:
             continue
-        key = next((env[v] for v in preset.key_variables if env.get(v)), None)
-        if key is None:
+        key: SecretStr | None = getattr(settings, preset.key_setting)
+        if not key or not key.get_secret_value():
             continue
         from convmem.providers.openai_compat import OpenAICompatibleProvider
 
-        try:
-            timeout = float(env.get("CONVMEM_MODEL_TIMEOUT_SECONDS", "120"))
-            retries = int(env.get("CONVMEM_MODEL_MAX_RETRIES", "3"))
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"CONVMEM_MODEL_TIMEOUT_SECONDS / CONVMEM_MODEL_MAX_RETRIES must be numbers: {exc}"
-            ) from exc
         return OpenAICompatibleProvider(
             name=preset.name,
-            api_key=key,
-            base_url=env.get("CONVMEM_MODEL_BASE_URL") or preset.base_url,
-            default_model=env.get("CONVMEM_MODEL") or preset.default_model,
-            timeout=timeout,
-            max_retries=retries,
+            api_key=key.get_secret_value(),
+            base_url=settings.base_url or preset.base_url,
+            default_model=settings.model or preset.default_model,
+            timeout=settings.timeout_seconds,
+            max_retries=settings.max_retries,
         )
     if forced:
-        names = ", ".join(v for p in PRESETS if p.name == forced for v in p.key_variables)
-        raise ConfigurationError(
-            f"CONVMEM_PROVIDER={forced!r} but no key is set"
-            + (
-                f" (set {names})"
-                if names
-                else f"; known: echo, {', '.join(p.name for p in PRESETS)}"
-            )
-        )
+        preset_key = next(p.key_setting for p in PRESETS if p.name == forced)
+        names = ", ".join(type(settings).variables_of(preset_key))
+        raise ConfigurationError(f"CONVMEM_PROVIDER={forced!r} but no key is set (set {names})")
     return EchoProvider()

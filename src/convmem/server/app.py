@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket
 
 from convmem.errors import ConfigurationError, RepeatedHeaderError
 from convmem.memory import Memory
-from convmem.providers import provider_from_env
+from convmem.providers import provider_for
 from convmem.server.auth import TokenTable, current_owner
 from convmem.server.headers import bearer_token, check_single
 from convmem.server.json_rpc_ids import JsonRpcIdsChecked
@@ -102,9 +102,11 @@ def build_app(
         memory = Memory.from_settings(settings)
         owned.append(memory)
     if provider is None:
-        provider = provider_from_env()
+        provider = provider_for(settings.provider)
         owned.append(provider)
-    tokens = TokenTable.from_settings(settings.token, settings.client_tokens, settings.operators)
+    tokens = TokenTable.from_settings(
+        settings.server.token, settings.server.client_tokens, settings.server.operators
+    )
     service = ConversationService.from_settings(memory, provider, settings)
     metrics = Metrics(memory)
     mcp = build_mcp(service, metrics=metrics, transport="http", is_operator=tokens.is_operator)
@@ -112,12 +114,12 @@ def build_app(
     # and the cache), so instances scale behind any balancer and survive restarts. The
     # stateful mode keeps MCP sessions in this process, bound to the client that opened
     # them, and needs sticky routing.
-    stateless = settings.http_sessions == "stateless"
+    stateless = settings.server.http_sessions == "stateless"
     sdk_http = mcp.streamable_http_app(
         streamable_http_path="/mcp",
-        host=settings.host,
+        host=settings.server.host,
         stateless_http=stateless,
-        session_idle_timeout=settings.http_session_idle_seconds,
+        session_idle_timeout=settings.server.http_session_idle_seconds,
     )
     checked = JsonRpcIdsChecked(sdk_http)
     mcp_http: ASGIApp = (
@@ -125,18 +127,18 @@ def build_app(
         if stateless
         else SessionsBoundToClients(
             checked,
-            per_client=settings.http_sessions_per_client,
-            idle_seconds=settings.http_session_idle_seconds,
+            per_client=settings.server.http_sessions_per_client,
+            idle_seconds=settings.server.http_session_idle_seconds,
         )
     )
     daemon = WebSocketDaemon(
         build_mcp(service, metrics=metrics, transport="ws", is_operator=tokens.is_operator),
         tokens,
-        hello_timeout=settings.ws_hello_timeout_seconds,
-        max_frame_bytes=settings.max_frame_bytes,
-        progress_seconds=settings.ws_progress_seconds,
-        call_timeout_seconds=settings.ws_call_timeout_seconds,
-        send_timeout_seconds=settings.ws_send_timeout_seconds,
+        hello_timeout=settings.daemon.hello_timeout_seconds,
+        max_frame_bytes=settings.daemon.max_frame_bytes,
+        progress_seconds=settings.daemon.progress_seconds,
+        call_timeout_seconds=settings.daemon.call_timeout_seconds,
+        send_timeout_seconds=settings.daemon.send_timeout_seconds,
     )
 
     async def health(request: Request) -> Response:
@@ -161,8 +163,8 @@ def build_app(
             async with mcp.session_manager.run():
                 log.info(
                     "convmem serving on %s:%d (provider %s)",
-                    settings.host,
-                    settings.port,
+                    settings.server.host,
+                    settings.server.port,
                     provider.name,
                 )
                 try:
@@ -233,17 +235,18 @@ class _WebSocketsTo:
 
 def warn_if_exposed(settings: Settings) -> str | None:
     """A loud warning when the server listens beyond loopback without a token."""
-    if settings.token or settings.client_tokens:
+    if settings.server.token or settings.server.client_tokens:
         return None
     try:
-        loopback = ipaddress.ip_address(settings.host).is_loopback
+        loopback = ipaddress.ip_address(settings.server.host).is_loopback
     except ValueError:
-        loopback = settings.host == "localhost"
+        loopback = settings.server.host == "localhost"
     if loopback:
         return None
     return (
-        f"WARNING: convmem listens on {settings.host}:{settings.port} WITHOUT A TOKEN: anyone who "
-        "can reach this address can read and write every conversation. Set CONVMEM_TOKEN."
+        f"WARNING: convmem listens on {settings.server.host}:{settings.server.port} WITHOUT A"
+        " TOKEN: anyone who can reach this address can read and write every conversation."
+        " Set CONVMEM_TOKEN."
     )
 
 
@@ -255,17 +258,17 @@ async def serve_http(settings: Settings, *, on_listening: Callable[[], None]) ->
 
     from convmem.server.http_protocol import HeaderDeadlineH11Protocol
 
-    listener = _bound_socket(settings.host, settings.port)
+    listener = _bound_socket(settings.server.host, settings.server.port)
     try:
         async with Memory.from_settings(settings) as memory:
-            provider = provider_from_env()
+            provider = provider_for(settings.provider)
             try:
                 config = uvicorn.Config(
                     build_app(settings, memory=memory, provider=provider),
                     http=HeaderDeadlineH11Protocol.with_timeout(
-                        settings.http_header_timeout_seconds
+                        settings.server.http_header_timeout_seconds
                     ),
-                    ws_max_size=ws_receive_limit(settings.max_frame_bytes),
+                    ws_max_size=ws_receive_limit(settings.daemon.max_frame_bytes),
                     # No permessage-deflate: a compressed frame of a few KB inflates to the
                     # whole receive limit before it can be refused (a decompression bomb
                     # of 33 MB per frame). Clients that offer it fall back to plain frames.
@@ -322,7 +325,7 @@ def _bound_socket(host: str, port: int) -> socket.socket:
 
 async def serve_stdio(settings: Settings) -> None:
     """MCP over stdin/stdout for clients that launch their server as a subprocess."""
-    provider = provider_from_env()
+    provider = provider_for(settings.provider)
     async with Memory.from_settings(settings) as memory:
         service = ConversationService.from_settings(memory, provider, settings)
         try:

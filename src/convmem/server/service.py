@@ -31,6 +31,7 @@ from convmem.errors import (
     ToolCallError,
 )
 from convmem.export import thread_to_dict
+from convmem.limits import HISTORY_TOKENS
 from convmem.models import Turn
 from convmem.summaries import unsummarised
 
@@ -140,7 +141,7 @@ class ConversationService:
         memory: Memory,
         provider: Provider,
         *,
-        history_tokens: int = 8000,
+        history_tokens: int = HISTORY_TOKENS,
         compactor: Compactor | None = None,
     ) -> None:
         self.memory = memory
@@ -155,14 +156,16 @@ class ConversationService:
         """The service as ``settings`` configure it: its history budget, and compaction
         (``CONVMEM_COMPACTION``) by ``CONVMEM_COMPACTION_MODEL`` or the provider's model."""
         compactor = None
-        if settings.compaction:
+        if settings.compaction.enabled:
             compactor = Compactor(
                 memory,
-                summariser_for(provider, settings.compaction_model),
-                max_tokens=settings.history_tokens,
-                policy=settings.compaction_policy,
+                summariser_for(provider, settings.compaction.model),
+                max_tokens=settings.server.history_tokens,
+                policy=settings.compaction.policy,
             )
-        return cls(memory, provider, history_tokens=settings.history_tokens, compactor=compactor)
+        return cls(
+            memory, provider, history_tokens=settings.server.history_tokens, compactor=compactor
+        )
 
     async def chat(
         self,

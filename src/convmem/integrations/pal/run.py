@@ -26,8 +26,8 @@ def run_pal(settings: Settings) -> None:
         import utils.storage_backend  # noqa: F401 - pal's storage module, to install into
     storage = ConvmemStorage(Memory.from_settings(settings))
     install(storage)
-    cache = redact_url(settings.cache_url) if settings.cache_url else "no Redis"
-    log.info("pal-mcp-server on convmem: %s, %s", redact_url(settings.store_url), cache)
+    cache = redact_url(settings.cache.url) if settings.cache.url else "no Redis"
+    log.info("pal-mcp-server on convmem: %s, %s", redact_url(settings.store.url), cache)
     try:
         pal_server.run()
     finally:
