@@ -59,32 +59,17 @@ def second_database() -> Iterator[str]:
     drop_database(name)
 
 
-def _client(tool: str) -> str:
+def _client(tool: str, database: str) -> list[str]:
+    """The command line of one of PostgreSQL's client tools, connected to ``database``."""
     found = shutil.which(tool)
     assert found is not None, f"{tool} (Debian's postgresql-client) is needed for this test"
-    return found
+    return [found, "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, "-d", database]
 
 
 def psql(database: str, sql: str) -> subprocess.CompletedProcess[str]:
     """Run SQL as a new user would paste it: one file alone, nothing else."""
     return subprocess.run(
-        [
-            _client("psql"),
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            PG_HOST,
-            "-p",
-            str(PG_PORT),
-            "-U",
-            PG_USER,
-            "-d",
-            database,
-            "-f",
-            "-",
-        ],
+        [*_client("psql", database), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"],
         input=sql,
         capture_output=True,
         text=True,
@@ -115,18 +100,7 @@ def catalog(database: str) -> list[str]:
     """The schema as pg_dump writes it (tables, types, functions, grants, policies), with
     its comments, blank lines and per-run restrict keys left out."""
     result = subprocess.run(
-        [
-            _client("pg_dump"),
-            "--schema-only",
-            "--no-owner",
-            "-h",
-            PG_HOST,
-            "-p",
-            str(PG_PORT),
-            "-U",
-            PG_USER,
-            database,
-        ],
+        [*_client("pg_dump", database), "--schema-only", "--no-owner"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -86,6 +86,11 @@ class ThreadError(ConvMemError):
 class ThreadNotFoundError(ThreadError):
     """No thread with this id is visible to this owner."""
 
+    @classmethod
+    def of(cls, thread_id: str, why: str = "") -> ThreadNotFoundError:
+        """The error for ``thread_id``, its message ``no thread <id>`` and ``why``."""
+        return cls(f"no thread {thread_id}{why}", thread_id=thread_id)
+
 
 class ThreadExistsError(ThreadError):
     """A thread with the requested id exists already."""

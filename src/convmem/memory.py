@@ -20,7 +20,6 @@ from convmem.cache.local import LocalCache
 from convmem.cache.tiered import Source, TieredCache
 from convmem.changes import Created, Deleted, Replaced
 from convmem.errors import (
-    ConfigurationError,
     DecryptionError,
     InvalidInputError,
     ProviderError,
@@ -38,7 +37,7 @@ from convmem.sealed_writes import SealedWrites
 from convmem.sealing import NO_SEALING, Sealing
 from convmem.settings import Settings
 from convmem.stats import Stats
-from convmem.stores.base import NewThread, Resealed, Store
+from convmem.stores.base import NewThread, Store
 from convmem.stores.guard import StoreGuard
 from convmem.validation import (
     check_length,
@@ -466,7 +465,7 @@ class Memory:
         if given is None:  # a title alone: one field of what is stored
             thread = await self._cache.get(thread_id, owner)
             if thread is None:
-                raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
+                raise ThreadNotFoundError.of(thread_id)
             base_version, new = thread.version, thread.metadata
         assert new is not None
         if title is not None:
@@ -502,10 +501,7 @@ class Memory:
         validate_fork_point(at_seq)
         parent = await self._cache.get(thread_id, owner)
         if parent is None:
-            raise ThreadNotFoundError(
-                f"no thread {thread_id} (unknown, expired, or another owner's)",
-                thread_id=thread_id,
-            )
+            raise ThreadNotFoundError.of(thread_id, " (unknown, expired, or another owner's)")
         frozen = parent.metadata  # valid already: it was checked when the parent was made
         if metadata is not None:
             frozen = freeze_mapping(metadata, what="thread metadata")
@@ -620,7 +616,7 @@ class Memory:
         validate_owner(owner, self._limits)
         thread = await self.get_thread(thread_id, owner=owner)
         if thread is None:
-            raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
+            raise ThreadNotFoundError.of(thread_id)
         ancestors = await self.get_ancestors(thread, owner=owner)
         plan = compaction.plan_compaction(thread, ancestors, max_tokens=max_tokens, policy=policy)
         if plan is None:
@@ -750,7 +746,7 @@ class Memory:
         """The thread as Markdown or JSON; raises ``ThreadNotFoundError`` if not visible."""
         thread = await self.get_thread(thread_id, owner=owner)
         if thread is None:
-            raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
+            raise ThreadNotFoundError.of(thread_id)
         return export_thread(thread, format)
 
     # -- maintenance -------------------------------------------------------------
@@ -774,41 +770,19 @@ class Memory:
             ConfigurationError: encryption is off.
             DecryptionError: part of the thread cannot be opened with the configured keys.
         """
-        if not self._sealing.encrypts:
-            raise ConfigurationError("key rotation needs encryption keys (CONVMEM_ENCRYPTION_KEYS)")
-        stored = await self._read(lambda: self.store.load(thread_id, owner=owner))
-        if stored is None:
-            return None
-        sealing = self._sealing
         try:
-            turns = [
-                Resealed(turn.content, resealed)
-                for turn in stored.turns
-                if (resealed := sealing.reseal_turn(thread_id, turn)) is not None
-            ]
-            summary = stored.summary
-            if summary is not None and (
-                resealed := sealing.reseal_turn(thread_id, summary, summary=True)
-            ):
-                turns.append(Resealed(summary.content, resealed, summary=True))
-            metadata = sealing.reseal_metadata(thread_id, stored.metadata)
+            changed = await self._writes.reseal(thread_id, owner=owner)
         except DecryptionError:
             self._stats.decryption_errors += 1
             raise
-        if not turns and metadata is None:
-            return 0
-        header = None if metadata is None else (stored.metadata, metadata)
-        changed = await self._write(lambda: self.store.reseal(thread_id, turns, header))
-        await self._cache.evict(thread_id)
+        if changed:
+            await self._cache.evict(thread_id)
         return changed
 
     async def forget_older_sealing_keys(self) -> None:
         """After a complete rotation: record that the store holds sealed data under the
         newest key only (one store round trip), so the older keys may be dropped."""
-        key_ids = self._sealing.key_ids
-        if not key_ids:
-            raise ConfigurationError("key rotation needs encryption keys (CONVMEM_ENCRYPTION_KEYS)")
-        await self._write(lambda: self.store.sealing_keys(key_ids[0], key_ids, only=True))
+        await self._writes.forget_older_keys()
 
     async def purge_expired(self) -> int:
         """Delete every expired thread from the store; return how many."""

@@ -21,6 +21,9 @@ the thread once and sends the stored ciphertext for the turns it holds already, 
 idempotency by key holds as without encryption, at two more round trips.
 
 Without encryption the turns go to the store as they are, numbered by it.
+
+Key rotation (``convmem rotate-keys``) writes here too: a stored thread's sealed rows are
+sealed again under the newest key, each only where it still holds what was read.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from convmem.errors import (
+    ConfigurationError,
     IdempotencyConflictError,
     SeqTakenError,
     StoreError,
     ThreadNotFoundError,
 )
+from convmem.stores.base import Resealed
 
 if TYPE_CHECKING:
     from convmem.changes import Appended
@@ -66,8 +71,9 @@ class _Writers:
 
 
 class SealedWrites:
-    """Appends and rewrites through ``sealing``, each store call made by ``write`` (or
-    ``read``, for the one read a retried append may need)."""
+    """Appends and rewrites through ``sealing``, and key rotation's writes (``reseal``,
+    ``forget_older_keys``); each store call made by ``write`` (or ``read``, for the one
+    read a retried append or a reseal needs)."""
 
     def __init__(
         self,
@@ -149,6 +155,41 @@ class SealedWrites:
                     return await then(stored)
         raise _busy(thread_id)
 
+    async def reseal(self, thread_id: str, *, owner: str | None) -> int | None:
+        """Key rotation: the stored thread's turns, summary and metadata sealed again under
+        the newest key (one read, at most one write); how many rows changed, or None when
+        the thread is gone or expired."""
+        self._rotating()
+        store, sealing = self.store, self.sealing
+        stored = await self._read(lambda: store.load(thread_id, owner=owner))
+        if stored is None:
+            return None
+        turns = [
+            Resealed(turn.content, resealed)
+            for turn in stored.turns
+            if (resealed := sealing.reseal_turn(thread_id, turn)) is not None
+        ]
+        summary = stored.summary
+        if summary is not None and (
+            resealed := sealing.reseal_turn(thread_id, summary, summary=True)
+        ):
+            turns.append(Resealed(summary.content, resealed, summary=True))
+        metadata = sealing.reseal_metadata(thread_id, stored.metadata)
+        if not turns and metadata is None:
+            return 0
+        header = None if metadata is None else (stored.metadata, metadata)
+        return await self._write(lambda: store.reseal(thread_id, turns, header))
+
+    async def forget_older_keys(self) -> None:
+        """After a complete rotation: the store holds sealed data under the newest key only."""
+        self._rotating()
+        key_ids, store = self.sealing.key_ids, self.store
+        await self._write(lambda: store.sealing_keys(key_ids[0], key_ids, only=True))
+
+    def _rotating(self) -> None:
+        if not self.sealing.encrypts:
+            raise ConfigurationError("key rotation needs encryption keys (CONVMEM_ENCRYPTION_KEYS)")
+
     @contextlib.asynccontextmanager
     async def _writing(self, thread_id: str) -> AsyncIterator[None]:
         """One sealed write at a time per thread in this process, each until the caches
@@ -200,7 +241,7 @@ class SealedWrites:
         store = self.store
         stored = await self._read(lambda: store.load(thread_id, owner=owner))
         if stored is None:
-            raise ThreadNotFoundError(f"no thread {thread_id}", thread_id=thread_id)
+            raise ThreadNotFoundError.of(thread_id)
         by_key = {t.key: t for t in stored.turns if t.key is not None}
         result: list[Turn] = []
         seq = stored.version
