@@ -13,9 +13,10 @@
 -- behind a pooler that turns prepared statements off.
 --
 -- A thread's `version` is its revision, the one order every cache uses: an append raises
--- it by the turns it inserts (they get seq version + 1 ..); a pop, a clear, a summary, a
--- rewrite or an update by one, recorded in `rewritten_at`, so a seq is never reused and a
--- reader whose copy is older than rewritten_at gets the whole thread. `turn_count` is the
+-- it by the turns it inserts (they get seq version + 1 ..); a pop, a clear, a summary or
+-- an update by one, recorded in `rewritten_at` (a rewrite too, then one per new turn), so
+-- a seq is never reused and a reader whose copy is older than rewritten_at gets the whole
+-- thread. `turn_count` is the
 -- number of turns (the limit counts it); `parent_seq` is a fork's cut (NULL: all of the
 -- parent's turns).
 --
