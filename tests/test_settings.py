@@ -35,6 +35,13 @@ def test_the_seeds_variable_names_are_aliases(monkeypatch: pytest.MonkeyPatch) -
     assert settings.cache.url == "redis://127.0.0.1:6379/3"
 
 
+def test_an_empty_variable_counts_as_unset() -> None:
+    settings = Settings.load_from({"CONVMEM_CACHE_URL": "", "GLM_API_KEY": "", "ZAI_API_KEY": "k"})
+    assert settings.cache.url is None
+    assert settings.provider.glm_api_key is not None
+    assert settings.provider.glm_api_key.get_secret_value() == "k"
+
+
 def test_the_convmem_name_wins_over_an_alias(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_CONVERSATION_TURNS", "20")
     monkeypatch.setenv("CONVMEM_MAX_TURNS", "30")

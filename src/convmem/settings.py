@@ -389,11 +389,12 @@ _SECRETS = frozenset(
 
 def _read(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Each setting's value in ``env`` (its first variable that is set) and that
-    variable's name."""
+    variable's name. An empty variable counts as unset (``REDIS_URL=${REDIS_URL:-}`` in a
+    compose file), so the next alias or the default applies."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name, leaf in _LEAVES.items():
-        variable = next((v for v in leaf.variables if v in env), None)
+        variable = next((v for v in leaf.variables if env.get(v)), None)
         if variable is not None:
             values[name], sources[name] = env[variable], variable
     return values, sources
