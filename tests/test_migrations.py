@@ -208,10 +208,12 @@ async def test_pasting_the_two_files_makes_a_working_locked_down_supabase_schema
     try:
         store = SupabaseStore.from_url(standin.url, service_key=standin.service_key, limits=LIMITS)
         async with store:
-            created = await store.create(
-                NewThread("0f8c2a4e-6b1d-4c3a-9e2f-5a7b8c9d0e1f", "chat", None, None, {}),
-                [Turn(role="user", content="pasted")],
-            )
+            created = (
+                await store.create(
+                    NewThread("0f8c2a4e-6b1d-4c3a-9e2f-5a7b8c9d0e1f", "chat", None, None, {}),
+                    [Turn(role="user", content="pasted")],
+                )
+            ).thread
             await store.append(created.id, [Turn(role="assistant", content="works")], owner=None)
             with pytest.raises(SeqTakenError):  # 0009's check is in place: a turn sealed
                 await store.append(  # for seq 2 does not land at 3
@@ -360,10 +362,12 @@ async def test_a_supabase_project_on_the_first_schema_upgrades_to_the_fresh_sche
     try:
         store = SupabaseStore.from_url(standin.url, service_key=standin.service_key, limits=LIMITS)
         async with store:
-            created = await store.create(
-                NewThread("0f8c2a4e-6b1d-4c3a-9e2f-5a7b8c9d0e1f", None, None, None, {}),
-                [Turn(role="user", content="upgraded")],
-            )
+            created = (
+                await store.create(
+                    NewThread("0f8c2a4e-6b1d-4c3a-9e2f-5a7b8c9d0e1f", None, None, None, {}),
+                    [Turn(role="user", content="upgraded")],
+                )
+            ).thread
             loaded = await store.load(created.id, owner=None)
         assert loaded is not None
         assert loaded.turns[0].content == "upgraded"

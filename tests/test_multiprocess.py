@@ -33,7 +33,9 @@ def race(backend: Backend, thread_id: str) -> None:
 async def test_two_processes_appending_at_once_lose_and_duplicate_nothing(
     backend: Backend,
 ) -> None:
-    created = await backend.store.create(NewThread(str(uuid.uuid4()), "chat", None, None, {}))
+    created = (
+        await backend.store.create(NewThread(str(uuid.uuid4()), "chat", None, None, {}))
+    ).thread
     race(backend, created.id)
     loaded = await backend.store.load(created.id, owner=None)
     assert loaded is not None

@@ -40,7 +40,7 @@ def requests_to(postgrest: PostgrestStandIn, function: str) -> int:
 
 
 async def new_thread(store: SupabaseStore) -> str:
-    thread = await store.create(NewThread(str(uuid.uuid4()), "chat", None, None, {}))
+    thread = (await store.create(NewThread(str(uuid.uuid4()), "chat", None, None, {}))).thread
     return thread.id
 
 
@@ -79,7 +79,7 @@ async def test_a_pop_or_fork_whose_answer_was_lost_is_not_done_twice_on_retry(
     assert [t.content for t in removal.turns] == ["turn 2"]
     postgrest.faults.append("drop_after_commit")
     spec = NewThread(str(uuid.uuid4()), "chat", thread_id, None, {})
-    fork = await supabase.fork(spec, at_seq=1)  # not refused as an existing id
+    fork = (await supabase.fork(spec, at_seq=1)).thread  # not refused as an existing id
     assert fork.parent_seq == 1
     loaded = await supabase.load(thread_id, owner=None)
     assert loaded is not None
@@ -91,7 +91,7 @@ async def test_a_create_whose_answer_was_lost_is_not_refused_on_retry(
 ) -> None:
     postgrest.faults.append("drop_after_commit")
     spec = NewThread(str(uuid.uuid4()), "chat", None, "alice", {"k": "v"})
-    created = await supabase.create(spec, [Turn(role="user", content="first")])
+    created = (await supabase.create(spec, [Turn(role="user", content="first")])).thread
     assert created.version == 1
     loaded = await supabase.load(spec.id, owner="alice")
     assert loaded == created

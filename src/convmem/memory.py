@@ -18,7 +18,7 @@ from convmem.assembly import assemble
 from convmem.cache.guard import GuardedL2
 from convmem.cache.local import LocalCache
 from convmem.cache.tiered import Source, TieredCache
-from convmem.changes import Created, Deleted, Replaced
+from convmem.changes import Deleted
 from convmem.errors import (
     DecryptionError,
     InvalidInputError,
@@ -297,8 +297,8 @@ class Memory:
             thread_id, tool_name, parent_id, owner, self._sealing.seal_metadata(thread_id, frozen)
         )
         sealed = self._sealing.seal_turns(thread_id, turns, first_seq=1)
-        stored = await self._write(lambda: self.store.create(spec, sealed))
-        return await self._cache.committed(Created(stored), owner)
+        created = await self._write(lambda: self.store.create(spec, sealed))
+        return await self._cache.committed(created, owner)
 
     async def add_turns(
         self, thread_id: str, turns: Sequence[Turn], *, owner: str | None = None
@@ -405,7 +405,7 @@ class Memory:
             after_seq=after_seq,
             owner=owner,
             metadata=sealed_metadata,
-            then=lambda stored: self._cache.committed(Replaced(stored), owner),
+            then=lambda replaced: self._cache.committed(replaced, owner),
         )
 
     async def update_thread(
@@ -514,8 +514,8 @@ class Memory:
             owner,
             self._sealing.seal_metadata(fork_id, frozen),
         )
-        stored = await self._write(lambda: self.store.fork(spec, at_seq=at_seq))
-        return await self._cache.committed(Created(stored), owner)
+        created = await self._write(lambda: self.store.fork(spec, at_seq=at_seq))
+        return await self._cache.committed(created, owner)
 
     async def get_thread(self, thread_id: str, *, owner: str | None = None) -> Thread | None:
         """The thread with all its turns, or None if it is unknown, expired or not ``owner``'s.

@@ -44,8 +44,8 @@ from convmem.errors import (
 from convmem.stores.base import Resealed
 
 if TYPE_CHECKING:
-    from convmem.changes import Appended
-    from convmem.models import Thread, Turn
+    from convmem.changes import Appended, Replaced
+    from convmem.models import Turn
     from convmem.sealing import Sealing
     from convmem.stores.base import Store
 
@@ -129,7 +129,7 @@ class SealedWrites:
         after_seq: int,
         owner: str | None,
         metadata: Mapping[str, Any] | None,
-        then: Callable[[Thread], Awaitable[R]],
+        then: Callable[[Replaced], Awaitable[R]],
     ) -> R:
         """Rewrite the turns after ``after_seq``; as ``append`` otherwise."""
         store = self.store
@@ -271,7 +271,7 @@ def _rewriting(
     after_seq: int,
     owner: str | None,
     metadata: Mapping[str, Any] | None,
-) -> Callable[[], Awaitable[Thread]]:
+) -> Callable[[], Awaitable[Replaced]]:
     return lambda: store.rewrite(
         thread_id, sealed, after_seq=after_seq, owner=owner, metadata=metadata, seqs_bound=True
     )

@@ -158,18 +158,22 @@ async def test_a_full_thread_takes_turns_again_after_a_pop(backend: Backend) -> 
 async def test_fork_cuts_the_parent_at_a_turn_in_one_round_trip(backend: Backend) -> None:
     parent = await make_thread(backend, 4, owner="alice")
     trips = Trips(backend)
-    fork = await backend.store.fork(
-        replace(spec("alice", metadata={"branch": "b"}), parent_id=parent.id), at_seq=2
-    )
+    fork = (
+        await backend.store.fork(
+            replace(spec("alice", metadata={"branch": "b"}), parent_id=parent.id), at_seq=2
+        )
+    ).thread
     assert trips.count == 1
     assert (fork.parent_id, fork.parent_seq, fork.version, fork.turns) == (parent.id, 2, 0, ())
     assert dict(fork.metadata) == {"branch": "b"}
     assert await backend.store.load(fork.id, owner="alice") == fork
     result = await backend.store.append(fork.id, [user("another answer")], owner="alice")
     assert [t.seq for t in result.new_turns] == [1]
-    newest = await backend.store.fork(replace(spec("alice"), parent_id=parent.id))
+    newest = (await backend.store.fork(replace(spec("alice"), parent_id=parent.id))).thread
     assert newest.parent_seq == 4
-    none_of_it = await backend.store.fork(replace(spec("alice"), parent_id=parent.id), at_seq=0)
+    none_of_it = (
+        await backend.store.fork(replace(spec("alice"), parent_id=parent.id), at_seq=0)
+    ).thread
     assert none_of_it.parent_seq == 0
 
 

@@ -34,13 +34,15 @@ async def test_rewrite_replaces_the_turns_after_a_seq_in_one_round_trip(
     thread = await make_thread(backend, 4, owner="alice")
     backend.clock.advance(timedelta(minutes=5))
     trips = Trips(backend)
-    rewritten = await backend.store.rewrite(
-        thread.id,
-        [user("new three"), user("new four", key="k4"), user("five")],
-        after_seq=2,
-        owner="alice",
-        metadata={"rewritten": True},
-    )
+    rewritten = (
+        await backend.store.rewrite(
+            thread.id,
+            [user("new three"), user("new four", key="k4"), user("five")],
+            after_seq=2,
+            owner="alice",
+            metadata={"rewritten": True},
+        )
+    ).thread
     assert trips.count == 1
     assert rewritten.version == 4 + 1 + 3
     assert contents(rewritten.turns) == [
@@ -71,10 +73,12 @@ async def test_rewrite_after_zero_replaces_every_turn_and_metadata_stays_unless_
     backend: Backend,
 ) -> None:
     thread = await make_thread(backend, 3)
-    rewritten = await backend.store.rewrite(thread.id, [user("only")], after_seq=0, owner=None)
+    rewritten = (
+        await backend.store.rewrite(thread.id, [user("only")], after_seq=0, owner=None)
+    ).thread
     assert contents(rewritten.turns) == [(5, "only")]
     assert rewritten.metadata == thread.metadata
-    emptied = await backend.store.rewrite(thread.id, [], after_seq=0, owner=None)
+    emptied = (await backend.store.rewrite(thread.id, [], after_seq=0, owner=None)).thread
     assert (emptied.turns, emptied.version) == ((), 6)
 
 
@@ -83,10 +87,10 @@ async def test_rewrite_drops_a_summary_that_covered_a_removed_turn(backend: Back
     await backend.store.save_summary(
         thread.id, summary(), covers_to_seq=2, base_version=4, owner=None
     )
-    kept = await backend.store.rewrite(thread.id, [user("x")], after_seq=2, owner=None)
+    kept = (await backend.store.rewrite(thread.id, [user("x")], after_seq=2, owner=None)).thread
     assert kept.summary is not None
     assert kept.summary.seq == 2
-    gone = await backend.store.rewrite(thread.id, [user("y")], after_seq=1, owner=None)
+    gone = (await backend.store.rewrite(thread.id, [user("y")], after_seq=1, owner=None)).thread
     assert gone.summary is None
     assert contents(gone.turns) == [(1, "turn 1"), (9, "y")]
 
@@ -127,7 +131,9 @@ async def test_a_removed_turns_key_may_be_used_by_the_new_turns(backend: Backend
     await backend.store.append(
         thread.id, [user("q", key="pal:0"), user("a", key="pal:1")], owner=None
     )
-    rewritten = await backend.store.rewrite(
-        thread.id, [user("a again", key="pal:1")], after_seq=1, owner=None
-    )
+    rewritten = (
+        await backend.store.rewrite(
+            thread.id, [user("a again", key="pal:1")], after_seq=1, owner=None
+        )
+    ).thread
     assert [(t.content, t.key) for t in rewritten.turns] == [("q", "pal:0"), ("a again", "pal:1")]

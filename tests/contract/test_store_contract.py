@@ -53,7 +53,9 @@ def user(content: str, **fields: object) -> Turn:
 
 
 async def make_thread(backend: Backend, n: int = 0, owner: str | None = None) -> Thread:
-    return await backend.store.create(spec(owner), [user(f"turn {i}") for i in range(1, n + 1)])
+    return (
+        await backend.store.create(spec(owner), [user(f"turn {i}") for i in range(1, n + 1)])
+    ).thread
 
 
 async def test_create_then_load_returns_every_field_in_one_round_trip_each(
@@ -71,9 +73,9 @@ async def test_create_then_load_returns_every_field_in_one_round_trip_each(
         key="req-1:a",
     )
     trips = Trips(backend)
-    created = await backend.store.create(
-        spec("alice", metadata={"project": "x"}), [user("hi"), rich]
-    )
+    created = (
+        await backend.store.create(spec("alice", metadata={"project": "x"}), [user("hi"), rich])
+    ).thread
     assert trips.count == 1
     trips = Trips(backend)
     loaded = await backend.store.load(created.id, owner="alice")
@@ -258,10 +260,12 @@ async def test_scan_pages_through_every_thread_of_every_owner_in_id_order(
 async def test_reseal_rewrites_payloads_that_still_hold_the_expected_content(
     raw_backend: Backend,
 ) -> None:
-    thread = await raw_backend.store.create(
-        spec("ann", metadata={"m": 1}),
-        [user("one", key="k1", files=("a.py",)), user("two"), user("three")],
-    )
+    thread = (
+        await raw_backend.store.create(
+            spec("ann", metadata={"m": 1}),
+            [user("one", key="k1", files=("a.py",)), user("two"), user("three")],
+        )
+    ).thread
     replaced = [
         Resealed("one", Turn(role="user", content="ONE", seq=1, model_name="m", files=("b",))),
         Resealed("stale", Turn(role="user", content="TWO", seq=2)),  # moved on: untouched
@@ -420,7 +424,9 @@ async def test_text_in_every_field_is_stored_verbatim(backend: Backend, text: st
         metadata={text: text},
         key=text or None,
     )
-    created = await backend.store.create(spec(text or None, metadata={text: [text]}), [turn])
+    created = (
+        await backend.store.create(spec(text or None, metadata={text: [text]}), [turn])
+    ).thread
     result = await backend.store.append(created.id, [turn], owner=text or None)
     loaded = await backend.store.load(created.id, owner=text or None)
     assert loaded is not None

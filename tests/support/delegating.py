@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any
 from convmem.stores.base import Store
 
 if TYPE_CHECKING:
-    from convmem.changes import Appended, Removed, Summarised, ThreadDelta, Updated
+    from convmem.changes import (
+        Appended,
+        Created,
+        Removed,
+        Replaced,
+        Summarised,
+        ThreadDelta,
+        Updated,
+    )
     from convmem.models import Thread, ThreadPage, ThreadSummary, Turn
     from convmem.stores.base import MetadataSwap, NewThread, Resealed
 
@@ -44,7 +52,7 @@ class DelegatingStore(Store):
     ) -> ThreadDelta | None:
         return await self.inner.load_since(thread_id, version, owner=owner)
 
-    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
+    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Created:
         return await self.inner.create(thread, turns)
 
     async def append(
@@ -63,7 +71,7 @@ class DelegatingStore(Store):
     async def clear(self, thread_id: str, *, owner: str | None) -> Removed:
         return await self.inner.clear(thread_id, owner=owner)
 
-    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
+    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Created:
         return await self.inner.fork(thread, at_seq=at_seq)
 
     async def rewrite(
@@ -75,7 +83,7 @@ class DelegatingStore(Store):
         owner: str | None,
         metadata: Mapping[str, Any] | None = None,
         seqs_bound: bool = False,
-    ) -> Thread:
+    ) -> Replaced:
         return await self.inner.rewrite(
             thread_id,
             turns,

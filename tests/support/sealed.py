@@ -22,7 +22,15 @@ from tests.support.delegating import DelegatingStore
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from convmem.changes import Appended, Removed, Summarised, ThreadDelta, Updated
+    from convmem.changes import (
+        Appended,
+        Created,
+        Removed,
+        Replaced,
+        Summarised,
+        ThreadDelta,
+        Updated,
+    )
     from convmem.encryption import Encryption
     from convmem.models import Thread, ThreadPage, Turn
     from convmem.stores.base import NewThread, Store
@@ -68,13 +76,13 @@ class SealedStore(DelegatingStore):
         delta = await self.inner.load_since(thread_id, version, owner=owner)
         return None if delta is None else delta.opened(self.encryption)
 
-    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
+    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Created:
         sealed = replace(thread, metadata=self.encryption.seal_metadata(thread.id, thread.metadata))
-        stored = await self.inner.create(
+        created = await self.inner.create(
             sealed, self.encryption.seal_turns(thread.id, turns, first_seq=1)
         )
-        self._saw(stored.id, stored.version, stored.turns)
-        return self.encryption.open_thread(stored)
+        self._saw(created.thread_id, created.version, created.thread.turns)
+        return created.opened(self.encryption)
 
     async def append(
         self,
@@ -103,11 +111,11 @@ class SealedStore(DelegatingStore):
         owner: str | None,
         metadata: Mapping[str, Any] | None = None,
         seqs_bound: bool = False,
-    ) -> Thread:
-        async def seen(stored: Thread) -> Thread:
+    ) -> Replaced:
+        async def seen(replaced: Replaced) -> Replaced:
             self.keys.pop(thread_id, None)  # the turns after after_seq are gone
-            self._saw(thread_id, stored.version, stored.turns)
-            return self.encryption.open_thread(stored)
+            self._saw(thread_id, replaced.version, replaced.thread.turns)
+            return replaced.opened(self.encryption)
 
         return await self.writes.rewrite(
             thread_id,
@@ -155,9 +163,9 @@ class SealedStore(DelegatingStore):
         self._saw(thread_id, saved.version)
         return replace(saved, summary=self.encryption.open_summary_turn(thread_id, saved.summary))
 
-    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
+    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Created:
         sealed = replace(thread, metadata=self.encryption.seal_metadata(thread.id, thread.metadata))
-        return self.encryption.open_thread(await self.inner.fork(sealed, at_seq=at_seq))
+        return (await self.inner.fork(sealed, at_seq=at_seq)).opened(self.encryption)
 
     async def list(
         self, *, owner: str | None, limit: int = 50, cursor: str | None = None

@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
-from convmem.changes import Appended, Removed, Summarised, ThreadDelta, Updated
+from convmem.changes import Appended, Created, Removed, Replaced, Summarised, ThreadDelta, Updated
 from convmem.clocks import WallClock, utc_now
 from convmem.limits import ThreadLimits
 from convmem.records import thread_from_values
@@ -131,8 +131,9 @@ class Store(ABC):
         if the thread was popped or cleared since; None as for ``load``."""
 
     @abstractmethod
-    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
-        """Create a thread with its first turns (1 round trip).
+    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Created:
+        """Create a thread with its first turns (1 round trip); the change holds it as
+        stored.
 
         Raises ``ThreadFullError`` if ``turns`` exceed the limit, ``ThreadExistsError``
         if the id is taken.
@@ -171,7 +172,7 @@ class Store(ABC):
         """Remove every turn and keep the thread (1 round trip); as ``pop`` otherwise."""
 
     @abstractmethod
-    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
+    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Created:
         """Create ``thread`` as a fork of ``thread.parent_id`` (1 round trip): its history
         is the parent's turns up to ``at_seq`` (default: the parent's newest turn; 0: none
         of them), then its own. The parent must be ``thread.owner``'s and live.
@@ -230,12 +231,13 @@ class Store(ABC):
         owner: str | None,
         metadata: Mapping[str, Any] | None = None,
         seqs_bound: bool = False,
-    ) -> Thread:
+    ) -> Replaced:
         """Replace every turn after ``after_seq`` (0: all of them) with ``turns``, and the
-        thread's metadata with ``metadata`` when given, atomically (1 round trip); return
-        the whole thread as it now is. As a pop of those turns then an append: the version
-        rises by one, then by one per new turn (seq ``version + 2 ..``); a summary that
-        covered a removed turn goes; the expiry slides. ``seqs_bound`` as for ``append``.
+        thread's metadata with ``metadata`` when given, atomically (1 round trip); the
+        change holds the whole thread as it now is. As a pop of those turns then an
+        append: the version rises by one, then by one per new turn (seq ``version + 2 ..``);
+        a summary that covered a removed turn goes; the expiry slides. ``seqs_bound`` as
+        for ``append``.
 
         Raises ``ThreadNotFoundError``/``ThreadExpiredError``, ``TurnNotFoundError`` when
         ``after_seq`` is not one of its turns, ``ThreadFullError``,

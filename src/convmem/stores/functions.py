@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from convmem.changes import Appended, Removed, Summarised, Updated
+from convmem.changes import Appended, Created, Removed, Replaced, Summarised, Updated
 from convmem.errors import ThreadExistsError
-from convmem.models import Thread, ThreadPage, ThreadSummary, Turn, turn_from_storage
+from convmem.models import ThreadPage, ThreadSummary, Turn, turn_from_storage
 from convmem.records import (
     TURN_COLUMNS,
     stored_turn,
@@ -146,7 +146,7 @@ class FunctionStore(SnapshotStore):
 
     # -- writes ----------------------------------------------------------------
 
-    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
+    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Created:
         now = self.clock()
         rows = await self._rows(
             Call(
@@ -170,7 +170,7 @@ class FunctionStore(SnapshotStore):
         stored = tuple(
             stored_turn(turn, seq, header["created_at"]) for seq, turn in enumerate(turns, 1)
         )
-        return thread_from_values(header, stored)
+        return Created(thread_from_values(header, stored))
 
     async def append(
         self,
@@ -303,7 +303,7 @@ class FunctionStore(SnapshotStore):
         owner: str | None,
         metadata: Mapping[str, Any] | None = None,
         seqs_bound: bool = False,
-    ) -> Thread:
+    ) -> Replaced:
         validate_seq_or_zero(after_seq, "after_seq")
         rows = await self._rows(
             Call(
@@ -324,9 +324,9 @@ class FunctionStore(SnapshotStore):
         )
         header = header_of(rows[0])
         stored, header["summary"] = loaded_turns(rows)
-        return thread_from_values(header, stored)
+        return Replaced(thread_from_values(header, stored))
 
-    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
+    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Created:
         validate_fork_point(at_seq)
         if thread.parent_id is None:
             raise ValueError("a fork needs the parent's id in NewThread.parent_id")
@@ -348,7 +348,7 @@ class FunctionStore(SnapshotStore):
             rows = await self._rows(call, thread_id=thread.parent_id)
         except ThreadExistsError:  # refusals name the parent; this one is the fork's
             raise common.exists(thread.id) from None
-        return thread_from_values(header_of(rows[0]), ())
+        return Created(thread_from_values(header_of(rows[0]), ()))
 
     async def delete(self, thread_id: str, *, owner: str | None) -> bool:
         return bool(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar
 
 import orjson
 
-from convmem.changes import Appended, Removed, Summarised, Updated
+from convmem.changes import Appended, Created, Removed, Replaced, Summarised, Updated
 from convmem.clocks import WallClock, utc_now
 from convmem.errors import ConfigurationError, StoreError, StoreUnavailableError
 from convmem.records import (
@@ -254,7 +254,7 @@ class SqliteStore(SnapshotStore):
 
     # -- writes ----------------------------------------------------------------
 
-    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Thread:
+    async def create(self, thread: NewThread, turns: Sequence[Turn] = ()) -> Created:
         if len(turns) > self.limits.max_turns:
             raise common.full(
                 thread.id, version=0, fresh=len(turns), max_turns=self.limits.max_turns
@@ -270,7 +270,7 @@ class SqliteStore(SnapshotStore):
 
         await self._run(lambda: self._transaction(insert))
         stored = tuple(stored_turn(turn, seq, now) for seq, turn in enumerate(turns, 1))
-        return _new_thread(thread, stored, len(turns), None, now, expires)
+        return Created(_new_thread(thread, stored, len(turns), None, now, expires))
 
     async def append(
         self,
@@ -480,13 +480,13 @@ class SqliteStore(SnapshotStore):
         owner: str | None,
         metadata: Mapping[str, Any] | None = None,
         seqs_bound: bool = False,
-    ) -> Thread:
+    ) -> Replaced:
         validate_seq_or_zero(after_seq, "after_seq")
         now = self.clock()
         expires = now + self.limits.ttl
         max_turns = self.limits.max_turns
 
-        def write(conn: sqlite3.Connection) -> Thread:
+        def write(conn: sqlite3.Connection) -> Replaced:
             version, count, *_ = self._writable(conn, thread_id, owner, now)
             if (
                 after_seq
@@ -536,11 +536,11 @@ class SqliteStore(SnapshotStore):
             )
             found = _snapshot(conn, thread_id, owner, 0, now)
             assert found is not None  # written in this transaction
-            return thread_from_values(*found)
+            return Replaced(thread_from_values(*found))
 
         return await self._run(lambda: self._transaction(write))
 
-    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Thread:
+    async def fork(self, thread: NewThread, *, at_seq: int | None = None) -> Created:
         validate_fork_point(at_seq)
         parent_id = thread.parent_id
         if parent_id is None:
@@ -569,7 +569,7 @@ class SqliteStore(SnapshotStore):
             return int(cut)
 
         cut = await self._run(lambda: self._transaction(insert))
-        return _new_thread(thread, (), 0, cut, now, expires)
+        return Created(_new_thread(thread, (), 0, cut, now, expires))
 
     async def delete(self, thread_id: str, *, owner: str | None) -> bool:
         def remove(conn: sqlite3.Connection) -> bool:
