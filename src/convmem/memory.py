@@ -292,13 +292,8 @@ class Memory:
             raise InvalidInputError("tool_name must be a string or None")
         if tool_name is not None:
             check_length(tool_name, "tool_name", self._limits.max_name_chars)
-        thread_id = thread_id or str(uuid.uuid4())
-        spec = NewThread(
-            thread_id, tool_name, parent_id, owner, self._sealing.seal_metadata(thread_id, frozen)
-        )
-        sealed = self._sealing.seal_turns(thread_id, turns, first_seq=1)
-        created = await self._write(lambda: self.store.create(spec, sealed))
-        return await self._cache.committed(created, owner)
+        spec = NewThread(thread_id or str(uuid.uuid4()), tool_name, parent_id, owner, frozen)
+        return await self._cache.committed(await self._writes.create(spec, turns), owner)
 
     async def add_turns(
         self, thread_id: str, turns: Sequence[Turn], *, owner: str | None = None
@@ -394,17 +389,16 @@ class Memory:
         validate_owner(owner, self._limits)
         validate_seq_or_zero(after_seq, "after_seq")
         validate_turns(turns, self._limits, allow_empty=True)
-        sealed_metadata = None
+        frozen = None
         if metadata is not None:
             frozen = freeze_mapping(metadata, what="thread metadata")
             validate_metadata(frozen, self._limits, what="thread metadata")
-            sealed_metadata = self._sealing.seal_metadata(thread_id, frozen)
         return await self._writes.rewrite(
             thread_id,
             turns,
             after_seq=after_seq,
             owner=owner,
-            metadata=sealed_metadata,
+            metadata=frozen,
             then=lambda replaced: self._cache.committed(replaced, owner),
         )
 
@@ -471,10 +465,7 @@ class Memory:
         if title is not None:
             new = freeze_mapping({**new, "title": title}, what="thread metadata")
         validate_metadata(new, self._limits, what="thread metadata")
-        sealed = self._sealing.seal_metadata(thread_id, new)
-        return await self._write(
-            lambda: self.store.update(thread_id, sealed, owner=owner, base_version=base_version)
-        )
+        return await self._writes.update(thread_id, new, owner=owner, base_version=base_version)
 
     async def fork_thread(
         self,
@@ -506,16 +497,8 @@ class Memory:
         if metadata is not None:
             frozen = freeze_mapping(metadata, what="thread metadata")
             validate_metadata(frozen, self._limits, what="thread metadata")
-        fork_id = str(uuid.uuid4())
-        spec = NewThread(
-            fork_id,
-            parent.tool_name,
-            thread_id,
-            owner,
-            self._sealing.seal_metadata(fork_id, frozen),
-        )
-        created = await self._write(lambda: self.store.fork(spec, at_seq=at_seq))
-        return await self._cache.committed(created, owner)
+        spec = NewThread(str(uuid.uuid4()), parent.tool_name, thread_id, owner, frozen)
+        return await self._cache.committed(await self._writes.fork(spec, at_seq=at_seq), owner)
 
     async def get_thread(self, thread_id: str, *, owner: str | None = None) -> Thread | None:
         """The thread with all its turns, or None if it is unknown, expired or not ``owner``'s.
@@ -659,17 +642,12 @@ class Memory:
                 metadata={"folded_turns": plan.folded_turns, "made_from_version": thread.version},
             )
             validate_turns([summary], self._limits, allow_empty=False)
-            sealed = self._sealing.seal_summary(
-                thread.id, summary, covers_to_seq=plan.covers_to_seq
-            )
-            return await self._write(
-                lambda: self.store.save_summary(
-                    thread.id,
-                    sealed,
-                    covers_to_seq=plan.covers_to_seq,
-                    base_version=plan.base_version,
-                    owner=owner,
-                )
+            return await self._writes.save_summary(
+                thread.id,
+                summary,
+                covers_to_seq=plan.covers_to_seq,
+                base_version=plan.base_version,
+                owner=owner,
             )
         except StaleSummaryError:
             self._stats.compactions_stale += 1

@@ -1,4 +1,6 @@
-"""Turns written sealed for their seqs: the guess, the store's refusal, the retry.
+"""The writes' side of encryption at rest: what a write carries is sealed here, once.
+
+Turns are written sealed for their seqs: the guess, the store's refusal, the retry.
 
 With encryption at rest a turn's ciphertext binds its seq (``encryption/sealer.py``), so
 a turn moved to another place fails authentication; but the store numbers turns only
@@ -31,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from convmem.errors import (
@@ -41,10 +43,10 @@ from convmem.errors import (
     StoreError,
     ThreadNotFoundError,
 )
-from convmem.stores.base import Resealed
+from convmem.stores.base import NewThread, Resealed
 
 if TYPE_CHECKING:
-    from convmem.changes import Appended, Replaced
+    from convmem.changes import Appended, Created, Replaced, Summarised, Updated
     from convmem.models import Turn
     from convmem.sealing import Sealing
     from convmem.stores.base import Store
@@ -71,9 +73,11 @@ class _Writers:
 
 
 class SealedWrites:
-    """Appends and rewrites through ``sealing``, and key rotation's writes (``reseal``,
-    ``forget_older_keys``); each store call made by ``write`` (or ``read``, for the one
-    read a retried append or a reseal needs)."""
+    """Every store write that carries what people wrote, through ``sealing``: it is sealed
+    here and nowhere else (creates, forks, appends, rewrites, updates, summaries, and key
+    rotation's ``reseal`` and ``forget_older_keys``; pops, clears and deletes carry
+    nothing to seal). Each store call is made by ``write`` (or ``read``, for the one read
+    a retried append or a reseal needs)."""
 
     def __init__(
         self,
@@ -92,6 +96,55 @@ class SealedWrites:
         self._read = read
         self._write = write
         self._writers: dict[str, _Writers] = {}
+
+    async def create(self, thread: NewThread, turns: Sequence[Turn]) -> Created:
+        """A new thread (``turns`` its first), its metadata and turns sealed."""
+        store, sealing = self.store, self.sealing
+        spec = replace(thread, metadata=sealing.seal_metadata(thread.id, thread.metadata))
+        sealed = sealing.seal_turns(thread.id, turns, first_seq=1)
+        return await self._write(lambda: store.create(spec, sealed))
+
+    async def fork(self, thread: NewThread, *, at_seq: int | None) -> Created:
+        """A fork of ``thread.parent_id``, its metadata sealed."""
+        store, sealing = self.store, self.sealing
+        spec = replace(thread, metadata=sealing.seal_metadata(thread.id, thread.metadata))
+        return await self._write(lambda: store.fork(spec, at_seq=at_seq))
+
+    async def update(
+        self,
+        thread_id: str,
+        metadata: Mapping[str, Any],
+        *,
+        owner: str | None,
+        base_version: int | None,
+    ) -> Updated:
+        """The thread's metadata replaced, sealed."""
+        store, sealed = self.store, self.sealing.seal_metadata(thread_id, metadata)
+        return await self._write(
+            lambda: store.update(thread_id, sealed, owner=owner, base_version=base_version)
+        )
+
+    async def save_summary(
+        self,
+        thread_id: str,
+        summary: Turn,
+        *,
+        covers_to_seq: int,
+        base_version: int,
+        owner: str | None,
+    ) -> Summarised:
+        """A compaction summary saved, sealed for the turns it covers."""
+        store = self.store
+        sealed = self.sealing.seal_summary(thread_id, summary, covers_to_seq=covers_to_seq)
+        return await self._write(
+            lambda: store.save_summary(
+                thread_id,
+                sealed,
+                covers_to_seq=covers_to_seq,
+                base_version=base_version,
+                owner=owner,
+            )
+        )
 
     async def append(
         self,
@@ -131,8 +184,11 @@ class SealedWrites:
         metadata: Mapping[str, Any] | None,
         then: Callable[[Replaced], Awaitable[R]],
     ) -> R:
-        """Rewrite the turns after ``after_seq``; as ``append`` otherwise."""
+        """Rewrite the turns after ``after_seq`` (and the metadata, when given); as
+        ``append`` otherwise."""
         store = self.store
+        if metadata is not None:
+            metadata = self.sealing.seal_metadata(thread_id, metadata)
         if not self.sealing.encrypts:
             return await then(
                 await self._write(

@@ -122,9 +122,7 @@ class SealedStore(DelegatingStore):
             turns,
             after_seq=after_seq,
             owner=owner,
-            metadata=None
-            if metadata is None
-            else self.encryption.seal_metadata(thread_id, metadata),
+            metadata=metadata,
             then=seen,
         )
 
