@@ -40,7 +40,7 @@ SUPPORT = Path(__file__).parent / "support"
 RELEASED = SUPPORT / "released_schema"
 SCHEMA = "postgres/schema.sql"
 SECURITY = "supabase/security.sql"
-EVERY_VERSION = [*range(1, 11), *range(102, 111)]
+EVERY_VERSION = [*range(1, 12), *range(102, 112)]
 
 
 @pytest.fixture
@@ -166,14 +166,17 @@ def test_each_function_body_stands_in_one_place() -> None:
         assert defines is None, f"{migration.name} defines a function: move it to {SCHEMA}"
     schema = MIGRATIONS.joinpath(SCHEMA).read_text("utf-8")
     names = re.findall(r"^CREATE OR REPLACE FUNCTION (\w+)\(", schema, re.M)
-    assert len(names) == len(set(names)) == 20
+    assert len(names) == len(set(names)) == 21
     assert all(f"FUNCTION {name}(" in store_calls() for name in names)
 
 
 # The store calls as released with each version: a database at an older version gets
 # them re-created by `convmem migrate` only if a migration is pending, so changing one
 # without a new migration would leave every upgraded database on the old body.
-CALLS_DIGEST = {10: "6fbbdc725bfbcc59f581708d7d8d7f26c0e2b458697e37bfa9c5aa0e9e9e914e"}
+CALLS_DIGEST = {
+    10: "6fbbdc725bfbcc59f581708d7d8d7f26c0e2b458697e37bfa9c5aa0e9e9e914e",
+    11: "9a2dd3af0caaf723f41acee268725a68850785b46d7e877141aafc7d878a534f",
+}
 
 
 def test_a_changed_store_call_comes_with_a_migration() -> None:
@@ -269,7 +272,7 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     assert (
         "applied 0001_init, 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries,"
         " 0006_rewrite, 0007_sealing_keys, 0008_operator_reads, 0009_sealed_seqs,"
-        " 0010_update" in " ".join(first.stdout.split())
+        " 0010_update, 0011_restore" in " ".join(first.stdout.split())
     )
     again = convmem("migrate", "--store", url)
     assert "nothing was pending" in again.stdout
@@ -278,8 +281,8 @@ def test_migrate_reports_what_it_applied_then_that_nothing_is_pending(
     assert (
         "applied 0102_row_level_security, 0103_lock_down_reseal, 0104_lock_down_revisions,"
         " 0105_lock_down_summaries, 0106_lock_down_rewrite, 0107_lock_down_sealing_keys,"
-        " 0108_lock_down_operator_reads, 0109_sealed_seqs, 0110_lock_down_update"
-        in " ".join(supabase.stdout.split())
+        " 0108_lock_down_operator_reads, 0109_sealed_seqs, 0110_lock_down_update,"
+        " 0111_lock_down_restore" in " ".join(supabase.stdout.split())
     )
     assert [v for v, _ in recorded(fresh_database)] == EVERY_VERSION
     assert_locked_down(fresh_database)
@@ -299,6 +302,29 @@ def test_a_database_on_an_earlier_release_upgrades_to_the_fresh_schema(
     assert recorded(second_database) == recorded(fresh_database)
 
 
+@pytest.mark.parametrize("supabase", [False, True], ids=["postgres", "supabase"])
+def test_a_database_made_from_the_released_schema_file_upgrades_to_the_fresh_schema(
+    fresh_database: str, second_database: str, supabase: bool
+) -> None:
+    """The release that brought schema.sql (at 0010, with security.sql at 0110), pasted as
+    its README said: `convmem migrate` adds the newer store calls, locked down on
+    Supabase, and ends where a new database does."""
+    paste(fresh_database, SCHEMA)
+    if supabase:
+        paste(fresh_database, SECURITY)
+    for name in ("schema_0010", *(["security_0110"] if supabase else [])):
+        result = psql(second_database, (RELEASED / f"{name}.sql").read_text("utf-8"))
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+    migrated = convmem("migrate", "--store", pg_url(second_database))
+    assert migrated.returncode == 0, migrated.stderr
+    applied = " ".join(migrated.stdout.split())
+    assert "applied 0011_restore" + (", 0111_lock_down_restore" if supabase else "") in applied
+    if supabase:
+        assert_locked_down(second_database)
+    assert_same_catalog(fresh_database, second_database)
+    assert recorded(second_database) == recorded(fresh_database)
+
+
 def test_a_locked_down_supabase_project_upgrades_to_the_fresh_schema_and_stays_locked(
     fresh_database: str, second_database: str
 ) -> None:
@@ -311,11 +337,11 @@ def test_a_locked_down_supabase_project_upgrades_to_the_fresh_schema_and_stays_l
     assert result.returncode == 0, result.stderr
     assert (
         "applied 0003_reseal, 0004_revisions, 0005_summaries, 0006_rewrite,"
-        " 0007_sealing_keys, 0008_operator_reads, 0009_sealed_seqs, 0010_update,"
+        " 0007_sealing_keys, 0008_operator_reads, 0009_sealed_seqs, 0010_update, 0011_restore,"
         " 0103_lock_down_reseal, 0104_lock_down_revisions, 0105_lock_down_summaries,"
         " 0106_lock_down_rewrite, 0107_lock_down_sealing_keys,"
-        " 0108_lock_down_operator_reads, 0109_sealed_seqs, 0110_lock_down_update"
-        in " ".join(result.stdout.split())
+        " 0108_lock_down_operator_reads, 0109_sealed_seqs, 0110_lock_down_update,"
+        " 0111_lock_down_restore" in " ".join(result.stdout.split())
     )
     assert_locked_down(second_database)
     assert_same_catalog(fresh_database, second_database)
@@ -351,10 +377,10 @@ async def test_a_supabase_project_on_the_first_schema_upgrades_to_the_fresh_sche
     assert (
         "applied 0002_functions, 0003_reseal, 0004_revisions, 0005_summaries,"
         " 0006_rewrite, 0007_sealing_keys, 0008_operator_reads, 0009_sealed_seqs,"
-        " 0010_update, 0102_row_level_security, 0103_lock_down_reseal,"
+        " 0010_update, 0011_restore, 0102_row_level_security, 0103_lock_down_reseal,"
         " 0104_lock_down_revisions, 0105_lock_down_summaries, 0106_lock_down_rewrite,"
         " 0107_lock_down_sealing_keys, 0108_lock_down_operator_reads, 0109_sealed_seqs,"
-        " 0110_lock_down_update" in " ".join(result.stdout.split())
+        " 0110_lock_down_update, 0111_lock_down_restore" in " ".join(result.stdout.split())
     )
     assert_locked_down(first_release)
     assert_same_catalog(fresh_database, first_release)

@@ -18,7 +18,6 @@ from convmem.assembly import assemble
 from convmem.cache.guard import GuardedL2
 from convmem.cache.local import LocalCache
 from convmem.cache.tiered import Source, TieredCache
-from convmem.changes import Deleted
 from convmem.errors import (
     DecryptionError,
     InvalidInputError,
@@ -700,9 +699,9 @@ class Memory:
         validate_thread_id(thread_id)
         validate_owner(owner, self._limits)
         deleted = await self._write(lambda: self.store.delete(thread_id, owner=owner))
-        if deleted:
-            await self._cache.committed(Deleted(thread_id), owner)
-        return deleted
+        if deleted is not None:
+            await self._cache.committed(deleted, owner)
+        return deleted is not None
 
     async def evict(self, thread_id: str, *, local_only: bool = False) -> None:
         """Drop the cached copies of a thread, in this process and in Redis.

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from convmem.changes import (
         Appended,
         Created,
+        Deleted,
         Removed,
         Replaced,
         Summarised,
@@ -131,8 +132,11 @@ class DelegatingStore(Store):
     async def find_any_owner(self, thread_id: str) -> ThreadSummary | None:
         return await self.inner.find_any_owner(thread_id)
 
-    async def delete(self, thread_id: str, *, owner: str | None) -> bool:
+    async def delete(self, thread_id: str, *, owner: str | None) -> Deleted | None:
         return await self.inner.delete(thread_id, owner=owner)
+
+    async def restore(self, thread: Thread, *, replace: bool = False) -> bool:
+        return await self.inner.restore(thread, replace=replace)
 
     async def purge_expired(self) -> int:
         return await self.inner.purge_expired()

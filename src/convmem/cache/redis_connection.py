@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.event import (
@@ -38,7 +38,6 @@ from convmem.cache.protocol import L2Error
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
-    from redis.asyncio.cluster import ClusterPubSub
 
 CLUSTER_SCHEMES: Final = frozenset({"redis+cluster", "rediss+cluster"})
 Client = aioredis.Redis | RedisCluster
@@ -175,8 +174,8 @@ class Subscription:
 
     async def next_event(self, wait: float) -> Event | None:
         """The next event within ``wait`` seconds, or None."""
-        if self.cluster:
-            raw = await self._pubsub.get_sharded_message(timeout=wait)  # type: ignore[union-attr]
+        if isinstance(self._pubsub, ClusterPubSub):
+            raw = await self._pubsub.get_sharded_message(timeout=wait)
         else:
             raw = await self._pubsub.get_message(timeout=wait)
         if raw is None:

@@ -43,7 +43,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
-from convmem.changes import Appended, Created, Removed, Replaced, Summarised, ThreadDelta, Updated
+from convmem.changes import (
+    Appended,
+    Created,
+    Deleted,
+    Removed,
+    Replaced,
+    Summarised,
+    ThreadDelta,
+    Updated,
+)
 from convmem.clocks import WallClock, utc_now
 from convmem.limits import ThreadLimits
 from convmem.records import thread_from_values
@@ -262,8 +271,8 @@ class Store(ABC):
         operator's tools, never for serving a client."""
 
     @abstractmethod
-    async def delete(self, thread_id: str, *, owner: str | None) -> bool:
-        """Delete a thread and its turns (1 round trip); False if there was none."""
+    async def delete(self, thread_id: str, *, owner: str | None) -> Deleted | None:
+        """Delete a thread and its turns (1 round trip); None if ``owner`` had none."""
 
     @abstractmethod
     async def purge_expired(self) -> int:
@@ -287,6 +296,19 @@ class Store(ABC):
         row still holds ``expected`` content, the thread's metadata ``(old, new)`` where it
         still equals ``old``. Seq, role, key, times and the version do not change (the
         plaintext is the same). Returns how many rows changed."""
+
+    @abstractmethod
+    async def restore(self, thread: Thread, *, replace: bool = False) -> bool:
+        """Write ``thread`` exactly as another store held it (1 round trip): its id,
+        owner, metadata, times, expiry and version, its turns with their seqs and times
+        (payloads as given: sealed ones stay sealed), its summary and its fork link. For
+        ``convmem copy``, never for serving: no limit is applied and no cache is told.
+
+        The version is recorded as a rewrite's (a reader holding any older copy of the
+        thread gets it whole; a summary made from an older version is stale). Returns
+        False and writes nothing when a thread with that id exists, whoever owns it;
+        with ``replace`` that thread and its turns are replaced instead.
+        """
 
     @abstractmethod
     async def sealing_keys(

@@ -18,14 +18,14 @@ import uuid
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from convmem.changes import Appended, Created, Removed, Replaced, Summarised, Updated
+from convmem.changes import Appended, Created, Deleted, Removed, Replaced, Summarised, Updated
 from convmem.errors import ThreadExistsError
-from convmem.models import ThreadPage, ThreadSummary, Turn, turn_from_storage
+from convmem.models import Thread, ThreadPage, ThreadSummary, Turn, turn_from_storage
 from convmem.records import (
     TURN_COLUMNS,
     stored_turn,
@@ -350,12 +350,11 @@ class FunctionStore(SnapshotStore):
             raise common.exists(thread.id) from None
         return Created(thread_from_values(header_of(rows[0]), ()))
 
-    async def delete(self, thread_id: str, *, owner: str | None) -> bool:
-        return bool(
-            await self._value(
-                Call("convmem_delete", {"p_id": thread_id, "p_owner": owner}, returns_rows=False)
-            )
+    async def delete(self, thread_id: str, *, owner: str | None) -> Deleted | None:
+        removed = await self._value(
+            Call("convmem_delete", {"p_id": thread_id, "p_owner": owner}, returns_rows=False)
         )
+        return Deleted(thread_id) if removed else None
 
     async def purge_expired(self) -> int:
         return int(
@@ -398,6 +397,33 @@ class FunctionStore(SnapshotStore):
         )
         return int(changed or 0)
 
+    async def restore(self, thread: Thread, *, replace: bool = False) -> bool:
+        summary = thread.summary
+        restored = await self._value(
+            Call(
+                "convmem_restore",
+                {
+                    "p_id": thread.id,
+                    "p_version": thread.version,
+                    "p_tool_name": thread.tool_name,
+                    "p_parent_id": thread.parent_id,
+                    "p_parent_seq": thread.parent_seq,
+                    "p_owner": thread.owner,
+                    "p_metadata": dict(thread.metadata),
+                    "p_created_at": thread.created_at,
+                    "p_updated_at": thread.updated_at,
+                    "p_expires_at": thread.expires_at,
+                    "p_turns": [_restored_turn(t, thread.created_at) for t in thread.turns],
+                    "p_summary": None
+                    if summary is None
+                    else _restored_turn(summary, thread.updated_at),
+                    "p_replace": replace,
+                },
+                returns_rows=False,
+            )
+        )
+        return bool(restored)
+
     async def sealing_keys(
         self, current: str | None, known: Sequence[str], *, only: bool = False
     ) -> tuple[str, ...]:
@@ -425,6 +451,12 @@ def turns_argument(turns: Sequence[Turn], *, seqs_bound: bool = False) -> list[d
     if seqs_bound:
         return [{"ord": i, "seq": t.seq, **turn_params(t)} for i, t in enumerate(turns, 1)]
     return [{"ord": i, **turn_params(t)} for i, t in enumerate(turns, 1)]
+
+
+def _restored_turn(turn: Turn, default_time: datetime) -> dict[str, Any]:
+    """A stored turn for ``convmem_restore``: its fields, its seq and its time."""
+    when = turn.created_at or default_time
+    return {"seq": turn.seq, "created_at": when.isoformat(), **turn_params(turn)}
 
 
 def header_of(row: Row) -> dict[str, Any]:

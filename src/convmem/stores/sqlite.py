@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar
 
 import orjson
 
-from convmem.changes import Appended, Created, Removed, Replaced, Summarised, Updated
+from convmem.changes import Appended, Created, Deleted, Removed, Replaced, Summarised, Updated
 from convmem.clocks import WallClock, utc_now
 from convmem.errors import ConfigurationError, StoreError, StoreUnavailableError
 from convmem.records import (
@@ -571,14 +571,58 @@ class SqliteStore(SnapshotStore):
         cut = await self._run(lambda: self._transaction(insert))
         return Created(_new_thread(thread, (), 0, cut, now, expires))
 
-    async def delete(self, thread_id: str, *, owner: str | None) -> bool:
+    async def delete(self, thread_id: str, *, owner: str | None) -> Deleted | None:
         def remove(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 "DELETE FROM convmem_threads WHERE id = ? AND owner IS ?", (thread_id, owner)
             )
             return cursor.rowcount > 0
 
-        return await self._run(lambda: self._transaction(remove))
+        removed = await self._run(lambda: self._transaction(remove))
+        return Deleted(thread_id) if removed else None
+
+    async def restore(self, thread: Thread, *, replace: bool = False) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            if replace:
+                conn.execute("DELETE FROM convmem_threads WHERE id = ?", (thread.id,))
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO convmem_threads (id, version, turn_count, tool_name,"
+                " parent_id, parent_seq, owner, metadata, created_at, updated_at, expires_at,"
+                " rewritten_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    thread.id,
+                    thread.version,
+                    len(thread.turns),
+                    thread.tool_name,
+                    thread.parent_id,
+                    thread.parent_seq,
+                    thread.owner,
+                    _json(dict(thread.metadata)),
+                    to_micros(thread.created_at),
+                    to_micros(thread.updated_at),
+                    to_micros(thread.expires_at),
+                    thread.version,
+                ),
+            ).rowcount
+            if not inserted:
+                return False
+            conn.executemany(
+                _TURN_INSERT,
+                [
+                    _turn_row(thread.id, t.seq, t, t.created_at or thread.created_at)
+                    for t in thread.turns
+                ],
+            )
+            summary = thread.summary
+            if summary is not None:
+                when = summary.created_at or thread.updated_at
+                conn.execute(
+                    _SUMMARY_UPSERT,
+                    (*_turn_row(thread.id, summary.seq, summary, when), thread.version),
+                )
+            return True
+
+        return await self._run(lambda: self._transaction(write))
 
     async def sealing_keys(
         self, current: str | None, known: Sequence[str], *, only: bool = False

@@ -48,7 +48,7 @@ DO $$
 BEGIN
     -- (nested: PL/pgSQL would plan the second test before the first has held)
     IF to_regclass('convmem_threads') IS NOT NULL THEN
-        IF NOT EXISTS (SELECT 1 FROM convmem_schema_migrations WHERE version = 10) THEN
+        IF NOT EXISTS (SELECT 1 FROM convmem_schema_migrations WHERE version = 11) THEN
             RAISE EXCEPTION 'this database holds an earlier convmem schema'
                 USING HINT = 'upgrade it with `convmem migrate --store postgresql://…` (add '
                              '?migrations=supabase on Supabase); this file is for new databases';
@@ -873,6 +873,56 @@ BEGIN
 END
 $$;
 
+-- A thread written exactly as another store held it, for `convmem copy` (0011): its
+-- version, times and expiry as given, its turns with their seqs and times, its summary
+-- (p_summary: one turn object, or NULL) and its fork link. The version is recorded as a
+-- rewrite's, so a reader with any older copy gets the thread whole and a summary made
+-- from an older version is stale. False, writing nothing, when the id is taken; with
+-- p_replace the thread there (and by cascade its turns) goes first.
+CREATE OR REPLACE FUNCTION convmem_restore(
+    p_id uuid, p_version integer, p_tool_name text, p_parent_id uuid, p_parent_seq integer,
+    p_owner text, p_metadata jsonb, p_created_at timestamptz, p_updated_at timestamptz,
+    p_expires_at timestamptz, p_turns jsonb, p_summary jsonb, p_replace boolean)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_replace THEN
+        DELETE FROM convmem_threads WHERE id = p_id;
+    END IF;
+    INSERT INTO convmem_threads
+        (id, version, turn_count, tool_name, parent_id, owner, metadata, created_at,
+         updated_at, expires_at, rewritten_at, parent_seq)
+    VALUES (p_id, p_version, jsonb_array_length(p_turns), p_tool_name, p_parent_id, p_owner,
+            coalesce(p_metadata, '{}'), p_created_at, p_updated_at, p_expires_at, p_version,
+            p_parent_seq)
+    ON CONFLICT (id) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO convmem_turns
+        (thread_id, seq, role, content, tool_name, model_provider, model_name,
+         files, images, metadata, key, created_at)
+    SELECT p_id, x.seq, x.role, x.content, x.tool_name, x.model_provider, x.model_name,
+           coalesce(x.files, '[]'), coalesce(x.images, '[]'), coalesce(x.metadata, '{}'),
+           x.key, x.created_at
+    FROM jsonb_to_recordset(p_turns) AS x(
+        seq integer, role text, content text, tool_name text, model_provider text,
+        model_name text, files jsonb, images jsonb, metadata jsonb, key text,
+        created_at timestamptz);
+    INSERT INTO convmem_summaries
+        (thread_id, seq, role, content, tool_name, model_provider, model_name,
+         files, images, metadata, key, created_at, version)
+    SELECT p_id, x.seq, x.role, x.content, x.tool_name, x.model_provider, x.model_name,
+           coalesce(x.files, '[]'), coalesce(x.images, '[]'), coalesce(x.metadata, '{}'),
+           x.key, x.created_at, p_version
+    FROM jsonb_to_record(p_summary) AS x(
+        seq integer, role text, content text, tool_name text, model_provider text,
+        model_name text, files jsonb, images jsonb, metadata jsonb, key text,
+        created_at timestamptz)
+    WHERE p_summary IS NOT NULL;
+    RETURN true;
+END
+$$;
+
 -- The newest migration recorded (SupabaseStore checks it before its first call).
 CREATE OR REPLACE FUNCTION convmem_schema_version() RETURNS integer LANGUAGE sql STABLE AS $$
     SELECT max(version) FROM convmem_schema_migrations
@@ -880,7 +930,7 @@ $$;
 
 -- convmem:calls end
 
--- This schema is every PostgreSQL migration up to 0010.
+-- This schema is every PostgreSQL migration up to 0011.
 INSERT INTO convmem_schema_migrations (version, name) VALUES
     (1, '0001_init'),
     (2, '0002_functions'),
@@ -891,5 +941,6 @@ INSERT INTO convmem_schema_migrations (version, name) VALUES
     (7, '0007_sealing_keys'),
     (8, '0008_operator_reads'),
     (9, '0009_sealed_seqs'),
-    (10, '0010_update')
+    (10, '0010_update'),
+    (11, '0011_restore')
 ON CONFLICT (version) DO NOTHING;
