@@ -44,11 +44,7 @@ def assemble(settings: Settings, *, store: Store | None, timer: Timer) -> Parts:
     ``settings.store.url`` (and not owned)."""
     owned: list[Store | L2Tier] = []
     if store is None:
-        store = store_from_url(
-            settings.store.url,
-            limits=settings.thread_limits,
-            **_store_options(settings.store.url, settings),
-        )
+        store = build_store(settings)
         owned.append(store)
     cache = _redis_tier(settings)
     if cache is not None:
@@ -59,10 +55,18 @@ def assemble(settings: Settings, *, store: Store | None, timer: Timer) -> Parts:
         ttl=settings.cache.l1_ttl_seconds,
         timer=timer,
     )
-    return Parts(store, cache, local, _encryption(settings), tuple(owned))
+    return Parts(store, cache, local, encryption_of(settings), tuple(owned))
 
 
-def _encryption(settings: Settings) -> Sealing | None:
+def build_store(settings: Settings, url: str | None = None) -> Store:
+    """The store at ``url`` (default: ``settings.store.url``) with the settings' limits
+    and its kind's options (pool sizes, timeouts, Supabase's key); no I/O."""
+    url = url or settings.store.url
+    return store_from_url(url, limits=settings.thread_limits, **_store_options(url, settings))
+
+
+def encryption_of(settings: Settings) -> Sealing | None:
+    """The sealing the settings' encryption keys make, or None without keys."""
     if settings.encryption.keys is None:
         return None
     with needs_extra("encryption", "CONVMEM_ENCRYPTION_KEYS (encryption at rest)"):

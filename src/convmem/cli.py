@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -13,16 +14,19 @@ import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Table
 
 from convmem import key_rotation
+from convmem.assembly import build_store, encryption_of
 from convmem.demo import DemoRequest, run_demo
-from convmem.errors import ConvMemError, ThreadNotFoundError
+from convmem.errors import ConfigurationError, ConvMemError, ThreadNotFoundError
 from convmem.export import listed_thread_to_dict
 from convmem.extras import needs_extra
 from convmem.memory import Memory
 from convmem.models import Thread, ThreadPage
 from convmem.settings import Settings
+from convmem.store_copy import CopyReport, Payloads, copy_threads
 from convmem.stores import redact_url
 
 T = TypeVar("T")
@@ -362,6 +366,112 @@ def _print_rows(columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> No
     for row in rows:
         table.add_row(*row[1:], row[0])
     console.print(table)
+
+
+@app.command("copy")
+def copy_store(
+    source: Annotated[
+        str, typer.Option("--from", help="The store URL to copy from.", show_default=False)
+    ],
+    destination: Annotated[
+        str, typer.Option("--to", help="The store URL to copy into.", show_default=False)
+    ],
+    reseal: Annotated[
+        bool,
+        typer.Option(
+            "--reseal",
+            help="Seal every thread under the first of CONVMEM_ENCRYPTION_KEYS on the way"
+            " (re-keying; with CONVMEM_ENCRYPTION_ACCEPT_PLAINTEXT=1, encrypting a store"
+            " held in clear).",
+        ),
+    ] = False,
+    unseal: Annotated[
+        bool,
+        typer.Option(
+            "--unseal", help="Write the threads in clear (opened with CONVMEM_ENCRYPTION_KEYS)."
+        ),
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Replace a destination thread that holds other content (default: report it).",
+        ),
+    ] = False,
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="Thread ids read per page.")] = 200,
+) -> None:
+    """Copy every thread from one store to another, then verify each one.
+
+    Ids, owners, turns, summaries, fork links, versions and expiry are kept. Safe to run
+    again: after a kill it copies what is missing, and it never writes a thread twice.
+    """
+    if reseal and unseal:
+        raise _failed(ConfigurationError("choose one of --reseal and --unseal"))
+    if source.strip() == destination.strip():
+        raise _failed(ConfigurationError("--from and --to name the same store"))
+    payloads = Payloads.RESEAL if reseal else Payloads.UNSEAL if unseal else Payloads.AS_STORED
+    settings = _settings()
+
+    async def main() -> CopyReport:
+        with _copy_progress() as show:
+            async with (
+                build_store(settings, source) as src,
+                build_store(settings, destination) as dst,
+            ):
+                return await copy_threads(
+                    src,
+                    dst,
+                    payloads=payloads,
+                    sealing=encryption_of(settings),
+                    replace_differing=replace,
+                    batch=batch,
+                    on_progress=show,
+                )
+
+    try:
+        done = asyncio.run(main())
+    except ConvMemError as exc:
+        raise _failed(exc) from None
+    console.print(
+        f"copied {done.copied} thread(s) ({done.turns} turn(s)) from {redact_url(source)} to"
+        f" {redact_url(destination)}; {done.present} already there, {done.replaced} replaced,"
+        f" {done.gone} expired or deleted; verified {done.verified} of"
+        f" {done.scanned - done.gone}",
+        highlight=False,
+    )
+    for thread_id in done.differing:
+        errors.print(
+            f"[bold red]differs:[/] {thread_id} is in the destination with other content"
+            " (kept; --replace overwrites it)",
+            highlight=False,
+        )
+    for thread_id in done.mismatched:
+        errors.print(
+            f"[bold red]not verified:[/] {thread_id} is missing or different after the copy",
+            highlight=False,
+        )
+    if not done.ok:
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _copy_progress() -> Iterator[Callable[[CopyReport], None]]:
+    """A progress bar on a terminal; a line per hundred threads elsewhere (logs, CI)."""
+    if not errors.is_terminal:
+
+        def line(report: CopyReport) -> None:
+            if report.scanned % 100 == 0 or report.scanned == report.total:
+                errors.print(f"copy: {report.scanned}/{report.total} thread(s)", highlight=False)
+
+        yield line
+        return
+    with Progress(console=errors, transient=True) as progress:
+        task = progress.add_task("copying threads", total=None)
+
+        def bar(report: CopyReport) -> None:
+            progress.update(task, total=report.total, completed=report.scanned)
+
+        yield bar
 
 
 @threads_app.command("purge")
