@@ -89,6 +89,7 @@ def _redis_tier(settings: Settings) -> L2Tier | None:
         prefix=settings.cache.prefix,
         ttl_seconds=settings.cache.l2_ttl_seconds,
         socket_timeout=settings.cache.redis_socket_timeout,
+        max_connections=settings.cache.redis_max_connections,
         heartbeat_seconds=settings.cache.lease_seconds / 4,
         tags=_cache_tags(settings),
     )

@@ -10,6 +10,10 @@ from typing import Final
 # tokens): what the server convmem replaces sent.
 HISTORY_TOKENS: Final = 8000
 
+# Redis connections per instance (per node on a cluster): redis-py would open one per
+# concurrent call without bound.
+REDIS_MAX_CONNECTIONS: Final = 64
+
 
 @dataclass(frozen=True, slots=True)
 class ThreadLimits:

@@ -31,7 +31,7 @@ from pydantic import model_validator as _model_validator
 from convmem.cache.tags import CacheTags
 from convmem.compaction_policy import CompactionPolicy
 from convmem.errors import ConfigurationError, InvalidInputError
-from convmem.limits import HISTORY_TOKENS, InputLimits, ThreadLimits
+from convmem.limits import HISTORY_TOKENS, REDIS_MAX_CONNECTIONS, InputLimits, ThreadLimits
 from convmem.options import MemoryOptions
 
 log = logging.getLogger("convmem.settings")
@@ -117,6 +117,9 @@ class CacheSettings(_Group):
     l1_max_bytes: int = _setting("l1_max_bytes", 64 * 1024 * 1024, gt=0)
     l2_ttl_seconds: float = _setting("l2_ttl_seconds", 1800.0, "L2_CACHE_TTL_SECS", gt=0)
     redis_socket_timeout: float = _setting("redis_socket_timeout", 0.25, gt=0)
+    redis_max_connections: int = _setting(
+        "redis_max_connections", REDIS_MAX_CONNECTIONS, gt=0, le=10_000
+    )
     redis_breaker_reset_seconds: float = _setting(
         "redis_breaker_reset_seconds", _MEMORY.redis_breaker_reset_seconds, gt=0
     )

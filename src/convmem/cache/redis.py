@@ -46,6 +46,7 @@ from convmem.cache.redis_bus import HEARTBEAT_SECONDS, SILENCE_LIMIT_SECONDS, Re
 from convmem.cache.redis_claims import RedisClaims
 from convmem.cache.redis_connection import Client, connect, translated
 from convmem.changes import Appended, Created, Deleted, Moved, Removed, Replaced, Updated
+from convmem.limits import REDIS_MAX_CONNECTIONS
 from convmem.records import to_micros
 
 log = logging.getLogger("convmem.cache")
@@ -254,10 +255,16 @@ class RedisCache:
         prefix: str = "convmem:",
         ttl_seconds: float = 1800.0,
         socket_timeout: float = 0.25,
+        max_connections: int = REDIS_MAX_CONNECTIONS,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         tags: CacheTags | None = None,
     ) -> Self:
-        client = connect(url, socket_timeout=socket_timeout, connect_timeout=socket_timeout)
+        client = connect(
+            url,
+            socket_timeout=socket_timeout,
+            connect_timeout=socket_timeout,
+            max_connections=max_connections,
+        )
         return cls(
             client,
             prefix=prefix,

@@ -14,6 +14,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from convmem.cache.protocol import Alive, Invalidation, L2Error, Subscribed
 from convmem.cache.redis_connection import (
+    LISTENER_CONNECTIONS,
     Subscription,
     announce,
     connect,
@@ -63,7 +64,12 @@ class RedisBus:
         ``L2Error`` when the subscription breaks or a heartbeat stays unanswered for
         ``silence_limit_seconds``.
         """
-        client = connect(self.url, socket_timeout=None, connect_timeout=self.socket_timeout)
+        client = connect(
+            self.url,
+            socket_timeout=None,
+            connect_timeout=self.socket_timeout,
+            max_connections=LISTENER_CONNECTIONS,
+        )
         subscription = Subscription(client, self.channel)
         clock = asyncio.get_running_loop().time
         try:

@@ -32,14 +32,25 @@ from redis.event import (
     AsyncEventListenerInterface,
     EventDispatcher,
 )
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import (
+    ConnectionError,
+    MaxConnectionsError,
+    RedisClusterException,
+    RedisError,
+)
 
 from convmem.cache.protocol import L2Error
+from convmem.limits import REDIS_MAX_CONNECTIONS
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
 
 CLUSTER_SCHEMES: Final = frozenset({"redis+cluster", "rediss+cluster"})
+LISTENER_CONNECTIONS: Final = 2  # the subscription, and a reconnect's overlap
+FULL_POOL: Final = (
+    "every Redis connection of this instance is busy (CONVMEM_REDIS_MAX_CONNECTIONS):"
+    " raise it, or add instances"
+)
 Client = aioredis.Redis | RedisCluster
 EventKind = Literal["subscribed", "pong", "message"]
 
@@ -48,18 +59,34 @@ def is_cluster(url: str) -> bool:
     return url.partition("://")[0].lower() in CLUSTER_SCHEMES
 
 
-def connect(url: str, *, socket_timeout: float | None, connect_timeout: float) -> Client:
+def connect(
+    url: str,
+    *,
+    socket_timeout: float | None,
+    connect_timeout: float,
+    max_connections: int = REDIS_MAX_CONNECTIONS,
+) -> Client:
     """A client for the URL, with no retries (the circuit breaker above decides when to
-    try again) and short timeouts; ``socket_timeout=None`` for a blocking subscriber."""
+    try again) and short timeouts; ``socket_timeout=None`` for a blocking subscriber.
+
+    At most ``max_connections`` connections (per node on a cluster): redis-py's pools
+    grow without bound by default, one connection per concurrent call. On one Redis a
+    call that finds them all busy waits up to ``connect_timeout`` for one to come back;
+    a cluster node refuses it at once. Either way it fails like any Redis call
+    (``L2Error``, served from the store), with a message that names the setting.
+    """
     no_retry = Retry(NoBackoff(), 0)
     if not is_cluster(url):
-        return aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=connect_timeout,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
             retry=no_retry,
             health_check_interval=0,
         )
+        return aioredis.Redis.from_pool(pool)
     parts = urlsplit(url)
     nodes = []
     for address in parts.netloc.rpartition("@")[2].split(","):
@@ -75,6 +102,7 @@ def connect(url: str, *, socket_timeout: float | None, connect_timeout: float) -
         socket_connect_timeout=connect_timeout,
         retry=no_retry,
         event_dispatcher=events,
+        max_connections=max_connections,
     )
     events.register_listeners({AsyncAfterSlotsCacheRefreshEvent: [_NodeRecorder(client)]})
     return client
@@ -204,5 +232,11 @@ def translated() -> Iterator[None]:
     """redis-py's errors (and socket errors) as ``L2Error``: the one place they are mapped."""
     try:
         yield
+    except MaxConnectionsError as exc:
+        raise L2Error(f"{FULL_POOL} ({exc})") from exc
+    except ConnectionError as exc:
+        if str(exc) == "No connection available.":  # BlockingConnectionPool's wait ran out
+            raise L2Error(f"{FULL_POOL} (none came back in time)") from exc
+        raise L2Error(f"{type(exc).__name__}: {exc}") from exc
     except (RedisError, RedisClusterException, OSError) as exc:
         raise L2Error(f"{type(exc).__name__}: {exc}") from exc
