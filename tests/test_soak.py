@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from convmem_bench import soak
+from convmem_bench.pgbouncer import free_port
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
@@ -42,3 +48,27 @@ def test_a_short_soak_runs_and_reports(tmp_path: Path) -> None:
     text = document.read_text()
     assert text.startswith("# convmem benchmarks\n\nearlier figures")
     assert text.count("## Soak:") == 1
+
+
+def test_an_instance_whose_port_was_taken_starts_again_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port the harness chose is taken before the server binds it (as on a busy
+    machine): that server exits, and the instance counts as started only on a port its
+    own output names, never on the other process's /health."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    squatter = taken.getsockname()[1]
+    ports = iter([squatter, free_port()])
+    monkeypatch.setattr(soak, "free_port", lambda: next(ports))
+    env = {**os.environ, "CONVMEM_STORE_URL": f"sqlite:///{tmp_path}/soak.db"}
+    try:
+        with soak.instances(1, env) as running:
+            ((name, instance),) = running.items()
+            assert name != f"i1:{squatter}"
+            assert instance.rss_mib() > 0
+    finally:
+        taken.close()
+    with pytest.raises(RuntimeError, match="exited"):
+        instance.rss_mib()  # stopped with the context: an error, never a 0

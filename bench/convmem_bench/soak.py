@@ -19,6 +19,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -59,29 +60,47 @@ class SoakResult:
 
 
 @contextlib.contextmanager
-def instances(count: int, env: dict[str, str]) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    """``count`` convmem serve processes, once each answers /health."""
-    started: dict[str, subprocess.Popen[bytes]] = {}
-    ports: dict[str, int] = {}
+def instances(count: int, env: dict[str, str]) -> Iterator[dict[str, Instance]]:
+    """``count`` convmem serve processes, each listening on a port of its own."""
+    started: dict[str, Instance] = {}
+    logs = Path(tempfile.mkdtemp(prefix="convmem-soak-"))
     try:
         for n in range(count):
-            port = free_port()
             name = f"i{n + 1}"
-            started[name] = subprocess.Popen(
-                [sys.executable, "-m", "convmem", "serve", "--port", str(port)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            ports[name] = port
-        for name, port in ports.items():
-            _wait_healthy(f"http://127.0.0.1:{port}", started[name])
-        yield {f"{name}:{ports[name]}": process for name, process in started.items()}
+            port, instance = _start(name, env, logs)
+            started[f"{name}:{port}"] = instance
+        yield started
     finally:
-        for process in started.values():
-            process.terminate()
-        for process in started.values():
-            process.wait(10)
+        for instance in started.values():
+            instance.process.terminate()
+        for instance in started.values():
+            instance.process.wait(10)
+
+
+def _start(name: str, env: dict[str, str], logs: Path, attempts: int = 5) -> tuple[int, Instance]:
+    """One ``convmem serve`` on a free port, once it says it listens there and answers.
+
+    A port free when chosen may be taken before the server binds it (on a busy machine
+    another test's server, or an outgoing connection, gets it first): the server then
+    exits, and a /health answer on that port would come from the other process. So it
+    counts as started only once its own output says it listens, and a server that exits
+    first is started again on another port.
+    """
+    log = logs / f"{name}.log"
+    for _ in range(attempts):
+        port = free_port()
+        with log.open("wb") as output:  # the child keeps its own copy of the descriptor
+            process = subprocess.Popen(
+                [sys.executable, "-m", "convmem", "serve", "--port", str(port)],
+                env={**env, "COLUMNS": "500"},  # its one line, unwrapped
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        instance = Instance(process, log)
+        if instance.wait_listening(port):
+            _wait_healthy(f"http://127.0.0.1:{port}", process)
+            return port, instance
+    raise RuntimeError(f"convmem serve never got a port: {log.read_text(errors='replace')}")
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -95,11 +114,37 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.1)
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+@dataclass(frozen=True)
+class Instance:
+    """A ``convmem serve`` process and the file its output goes to."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def wait_listening(self, port: int, seconds: float = 60.0) -> bool:
+        """True once it says it listens on ``port``; False if it exits first."""
+        said = f":{port}: MCP at /mcp"
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if said in self.log.read_text(errors="replace"):
+                return True
+            if self.process.poll() is not None:
+                return False
+            time.sleep(0.05)
+        self.process.kill()
+        raise RuntimeError(f"convmem serve said nothing in {seconds:.0f} s: {self.log}")
+
+    def rss_mib(self) -> float:
+        """Its resident memory; one that has exited is an error, with what it wrote last
+        (read from /proc, a process that exited has no resident memory to report)."""
+        if self.process.poll() is None:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        tail = self.log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(
+            f"convmem serve (pid {self.process.pid}) exited ({self.process.wait()}): {tail}"
+        )
 
 
 class Load:
@@ -166,12 +211,12 @@ async def soak_once(
         try:
             warm = Load(balancer.url, clients, threads=64)
             await warm.run(warm_up)
-            rss_start = [rss_mib(p.pid) for p in running.values()]
+            rss_start = [i.rss_mib() for i in running.values()]
             load = Load(balancer.url, clients, threads=64, seed=11)
             started = time.monotonic()
             await load.run(seconds)
             took = time.monotonic() - started
-            rss_end = [rss_mib(p.pid) for p in running.values()]
+            rss_end = [i.rss_mib() for i in running.values()]
             redis_clients = _redis_clients(env["CONVMEM_CACHE_URL"])
             pg_connections = _pg_connections(dsn)
         finally:
