@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,16 +59,30 @@ def server_env(tmp: Path, standin: ChatCompletionsStandIn, **settings: str) -> d
 def live_server(
     env: dict[str, str], standin: ChatCompletionsStandIn, *, port: int | None = None
 ) -> Iterator[LiveServer]:
-    """``convmem serve`` with this environment (on ``port``, or a free one), once its
-    /health answers; stopped when the block ends, unless it was killed already."""
-    port = port or free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "convmem", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
+    """``convmem serve`` with this environment (on ``port``, or a free one), once it says
+    it listens and its /health answers; stopped when the block ends, unless it was
+    killed already.
+
+    A free port may be taken before the server binds it (another test's server, or an
+    outgoing connection, on a busy machine): that server exits at once, and /health on
+    the port would be another process's. So it counts as started only when its own
+    output names the port, and one that exits first is started again on another port.
+    """
+    for _ in range(1 if port is not None else 5):
+        chosen = port or free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "convmem", "serve", "--port", str(chosen)],
+            env={**env, "COLUMNS": "500"},  # its one line, unwrapped
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        if _says_listening(process, chosen):
+            break
+        process.wait(10)
+    else:
+        output = process.stderr.read().decode() if process.stderr else ""
+        raise RuntimeError(f"convmem serve did not start: {output}")
+    url = f"http://127.0.0.1:{chosen}"
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -86,8 +101,28 @@ def live_server(
         if process.poll() is None:
             process.terminate()
         process.wait(10)
-        if process.stderr:
-            process.stderr.close()
+        for stream in (process.stdout, process.stderr):
+            if stream:
+                stream.close()
+
+
+def _says_listening(process: subprocess.Popen[bytes], port: int, seconds: float = 60) -> bool:
+    """True once the server prints that it listens on ``port`` (it binds first); False
+    when it exits before that (its stdout ends)."""
+    assert process.stdout is not None
+    stdout = process.stdout
+    deadline = time.monotonic() + seconds
+    with ThreadPoolExecutor(1) as reader:
+        while True:
+            try:
+                line = reader.submit(stdout.readline).result(deadline - time.monotonic())
+            except (TimeoutError, ValueError):  # (ValueError: the deadline has passed)
+                process.kill()  # which ends the read
+                raise RuntimeError(f"convmem serve said nothing in {seconds:.0f} s") from None
+            if not line:
+                return False
+            if f":{port}: MCP at /mcp".encode() in line:
+                return True
 
 
 @contextlib.asynccontextmanager
