@@ -166,7 +166,7 @@ def test_each_function_body_stands_in_one_place() -> None:
         assert defines is None, f"{migration.name} defines a function: move it to {SCHEMA}"
     schema = MIGRATIONS.joinpath(SCHEMA).read_text("utf-8")
     names = re.findall(r"^CREATE OR REPLACE FUNCTION (\w+)\(", schema, re.M)
-    assert len(names) == len(set(names)) == 21
+    assert len(names) == len(set(names)) == 22
     assert all(f"FUNCTION {name}(" in store_calls() for name in names)
 
 
@@ -175,7 +175,7 @@ def test_each_function_body_stands_in_one_place() -> None:
 # without a new migration would leave every upgraded database on the old body.
 CALLS_DIGEST = {
     10: "6fbbdc725bfbcc59f581708d7d8d7f26c0e2b458697e37bfa9c5aa0e9e9e914e",
-    11: "9a2dd3af0caaf723f41acee268725a68850785b46d7e877141aafc7d878a534f",
+    11: "f2a7b61709f7e050db310035f7a2e0ed9387b3db2b97d32ec95b371c83e510d3",
 }
 
 
@@ -345,6 +345,33 @@ def test_a_locked_down_supabase_project_upgrades_to_the_fresh_schema_and_stays_l
     )
     assert_locked_down(second_database)
     assert_same_catalog(fresh_database, second_database)
+
+
+@pytest.mark.parametrize(("readable_by", "refused"), [(10, False), (12, True)])
+def test_a_database_migrated_by_a_newer_release_is_used_only_if_it_says_so(
+    fresh_database: str, readable_by: int, refused: bool
+) -> None:
+    """A rollback: the database records a migration this release does not know, and its
+    convmem_readable_by() says which releases may still run on it; refused at start,
+    before any request, when this one may not."""
+    url = pg_url(fresh_database)
+    assert convmem("migrate", "--store", url).returncode == 0
+    future = psql(
+        fresh_database,
+        "INSERT INTO convmem_schema_migrations (version, name) VALUES (12, '0012_future');"
+        "CREATE OR REPLACE FUNCTION convmem_readable_by() RETURNS integer"
+        f" LANGUAGE sql IMMUTABLE AS $$ SELECT {readable_by} $$;",
+    )
+    assert future.returncode == 0, future.stderr
+    listed = convmem("threads", "list", "--store", url)
+    if refused:
+        assert listed.returncode == 1
+        said = " ".join(listed.stderr.split())
+        assert "was migrated by a newer convmem, and releases before schema 12" in said
+        assert "this one has schema 11" in said
+    else:
+        assert listed.returncode == 0, listed.stderr
+    assert "nothing was pending" in convmem("migrate", "--store", url).stdout or refused
 
 
 def test_migrate_on_sqlite_reports_too(tmp_path: Path) -> None:

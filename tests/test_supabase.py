@@ -228,3 +228,38 @@ def test_the_pooler_path_is_postgres_with_prepared_statements_off() -> None:
     assert PostgresStore.from_url(pg_url("x", migrations="supabase")).migrations == "supabase"
     with pytest.raises(ConfigurationError, match="migrations"):
         PostgresStore.from_url(pg_url("x", migrations="mysql"))
+
+
+@pytest.mark.parametrize(("readable_by", "refused"), [(10, False), (12, True)])
+async def test_a_project_migrated_by_a_newer_release_is_used_only_if_it_says_so(
+    postgrest: PostgrestStandIn, clean_pg: str, readable_by: int, refused: bool
+) -> None:
+    """As in a rollback: the project records a migration this release does not know, and
+    its convmem_readable_by() says which releases may still run on it."""
+
+    def future(readable: int, *, record: bool) -> None:
+        with admin_connect(clean_pg) as conn:
+            conn.execute(
+                "CREATE OR REPLACE FUNCTION convmem_readable_by() RETURNS integer"
+                f" LANGUAGE sql IMMUTABLE AS $$ SELECT {readable} $$"
+            )
+            if record:
+                conn.execute(
+                    "INSERT INTO convmem_schema_migrations (version, name)"
+                    " VALUES (112, '0112_from_a_newer_release')"
+                )
+            else:
+                conn.execute("DELETE FROM convmem_schema_migrations WHERE version = 112")
+
+    future(readable_by, record=True)
+    store = SupabaseStore.from_url(postgrest.url, service_key=postgrest.service_key)
+    try:
+        if refused:
+            with pytest.raises(ConfigurationError, match="migrated by a newer convmem"):
+                await store.open()
+        else:
+            await store.open()
+            await new_thread(store)
+    finally:
+        await store.aclose()
+        future(10, record=False)

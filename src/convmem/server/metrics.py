@@ -45,6 +45,12 @@ class _MemoryCollector(Collector):
         )
         yield CounterMetricFamily("convmem_l2_errors", "Failed Redis calls", value=stats.l2_errors)
         yield CounterMetricFamily(
+            "convmem_l2_corrupt",
+            "Redis copies that did not decode (another release's format, tampering):"
+            " dropped, and the thread read from the store",
+            value=stats.l2_corrupt,
+        )
+        yield CounterMetricFamily(
             "convmem_decryption_errors",
             "Stored threads that could not be decrypted (missing key, tampering)",
             value=stats.decryption_errors,

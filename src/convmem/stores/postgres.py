@@ -30,7 +30,7 @@ from convmem.clocks import WallClock, utc_now
 from convmem.errors import ConfigurationError, StoreError, StoreUnavailableError
 from convmem.stores import redact_url
 from convmem.stores.functions import Call, FunctionStore, Row, refusal
-from convmem.stores.migrations import postgres_plan
+from convmem.stores.migrations import check_readable, postgres_plan, unknown
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -248,7 +248,12 @@ class PostgresStore(FunctionStore):
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
             cursor = await conn.execute("SELECT version FROM convmem_schema_migrations")
-            plan = postgres_plan(self.migrations, {row[0] for row in await cursor.fetchall()})
+            applied = {row[0] for row in await cursor.fetchall()}
+            if unknown(applied):
+                cursor = await conn.execute("SELECT convmem_readable_by()")
+                found = await cursor.fetchone()
+                check_readable(int(found[0]) if found else 0, applied)
+            plan = postgres_plan(self.migrations, applied)
             for script in plan.scripts:
                 # No parameters: a script holds many statements (and records itself).
                 await conn.execute(script.encode())

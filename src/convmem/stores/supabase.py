@@ -25,6 +25,7 @@ from postgrest.exceptions import APIError
 from convmem.clocks import WallClock, utc_now
 from convmem.errors import ConfigurationError, StoreError, StoreUnavailableError
 from convmem.stores.functions import ROW_FIELDS, TIME_FIELDS, Call, FunctionStore, Row, refusal
+from convmem.stores.migrations import check_readable
 
 if TYPE_CHECKING:
     from convmem.limits import ThreadLimits
@@ -139,6 +140,9 @@ class SupabaseStore(FunctionStore):
                 "on a new project, paste src/convmem/stores/migrations/postgres/schema.sql "
                 "then supabase/security.sql into Supabase's SQL editor"
             )
+        if version > SCHEMA_VERSION:  # migrated by a newer release: may this one run?
+            readable_by = await self._value(Call("convmem_readable_by", {}, returns_rows=False))
+            check_readable(int(readable_by or 0), {version})
         return []
 
     async def ping(self) -> None:

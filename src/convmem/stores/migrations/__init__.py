@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Final
 
+from convmem.errors import ConfigurationError
+
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _CALLS = re.compile(r"^-- convmem:calls begin.*?^-- convmem:calls end\n", re.S | re.M)
 
@@ -85,6 +87,39 @@ def migrations_for(dialect: str) -> list[Migration]:
 
 def pending(migrations: list[Migration], applied: set[int]) -> list[Migration]:
     return [m for m in migrations if m.version not in applied]
+
+
+def newest_postgres_version() -> int:
+    """The newest PostgreSQL migration this convmem has (its schema's version)."""
+    return migrations_for("postgres")[-1].version
+
+
+def unknown(applied: set[int]) -> set[int]:
+    """Recorded versions newer than any this convmem has, among PostgreSQL's and among
+    Supabase's: a newer release migrated the database (as during a rollback). A retired
+    version (0101) is older, not unknown."""
+    every = migrations_for("supabase")
+    postgres = max(m.version for m in every if m.version < FIRST_SUPABASE_VERSION)
+    supabase = max(m.version for m in every)
+    return {v for v in applied if v > (postgres if v < FIRST_SUPABASE_VERSION else supabase)}
+
+
+def check_readable(readable_by: int, applied: set[int]) -> None:
+    """Refuse a schema migrated by a newer convmem that this one cannot use.
+
+    A schema says, in ``convmem_readable_by()``, the oldest schema version whose code may
+    still run on it: a migration that only adds (a function, a column with a default)
+    leaves it, one that changes what older code relies on raises it. So a rollback onto
+    the previous release works while it can, and is refused before any request when not.
+    """
+    mine = newest_postgres_version()
+    if readable_by > mine:
+        raise ConfigurationError(
+            f"this database's convmem schema (migrations up to {max(applied)}) was migrated"
+            f" by a newer convmem, and releases before schema {readable_by} cannot use it;"
+            f" this one has schema {mine}: run the newer release (or restore the database"
+            " from before its `convmem migrate`)"
+        )
 
 
 def schema_file(path: str) -> str:

@@ -923,6 +923,13 @@ BEGIN
 END
 $$;
 
+-- The oldest schema version whose convmem may still run on this schema (a store checks
+-- it on a database migrated past the newest version it knows, as in a rollback): raise it
+-- in a migration that changes what older releases rely on; one that only adds leaves it.
+CREATE OR REPLACE FUNCTION convmem_readable_by() RETURNS integer LANGUAGE sql IMMUTABLE AS $$
+    SELECT 10
+$$;
+
 -- The newest migration recorded (SupabaseStore checks it before its first call).
 CREATE OR REPLACE FUNCTION convmem_schema_version() RETURNS integer LANGUAGE sql STABLE AS $$
     SELECT max(version) FROM convmem_schema_migrations
