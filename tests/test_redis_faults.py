@@ -15,11 +15,11 @@ import pytest
 from convmem import Memory, Turn
 from convmem.cache.redis import RedisCache
 from convmem_bench.net import TcpProxy
+from convmem_bench.redis_server import RedisServer
 from tests.conftest import Backend, MemoryFactory
 from tests.contract.test_store_contract import Trips
 from tests.support.clock import FakeTimer
 from tests.support.flows import exchange, until
-from tests.support.services import RedisServer
 
 Factory = Callable[..., Awaitable[Memory]]
 

@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 
 from convmem.cache.protocol import L2Error
 from convmem.cache.redis import RedisCache
-from tests.support.services import RedisClusterServers, RedisServer
+from convmem_bench.redis_server import RedisServer
+from tests.support.services import RedisClusterServers
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from convmem_bench import soak
+from convmem_bench.endurance import FAULTS
 from convmem_bench.pgbouncer import free_port
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
@@ -72,3 +73,32 @@ def test_an_instance_whose_port_was_taken_starts_again_on_another(
         taken.close()
     with pytest.raises(RuntimeError, match="exited"):
         instance.rss_mib()  # stopped with the context: an error, never a 0
+
+
+def test_a_short_endurance_run_strikes_every_fault_and_loses_nothing(tmp_path: Path) -> None:
+    document = tmp_path / "RELIABILITY.md"
+    document.write_text("# convmem reliability\n\nthe chaos suite's figures\n")
+    command = [
+        sys.executable,
+        "-m",
+        "convmem_bench.endurance",
+        "--minutes=0.5",
+        "--fault-every=6",
+        "--sample-every=3",
+        "--clients=4",
+        f"--out={tmp_path}",
+        f"--document={document}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(BENCH_DIR)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "endurance.json").read_text())
+    assert {fault for _, fault, _ in report["faults"]} == set(FAULTS)
+    assert report["lost_chats"] == 0
+    assert report["errors_outside_faults"] == 0
+    assert report["acknowledged_chats"] == report["requests"] > 0
+    assert report["checked_prompts"] > 0
+    assert all(min(s["rss_mib"]) > 0 and min(s["fds"]) > 0 for s in report["samples"])
+    text = document.read_text()
+    assert text.startswith("# convmem reliability\n\nthe chaos suite's figures")
+    assert text.count("## Endurance:") == 1

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from convmem import Memory, Thread
+from convmem_bench.redis_server import RedisServer
 from tests.conftest import MemoryFactory
 from tests.support.flows import exchange, until
-from tests.support.services import RedisServer
 
 LEASE = 1.0
 

@@ -158,8 +158,12 @@ class Load:
         self.random = random.Random(seed)
         self.weights = weights
         self.latencies: list[float] = []
+        self.finished: list[float] = []  # when each request ended (monotonic), for windows
         self.errors = 0
+        self.error_times: list[float] = []
         self.failures: list[str] = []  # what went wrong, for the report
+        self.acked: dict[str, int] = {}  # thread id: chats acknowledged on it
+        self.acked_prompts: list[tuple[str, str]] = []  # one in 50, checked one by one
 
     async def run(self, seconds: float) -> None:
         stop = time.monotonic() + seconds
@@ -176,8 +180,7 @@ class Load:
                     while time.monotonic() < stop:
                         await self._request(mcp)
             except Exception as exc:
-                self.errors += 1  # the client broke: a new one takes over
-                self.failures.append(repr(exc)[:300])
+                self._failed(repr(exc))  # the client broke: a new one takes over
 
     async def _request(self, mcp: Client) -> None:
         slot = self.random.choices(range(len(self.threads)), self.weights)[0]
@@ -192,14 +195,24 @@ class Load:
             # Two clients on one popular thread: one may fill it under the other. That
             # is the workload, not a failure: the thread is replaced by a new one.
             if "is full (it holds at most" not in text:
-                self.errors += 1
-                self.failures.append(text[:300])
+                self._failed(text)
             self.threads[slot] = None
             return
         self.latencies.append(elapsed)
+        self.finished.append(time.monotonic())
         structured = result.structured_content or {}
+        thread_id = str(structured.get("continuation_id"))
+        self.acked[thread_id] = self.acked.get(thread_id, 0) + 1
+        if len(self.latencies) % 50 == 0:
+            self.acked_prompts.append((thread_id, str(arguments["prompt"])))
         full = structured.get("remaining_turns", 0) < 2
-        self.threads[slot] = None if full else structured.get("continuation_id")
+        self.threads[slot] = None if full else thread_id
+
+    def _failed(self, what: str) -> None:
+        self.errors += 1
+        self.error_times.append(time.monotonic())
+        if len(self.failures) < 1000:
+            self.failures.append(what[:300])
 
 
 async def soak_once(

@@ -7,6 +7,8 @@ import platform
 import sys
 from pathlib import Path
 
+from convmem_bench import endurance
+
 HEADER = """# convmem reliability
 
 What the chaos suite (`tests/chaos/`) measured in one run of
@@ -105,8 +107,14 @@ def _machine() -> str:
 
 
 def main() -> None:
+    """``report.py ROWS.jsonl [RELIABILITY.md]``: the document from the rows, keeping the
+    endurance section (``make soak-long``) of the one it replaces."""
     rows = [json.loads(line) for line in Path(sys.argv[1]).read_text().splitlines() if line]
-    sys.stdout.write(render(rows))
+    text = render(rows)
+    kept = endurance.section_of(Path(sys.argv[2])) if len(sys.argv) > 2 else None
+    if kept is not None:
+        text = text.rstrip("\n") + "\n\n" + kept + "\n"
+    sys.stdout.write(text)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ import pytest
 
 from convmem import Memory, Turn
 from convmem.stores.postgres import PostgresStore
+from convmem_bench.redis_server import RedisServer
 from tests.chaos.harness import FULL, Outcome, analyse, run_workers, scaled, two_workers
-from tests.support.services import RedisServer, pg_url
+from tests.support.services import pg_url
 
 LEASE = 1.0
 THREADS = 8
