@@ -31,7 +31,7 @@ def bench(
     """Measure convmem against the seed's flows and the raw drivers, side by side."""
     from convmem_bench.report import markdown, plots
     from convmem_bench.run import main_sync
-    from convmem_bench.soak import section_of, write_section
+    from convmem_bench.soak import SECTION
 
     report = main_sync(admin_dsn, redis_url, quick)
     if out is not None:
@@ -39,10 +39,10 @@ def bench(
         (out / "results.json").write_bytes(report.to_json())
         images = [] if quick else plots(report, out / "plots")
         document = out.parent / "BENCHMARKS.md" if out.name == "bench" else out / "BENCHMARKS.md"
-        soak = section_of(document)  # make soak's figures outlive a make bench
+        soak = SECTION.of(document)  # make soak's figures outlive a make bench
         document.write_text(markdown(report, images), encoding="utf-8")
         if soak is not None:
-            write_section(document, soak)
+            SECTION.write(document, soak)
         typer.echo(f"wrote {document}")
 
 

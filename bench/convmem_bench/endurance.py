@@ -32,10 +32,10 @@ import typer
 
 from convmem_bench.haproxy import HAProxy
 from convmem_bench.redis_server import RedisServer
+from convmem_bench.sections import Section
 from convmem_bench.soak import TOKEN, Instance, Load, _pg_connections, _redis_clients, _start
 
-START_MARK = "<!-- endurance: written by make soak-long -->"
-END_MARK = "<!-- /endurance -->"
+SECTION = Section("<!-- endurance: written by make soak-long -->", "<!-- /endurance -->")
 FAULTS = ("redis restart", "redis hang", "store connections cut", "instance SIGKILL")
 
 
@@ -261,7 +261,7 @@ def markdown(report: Endurance) -> str:
     rss = ", ".join(_flat([s.rss_mib[i] for s in samples]) for i in range(per_instance))
     fds = ", ".join(_flat([float(s.fds[i]) for s in samples]) for i in range(per_instance))
     lines = [
-        START_MARK,
+        SECTION.start,
         "",
         f"## Endurance: {report.minutes:g} minutes, {report.instances} instances behind"
         f" HAProxy, {report.clients} clients, a fault every {report.fault_every_s:g} s",
@@ -296,25 +296,8 @@ def markdown(report: Endurance) -> str:
     for kind in FAULTS:
         struck = [errors for _, fault, errors in report.faults if fault == kind]
         lines.append(f"| {kind} | {len(struck)} | {sum(struck)} |")
-    lines += ["", END_MARK]
+    lines += ["", SECTION.end]
     return "\n".join(lines)
-
-
-def write_section(document: Path, section: str) -> None:
-    text = document.read_text() if document.exists() else ""
-    if START_MARK in text and END_MARK in text:
-        head, _, rest = text.partition(START_MARK)
-        text = head + section + rest.partition(END_MARK)[2]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    document.write_text(text)
-
-
-def section_of(document: Path) -> str | None:
-    text = document.read_text() if document.exists() else ""
-    if START_MARK not in text or END_MARK not in text:
-        return None
-    return START_MARK + text.partition(START_MARK)[2].partition(END_MARK)[0] + END_MARK
 
 
 app = typer.Typer(add_completion=False)
@@ -375,7 +358,7 @@ def main(
         out.mkdir(parents=True, exist_ok=True)
         (out / "endurance.json").write_text(json.dumps(asdict(report), indent=2))
     if document is not None:
-        write_section(document, markdown(report))
+        SECTION.write(document, markdown(report))
     if report.lost_chats or report.errors_outside_faults:
         raise typer.Exit(1)
 

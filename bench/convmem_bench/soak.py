@@ -36,10 +36,10 @@ from mcp.client.streamable_http import streamable_http_client
 
 from convmem_bench.haproxy import HAProxy
 from convmem_bench.pgbouncer import free_port
+from convmem_bench.sections import Section
 
 TOKEN = "soak-token"
-START_MARK = "<!-- soak: written by make soak -->"
-END_MARK = "<!-- /soak -->"
+SECTION = Section("<!-- soak: written by make soak -->", "<!-- /soak -->")
 
 
 @dataclass
@@ -274,7 +274,7 @@ def _pg_connections(dsn: str) -> int:
 def markdown(results: list[SoakResult]) -> str:
     first = results[0]
     lines = [
-        START_MARK,
+        SECTION.start,
         "",
         f"## Soak: {first.clients} concurrent MCP clients through HAProxy, "
         f"{first.seconds:g} s per row",
@@ -300,28 +300,8 @@ def markdown(results: list[SoakResult]) -> str:
             f"{r.p99_ms:.1f} ms | {r.errors} | {rss} | {r.redis_clients} | "
             f"{r.postgres_connections} |"
         )
-    lines += ["", END_MARK]
+    lines += ["", SECTION.end]
     return "\n".join(lines)
-
-
-def section_of(document: Path) -> str | None:
-    """The soak section a document holds, to carry over when make bench rewrites it."""
-    text = document.read_text() if document.exists() else ""
-    if START_MARK not in text or END_MARK not in text:
-        return None
-    return START_MARK + text.partition(START_MARK)[2].partition(END_MARK)[0] + END_MARK
-
-
-def write_section(document: Path, section: str) -> None:
-    """Put the soak section into BENCHMARKS.md, replacing the one before."""
-    text = document.read_text() if document.exists() else ""
-    if START_MARK in text and END_MARK in text:
-        head, _, rest = text.partition(START_MARK)
-        _, _, tail = rest.partition(END_MARK)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    document.write_text(text)
 
 
 app = typer.Typer(add_completion=False)
@@ -385,7 +365,7 @@ def soak(
         out.mkdir(parents=True, exist_ok=True)
         (out / "soak.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
     if document is not None:
-        write_section(document, markdown(results))
+        SECTION.write(document, markdown(results))
 
 
 if __name__ == "__main__":

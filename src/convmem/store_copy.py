@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from convmem.errors import ConfigurationError
-from convmem.records import to_micros
+from convmem.records import to_micros, turn_params
 
 if TYPE_CHECKING:
     from convmem.models import Thread, Turn
@@ -245,16 +245,4 @@ def _plain(value: object) -> object:
 
 
 def _turn_fields(turn: Turn) -> tuple[object, ...]:
-    return (
-        turn.seq,
-        turn.role,
-        turn.content,
-        turn.tool_name,
-        turn.model_provider,
-        turn.model_name,
-        turn.files,
-        turn.images,
-        turn.metadata,
-        turn.key,
-        turn.created_at,
-    )
+    return (turn.seq, turn_params(turn), turn.created_at)

@@ -111,7 +111,7 @@ def main() -> None:
     endurance section (``make soak-long``) of the one it replaces."""
     rows = [json.loads(line) for line in Path(sys.argv[1]).read_text().splitlines() if line]
     text = render(rows)
-    kept = endurance.section_of(Path(sys.argv[2])) if len(sys.argv) > 2 else None
+    kept = endurance.SECTION.of(Path(sys.argv[2])) if len(sys.argv) > 2 else None
     if kept is not None:
         text = text.rstrip("\n") + "\n\n" + kept + "\n"
     sys.stdout.write(text)
