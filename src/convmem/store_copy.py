@@ -88,7 +88,7 @@ async def copy_threads(
     await _record_keys(source, destination, payloads, sealing)
     threads = await _every_thread(source, batch)
     report = CopyReport(total=len(threads))
-    written: dict[str, tuple[str | None, str]] = {}  # id: (owner, content digest)
+    written: dict[str, tuple[str | None, str, datetime]] = {}  # id: (owner, digest, expiry)
     for thread_id, owner in threads:
         report.scanned += 1
         stored = await source.load(thread_id, owner=owner)
@@ -98,14 +98,17 @@ async def copy_threads(
             wanted = _transformed(stored, payloads, sealing)
             digest = _digest(_comparable(wanted, payloads, sealing))
             await _write(destination, wanted, digest, payloads, sealing, replace_differing, report)
-            written[thread_id] = (owner, digest)
+            written[thread_id] = (owner, digest, stored.expires_at)
         if on_progress is not None:
             on_progress(report)
-    for thread_id, (owner, digest) in written.items():
+    kept_apart = set(report.differing)
+    for thread_id, (owner, digest, expires_at) in written.items():
         found = await destination.load(thread_id, owner=owner)
         if found is not None and _digest(_comparable(found, payloads, sealing)) == digest:
             report.verified += 1
-        elif thread_id not in report.differing:
+        elif found is None and expires_at <= destination.clock():
+            report.gone += 1  # it expired meanwhile, there as in the source
+        elif thread_id not in kept_apart:
             report.mismatched.append(thread_id)
     return report
 
