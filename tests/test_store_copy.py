@@ -274,6 +274,12 @@ def test_copy_refuses_unclear_requests(tmp_path: Path) -> None:
     _, err = both.communicate(timeout=60)
     assert both.returncode == 1
     assert "choose one of --reseal and --unseal" in err
+    missing = convmem_copy("--from", f"{url}-typo", "--to", f"{url}2")
+    _, err = missing.communicate(timeout=60)
+    assert missing.returncode == 1
+    assert f"there is no SQLite file at {tmp_path}/x.db-typo to copy from" in " ".join(err.split())
+    assert not Path(f"{tmp_path}/x.db-typo").exists()
+    subprocess.run([sys.executable, "-m", "convmem", "migrate", "--store", url], check=True)
     keyless = convmem_copy("--from", url, "--to", f"{url}2", "--reseal")
     _, err = keyless.communicate(timeout=60)
     assert keyless.returncode == 1

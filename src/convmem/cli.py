@@ -28,6 +28,7 @@ from convmem.models import Thread, ThreadPage
 from convmem.settings import Settings
 from convmem.store_copy import CopyReport, Payloads, copy_threads
 from convmem.stores import redact_url
+from convmem.stores.sqlite import SqliteStore
 
 T = TypeVar("T")
 
@@ -411,13 +412,17 @@ def copy_store(
         raise _failed(ConfigurationError("--from and --to name the same store"))
     payloads = Payloads.RESEAL if reseal else Payloads.UNSEAL if unseal else Payloads.AS_STORED
     settings = _settings()
+    try:
+        origin = build_store(settings, source)
+    except ConvMemError as exc:
+        raise _failed(exc) from None
+    if isinstance(origin, SqliteStore) and not Path(origin.path).exists():
+        # (opening it would make an empty store, and the copy would copy nothing)
+        raise _failed(ConfigurationError(f"there is no SQLite file at {origin.path} to copy from"))
 
     async def main() -> CopyReport:
         with _copy_progress() as show:
-            async with (
-                build_store(settings, source) as src,
-                build_store(settings, destination) as dst,
-            ):
+            async with origin as src, build_store(settings, destination) as dst:
                 return await copy_threads(
                     src,
                     dst,
