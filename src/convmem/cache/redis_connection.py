@@ -33,7 +33,9 @@ from redis.event import (
     EventDispatcher,
 )
 from redis.exceptions import (
-    ConnectionError,
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
     MaxConnectionsError,
     RedisClusterException,
     RedisError,
@@ -234,7 +236,7 @@ def translated() -> Iterator[None]:
         yield
     except MaxConnectionsError as exc:
         raise L2Error(f"{FULL_POOL} ({exc})") from exc
-    except ConnectionError as exc:
+    except RedisConnectionError as exc:
         if str(exc) == "No connection available.":  # BlockingConnectionPool's wait ran out
             raise L2Error(f"{FULL_POOL} (none came back in time)") from exc
         raise L2Error(f"{type(exc).__name__}: {exc}") from exc
