@@ -25,6 +25,7 @@ import redis
 from convmem import Memory, Settings
 from convmem.cache.protocol import L2Tier
 from convmem.limits import ThreadLimits
+from convmem.options import MemoryOptions
 from convmem.stores.base import Store
 from convmem.stores.postgres import PostgresStore
 from convmem.stores.sqlite import SqliteStore
@@ -114,9 +115,10 @@ def clean_pg(pg_database: str) -> str:
         exists = conn.execute("SELECT to_regclass('convmem_threads') IS NOT NULL").fetchone()
         if exists and exists[0]:
             conn.execute("TRUNCATE convmem_threads CASCADE")
-        keys = conn.execute("SELECT to_regclass('convmem_sealing_keys') IS NOT NULL").fetchone()
-        if keys and keys[0]:
-            conn.execute("TRUNCATE convmem_sealing_keys")
+        for table in ("convmem_sealing_keys", "convmem_unannounced"):
+            found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+            if found and found[0]:
+                conn.execute(f"TRUNCATE {table}")
     return pg_database
 
 
@@ -220,9 +222,18 @@ async def memories(
         """An instance from settings; or, given ``cache``, one on that L2 tier as passed."""
         store = store or cache_backend.store
         if cache is not None:
+            overrides.setdefault("options", MemoryOptions(watch_unannounced=False))
             memory = Memory(store, cache=cache, timer=breaker_clock, **overrides)
         else:
-            defaults = {"cache_url": redis_url, "cache_prefix": redis_prefix, "max_turns": 50}
+            # The watch for unannounced writes polls the store every quarter lease, at
+            # moments no test controls: it would land in the round trips these tests
+            # count. The partition tests, and every test through `convmem serve`, run it.
+            defaults = {
+                "cache_url": redis_url,
+                "cache_prefix": redis_prefix,
+                "max_turns": 50,
+                "watch_unannounced": False,
+            }
             settings = Settings.of(store_url="sqlite:///unused", **{**defaults, **overrides})
             memory = Memory.from_settings(settings, store=store, timer=breaker_clock)
         await memory.open()

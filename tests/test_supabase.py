@@ -230,7 +230,7 @@ def test_the_pooler_path_is_postgres_with_prepared_statements_off() -> None:
         PostgresStore.from_url(pg_url("x", migrations="mysql"))
 
 
-@pytest.mark.parametrize(("readable_by", "refused"), [(10, False), (12, True)])
+@pytest.mark.parametrize(("readable_by", "refused"), [(10, False), (13, True)])
 async def test_a_project_migrated_by_a_newer_release_is_used_only_if_it_says_so(
     postgrest: PostgrestStandIn, clean_pg: str, readable_by: int, refused: bool
 ) -> None:
@@ -246,10 +246,10 @@ async def test_a_project_migrated_by_a_newer_release_is_used_only_if_it_says_so(
             if record:
                 conn.execute(
                     "INSERT INTO convmem_schema_migrations (version, name)"
-                    " VALUES (112, '0112_from_a_newer_release')"
+                    " VALUES (199, '0199_from_a_newer_release')"
                 )
             else:
-                conn.execute("DELETE FROM convmem_schema_migrations WHERE version = 112")
+                conn.execute("DELETE FROM convmem_schema_migrations WHERE version = 199")
 
     future(readable_by, record=True)
     store = SupabaseStore.from_url(postgrest.url, service_key=postgrest.service_key)

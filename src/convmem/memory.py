@@ -150,6 +150,7 @@ class Memory:
             timer=timer,
             guard=self._guard,
             sealing=self._sealing,
+            watch_unannounced=options.watch_unannounced,
         )
         self._writes = SealedWrites(
             store,

@@ -23,6 +23,10 @@ class MemoryOptions:
     store_timeout_seconds: the deadline of every store call; one that misses it (or an
         unreachable store) raises ``StoreUnavailableError`` and opens the store breaker.
     store_breaker_reset_seconds: how long calls then fail at once before one probes.
+    watch_unannounced: with Redis and other instances, read the store every quarter lease
+        for the writes an instance cut off from Redis could not announce, so that the
+        staleness bound holds under a partition too (one small query per quarter lease,
+        not per request); off, such a writer's writes reach the others when it reconnects.
     """
 
     single_instance: bool = False
@@ -31,6 +35,7 @@ class MemoryOptions:
     lease_seconds: float = 1.0
     store_timeout_seconds: float = 5.0
     store_breaker_reset_seconds: float = 1.0
+    watch_unannounced: bool = True
 
     def __post_init__(self) -> None:
         if self.consistency not in ("default", "strict"):

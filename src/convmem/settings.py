@@ -124,6 +124,7 @@ class CacheSettings(_Group):
         "redis_breaker_reset_seconds", _MEMORY.redis_breaker_reset_seconds, gt=0
     )
     single_instance: bool = _setting("single_instance", _MEMORY.single_instance)
+    watch_unannounced: bool = _setting("watch_unannounced", _MEMORY.watch_unannounced)
     lease_seconds: float = _setting("cache_lease_seconds", _MEMORY.lease_seconds, gt=0)
     consistency: Literal["default", "strict"] = _setting("consistency", _MEMORY.consistency)
 
@@ -345,6 +346,7 @@ class Settings(BaseModel):
             lease_seconds=self.cache.lease_seconds,
             store_timeout_seconds=self.store.timeout_seconds,
             store_breaker_reset_seconds=self.store.breaker_reset_seconds,
+            watch_unannounced=self.cache.watch_unannounced,
         )
 
 

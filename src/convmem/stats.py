@@ -31,6 +31,9 @@ class Stats:
     pending_fences: int = 0  # threads whose newest write Redis has not been told of yet
     lease_lapses: int = 0  # silences from Redis longer than the lease (L1 dropped after each)
     redis_restarts: int = 0  # resubscriptions that found a new Redis run id (fences lost)
+    unannounced_recorded: int = 0  # writes Redis missed, recorded in the store for the others
+    unannounced_fenced: int = 0  # others' unannounced writes this instance fenced and announced
+    watch_failures: int = 0  # reads of the unannounced writes that failed (tried again)
     circuit_state: str = "closed"  # the Redis circuit
     store_circuit_state: str = "closed"
     store_timeouts: int = 0  # store calls that missed their deadline

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
         Updated,
     )
     from convmem.models import Thread, ThreadPage, ThreadSummary, Turn
-    from convmem.stores.base import MetadataSwap, NewThread, Resealed
+    from convmem.stores.base import MetadataSwap, NewThread, Resealed, Unannounced
 
 
 class DelegatingStore(Store):
@@ -134,6 +134,15 @@ class DelegatingStore(Store):
 
     async def delete(self, thread_id: str, *, owner: str | None) -> Deleted | None:
         return await self.inner.delete(thread_id, owner=owner)
+
+    async def record_unannounced(self, thread_id: str, version: int) -> None:
+        await self.inner.record_unannounced(thread_id, version)
+
+    async def unannounced(self, *, fenced_within: float) -> tuple[Unannounced, ...]:
+        return await self.inner.unannounced(fenced_within=fenced_within)
+
+    async def mark_fenced(self, writes: Sequence[tuple[str, int]]) -> None:
+        await self.inner.mark_fenced(writes)
 
     async def restore(self, thread: Thread, *, replace: bool = False) -> bool:
         return await self.inner.restore(thread, replace=replace)

@@ -36,7 +36,7 @@ from convmem.cache.bus import InvalidationListener
 from convmem.cache.lease import Lease
 from convmem.cache.protocol import CorruptPayload, L2Error
 from convmem.cache.watermarks import Watermarks
-from convmem.changes import DELETED, Deleted, InPlace, Whole, changed
+from convmem.changes import DELETED, Deleted, InPlace, Moved, Whole, changed
 from convmem.errors import DecryptionError, StoreError, ThreadNotFoundError
 from convmem.sealing import NO_SEALING, Sealing
 from convmem.stores.guard import StoreGuard
@@ -82,6 +82,7 @@ class TieredCache:
         timer: Callable[[], float] = time.monotonic,
         guard: StoreGuard | None = None,
         sealing: Sealing = NO_SEALING,
+        watch_unannounced: bool = False,
     ) -> None:
         self.store = store
         self.sealing = sealing
@@ -111,6 +112,10 @@ class TieredCache:
             )
         self._replay: asyncio.Task[bool] | None = None
         self._replayer: asyncio.Task[None] | None = None
+        # Other instances may write while cut off from Redis: read what they could not
+        # announce from the store (see ``_watch_unannounced``).
+        self.watching = l2 is not None and not single_instance and watch_unannounced
+        self._watcher: asyncio.Task[None] | None = None
 
     # -- lifetime --------------------------------------------------------------
 
@@ -119,14 +124,17 @@ class TieredCache:
             await self._listener.start()
         if self.l2 is not None:
             self._replayer = asyncio.create_task(self._replay_missed(), name="convmem-replay")
+        if self.watching:
+            self._watcher = asyncio.create_task(self._watch_unannounced(), name="convmem-watch")
 
     async def stop(self) -> None:
         if self._listener is not None:
             await self._listener.stop()
-        if self._replayer is not None:
-            self._replayer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._replayer
+        for task in (self._replayer, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._replay is not None:
             await asyncio.gather(self._replay, return_exceptions=True)
 
@@ -356,7 +364,12 @@ class TieredCache:
         if self.l2 is not None and told:
             after = None if at_base is None else at_base[0].state_after(at_base[1])
             # A failure here is remembered by the guard and replayed to Redis.
-            await _l2(self.l2.apply(change, self.store.clock(), after=after))
+            outcome = await _l2(self.l2.apply(change, self.store.clock(), after=after))
+            if outcome is None and self.watching:
+                # Others may still trust their copies (a partition cuts only us off):
+                # the store tells them, before this write is acknowledged.
+                await self._store(lambda: self.store.record_unannounced(thread_id, change.version))
+                self.stats.unannounced_recorded += 1
         if isinstance(change, Deleted):
             return None
         if isinstance(change, Whole):
@@ -460,6 +473,43 @@ class TieredCache:
             await asyncio.sleep(self.lease.length / 4)
             if self.l2.pending:
                 await self.l2.replay()
+
+    async def _watch_unannounced(self) -> None:
+        """Every quarter lease, the writes other instances recorded as unannounced (they
+        were cut off from Redis while this instance was not): nothing older than them is
+        served here from then on, and those not fenced yet are fenced and announced
+        through this instance's Redis, so every instance hears of them. A write recorded
+        before it was acknowledged is seen here within a quarter lease and a round trip:
+        the staleness bound holds under a partition too. A failed read is tried again at
+        the next quarter (an instance cut off from the store hears of the others'
+        writes through Redis: under one partition, they could announce them)."""
+        while True:
+            await asyncio.sleep(self.lease.length / 4)
+            await self.read_unannounced()
+
+    async def read_unannounced(self) -> None:
+        """One read of the unannounced writes (``_watch_unannounced``)."""
+        assert self.l2 is not None
+        try:
+            found = await self.guard.run(
+                lambda: self.store.unannounced(fenced_within=2 * self.lease.length)
+            )
+        except StoreError:
+            self.stats.watch_failures += 1
+            return
+        fenced: list[tuple[str, int]] = []
+        for thread_id, version, done in found:
+            self.watermarks.raise_to(thread_id, version)
+            if version >= DELETED:
+                self.l1.discard(thread_id)
+            if not done and self._in_contact():  # (else it would only wait for replay)
+                moved = Moved(thread_id, version)
+                if await _l2(self.l2.apply(moved, self.store.clock())) is not None:
+                    fenced.append((thread_id, version))
+        if fenced:
+            with contextlib.suppress(StoreError):
+                await self.guard.run(lambda: self.store.mark_fenced(fenced))
+            self.stats.unannounced_fenced += len(fenced)
 
     async def ping_l2(self) -> bool | None:
         """True if L2 answers now, False if not, None without an L2 tier (no breaker)."""

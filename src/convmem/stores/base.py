@@ -75,6 +75,7 @@ class NewThread:
 
 
 MetadataSwap = tuple[Mapping[str, Any], Mapping[str, Any]]  # (expected, new) thread metadata
+Unannounced = tuple[str, int, bool]  # a write no instance announced: thread id, version, fenced
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +297,23 @@ class Store(ABC):
         row still holds ``expected`` content, the thread's metadata ``(old, new)`` where it
         still equals ``old``. Seq, role, key, times and the version do not change (the
         plaintext is the same). Returns how many rows changed."""
+
+    # -- writes no instance could announce (the staleness bound under a partition) ------
+
+    @abstractmethod
+    async def record_unannounced(self, thread_id: str, version: int) -> None:
+        """Note that a committed write (its thread's new version) could not be announced
+        through Redis (1 round trip); the record of one fenced over an hour ago goes."""
+
+    @abstractmethod
+    async def unannounced(self, *, fenced_within: float) -> tuple[Unannounced, ...]:
+        """The unannounced writes not fenced yet, and those fenced within the last
+        ``fenced_within`` seconds (1 round trip; nothing, while all is well)."""
+
+    @abstractmethod
+    async def mark_fenced(self, writes: Sequence[tuple[str, int]]) -> None:
+        """Unannounced ``(thread id, version)`` writes have been fenced and announced
+        (1 round trip)."""
 
     @abstractmethod
     async def restore(self, thread: Thread, *, replace: bool = False) -> bool:

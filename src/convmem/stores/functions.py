@@ -34,7 +34,7 @@ from convmem.records import (
     turn_params,
 )
 from convmem.stores import common
-from convmem.stores.base import MetadataSwap, NewThread, Resealed, SnapshotStore
+from convmem.stores.base import MetadataSwap, NewThread, Resealed, SnapshotStore, Unannounced
 from convmem.validation import (
     validate_count,
     validate_fork_point,
@@ -396,6 +396,25 @@ class FunctionStore(SnapshotStore):
             )
         )
         return int(changed or 0)
+
+    async def record_unannounced(self, thread_id: str, version: int) -> None:
+        await self._value(
+            Call(
+                "convmem_record_unannounced",
+                {"p_id": thread_id, "p_version": version},
+                returns_rows=False,
+            )
+        )
+
+    async def unannounced(self, *, fenced_within: float) -> tuple[Unannounced, ...]:
+        rows = await self._value(
+            Call("convmem_unannounced", {"p_fenced_within": fenced_within}, returns_rows=False)
+        )
+        return tuple((str(i), int(v), bool(fenced)) for i, v, fenced in rows or ())
+
+    async def mark_fenced(self, writes: Sequence[tuple[str, int]]) -> None:
+        rows = [{"thread_id": thread_id, "version": version} for thread_id, version in writes]
+        await self._value(Call("convmem_mark_fenced", {"p_rows": rows}, returns_rows=False))
 
     async def restore(self, thread: Thread, *, replace: bool = False) -> bool:
         summary = thread.summary

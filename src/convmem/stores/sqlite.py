@@ -31,7 +31,7 @@ from convmem.records import (
     turn_params,
 )
 from convmem.stores import common
-from convmem.stores.base import MetadataSwap, NewThread, Resealed, SnapshotStore
+from convmem.stores.base import MetadataSwap, NewThread, Resealed, SnapshotStore, Unannounced
 from convmem.stores.migrations import migrations_for, pending
 from convmem.validation import (
     validate_count,
@@ -61,6 +61,9 @@ _SUMMARY_UPSERT = (
     " model_provider, model_name, files, images, metadata, key, created_at, version)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+_HOUR_US = 3_600_000_000  # an hour in microseconds: how long a fenced record is kept
 
 
 def _json(value: Any) -> str:
@@ -580,6 +583,47 @@ class SqliteStore(SnapshotStore):
 
         removed = await self._run(lambda: self._transaction(remove))
         return Deleted(thread_id) if removed else None
+
+    async def record_unannounced(self, thread_id: str, version: int) -> None:
+        now = to_micros(self.clock())
+
+        def record(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM convmem_unannounced WHERE fenced_at < ?", (now - _HOUR_US,))
+            conn.execute(
+                "INSERT OR IGNORE INTO convmem_unannounced (thread_id, version, recorded_at)"
+                " VALUES (?, ?, ?)",
+                (thread_id, version, now),
+            )
+
+        await self._run(lambda: self._transaction(record))
+
+    async def unannounced(self, *, fenced_within: float) -> tuple[Unannounced, ...]:
+        since = to_micros(self.clock()) - int(fenced_within * 1_000_000)
+
+        def read() -> list[Any]:
+            return (
+                self._db()
+                .execute(
+                    "SELECT thread_id, version, fenced_at IS NOT NULL FROM convmem_unannounced"
+                    " WHERE fenced_at IS NULL OR fenced_at > ?",
+                    (since,),
+                )
+                .fetchall()
+            )
+
+        return tuple((str(i), int(v), bool(f)) for i, v, f in await self._run(read))
+
+    async def mark_fenced(self, writes: Sequence[tuple[str, int]]) -> None:
+        now = to_micros(self.clock())
+
+        def mark(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE convmem_unannounced SET fenced_at = ?"
+                " WHERE thread_id = ? AND version = ? AND fenced_at IS NULL",
+                [(now, thread_id, version) for thread_id, version in writes],
+            )
+
+        await self._run(lambda: self._transaction(mark))
 
     async def restore(self, thread: Thread, *, replace: bool = False) -> bool:
         def write(conn: sqlite3.Connection) -> bool:

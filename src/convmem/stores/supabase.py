@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("convmem.stores")
 
-SCHEMA_VERSION: Final = 111  # the newest migration the store needs (restore)
+SCHEMA_VERSION: Final = 112  # the newest migration the store needs (unannounced)
 _RETRYABLE_STATUS: Final = frozenset({"502", "503", "504", "520", "522", "524"})
 _TIME_INDEXES: Final = tuple(i for i, name in enumerate(ROW_FIELDS) if name in TIME_FIELDS)
 

@@ -48,7 +48,7 @@ DO $$
 BEGIN
     -- (nested: PL/pgSQL would plan the second test before the first has held)
     IF to_regclass('convmem_threads') IS NOT NULL THEN
-        IF NOT EXISTS (SELECT 1 FROM convmem_schema_migrations WHERE version = 11) THEN
+        IF NOT EXISTS (SELECT 1 FROM convmem_schema_migrations WHERE version = 12) THEN
             RAISE EXCEPTION 'this database holds an earlier convmem schema'
                 USING HINT = 'upgrade it with `convmem migrate --store postgresql://…` (add '
                              '?migrations=supabase on Supabase); this file is for new databases';
@@ -140,6 +140,23 @@ CREATE TABLE IF NOT EXISTS convmem_sealing_keys (
     key_id      text PRIMARY KEY,
     recorded_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Writes their writer could not announce through Redis (it was cut off from it while
+-- others were not): every instance reads the ones not yet fenced, and those fenced lately,
+-- a few times per lease, drops its copies older than them, and fences and announces them
+-- through its own Redis (so the staleness bound holds under a partition). The version
+-- is a bigint: a deletion's is 2^53.
+CREATE TABLE IF NOT EXISTS convmem_unannounced (
+    thread_id   uuid NOT NULL,
+    version     bigint NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    fenced_at   timestamptz,
+    PRIMARY KEY (thread_id, version)
+);
+CREATE INDEX IF NOT EXISTS convmem_unannounced_open
+    ON convmem_unannounced (recorded_at) WHERE fenced_at IS NULL;
+CREATE INDEX IF NOT EXISTS convmem_unannounced_fenced
+    ON convmem_unannounced (fenced_at) WHERE fenced_at IS NOT NULL;
 
 -- convmem:calls begin: the row type and the functions of the store calls. They hold no
 -- data: `convmem migrate` drops and re-creates them on an upgraded database.
@@ -923,6 +940,45 @@ BEGIN
 END
 $$;
 
+-- A committed write its writer could not announce (0012); rows fenced over an hour ago go.
+-- (clock_timestamp(), not now(): the time of the call, whatever transaction it is in)
+CREATE OR REPLACE FUNCTION convmem_record_unannounced(p_id uuid, p_version bigint)
+RETURNS boolean LANGUAGE sql AS $$
+    WITH old AS (
+        DELETE FROM convmem_unannounced WHERE fenced_at < clock_timestamp() - interval '1 hour'
+    )
+    INSERT INTO convmem_unannounced (thread_id, version, recorded_at)
+    VALUES (p_id, p_version, clock_timestamp())
+    ON CONFLICT (thread_id, version) DO NOTHING
+    RETURNING true
+$$;
+
+-- The unannounced writes not fenced yet, and those fenced within p_fenced_within seconds:
+-- a JSON array of [id, version, fenced] (empty, and one index probe, while all is well).
+CREATE OR REPLACE FUNCTION convmem_unannounced(p_fenced_within double precision)
+RETURNS jsonb LANGUAGE sql VOLATILE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_array(u.thread_id, u.version, u.fenced)), '[]'::jsonb)
+    FROM (
+        SELECT thread_id, version, false AS fenced FROM convmem_unannounced
+        WHERE fenced_at IS NULL
+        UNION ALL
+        SELECT thread_id, version, true FROM convmem_unannounced
+        WHERE fenced_at > clock_timestamp() - make_interval(secs => p_fenced_within)
+    ) u
+$$;
+
+-- Unannounced writes an instance has fenced and announced through Redis.
+CREATE OR REPLACE FUNCTION convmem_mark_fenced(p_rows jsonb)
+RETURNS integer LANGUAGE sql AS $$
+    WITH marked AS (
+        UPDATE convmem_unannounced u SET fenced_at = clock_timestamp()
+        FROM jsonb_to_recordset(p_rows) AS x(thread_id uuid, version bigint)
+        WHERE u.thread_id = x.thread_id AND u.version = x.version AND u.fenced_at IS NULL
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM marked
+$$;
+
 -- The oldest schema version whose convmem may still run on this schema (a store checks
 -- it on a database migrated past the newest version it knows, as in a rollback): raise it
 -- in a migration that changes what older releases rely on; one that only adds leaves it.
@@ -937,7 +993,7 @@ $$;
 
 -- convmem:calls end
 
--- This schema is every PostgreSQL migration up to 0011.
+-- This schema is every PostgreSQL migration up to 0012.
 INSERT INTO convmem_schema_migrations (version, name) VALUES
     (1, '0001_init'),
     (2, '0002_functions'),
@@ -949,5 +1005,6 @@ INSERT INTO convmem_schema_migrations (version, name) VALUES
     (8, '0008_operator_reads'),
     (9, '0009_sealed_seqs'),
     (10, '0010_update'),
-    (11, '0011_restore')
+    (11, '0011_restore'),
+    (12, '0012_unannounced')
 ON CONFLICT (version) DO NOTHING;

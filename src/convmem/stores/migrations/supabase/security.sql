@@ -15,7 +15,7 @@ BEGIN
         RAISE EXCEPTION 'convmem''s schema is not in place yet'
             USING HINT = 'apply postgres/schema.sql first';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM convmem_schema_migrations WHERE version = 11) THEN
+    IF NOT EXISTS (SELECT 1 FROM convmem_schema_migrations WHERE version = 12) THEN
         RAISE EXCEPTION 'this database holds an earlier convmem schema'
             USING HINT = 'upgrade it with `convmem migrate --store '
                          '"postgresql://…?migrations=supabase"`';
@@ -63,7 +63,7 @@ $$;
 
 SELECT convmem_lock_down();
 
--- This is every Supabase migration up to 0111.
+-- This is every Supabase migration up to 0112.
 INSERT INTO convmem_schema_migrations (version, name) VALUES
     (102, '0102_row_level_security'),
     (103, '0103_lock_down_reseal'),
@@ -74,5 +74,6 @@ INSERT INTO convmem_schema_migrations (version, name) VALUES
     (108, '0108_lock_down_operator_reads'),
     (109, '0109_sealed_seqs'),
     (110, '0110_lock_down_update'),
-    (111, '0111_lock_down_restore')
+    (111, '0111_lock_down_restore'),
+    (112, '0112_lock_down_unannounced')
 ON CONFLICT (version) DO NOTHING;

@@ -1,0 +1,121 @@
+"""A writer cut off from a Redis the others still reach (a partition, not a Redis fault):
+its write is recorded in the store before it is acknowledged, another instance reads the
+record within a quarter lease, fences and announces it, and no read anywhere that begins
+a lease after the acknowledgement returns the older version. Without the watch (the
+control) the others stay stale for as long as the partition lasts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from convmem import Memory
+from convmem.cache.redis import RedisCache
+from convmem_bench.net import TcpProxy
+from tests.support.clock import FakeTimer
+from tests.support.flows import exchange, until
+
+Factory = Callable[..., Awaitable[Memory]]
+LEASE = 1.0
+
+
+async def _reads_until(memory: Memory, thread_id: str, seconds: float) -> list[tuple[float, int]]:
+    """Read the thread every 20 ms for ``seconds``: (when each read began, its version)."""
+    seen: list[tuple[float, int]] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        began = time.monotonic()
+        thread = await memory.get_thread(thread_id)
+        assert thread is not None
+        seen.append((began, thread.version))
+        await asyncio.sleep(0.02)
+    return seen
+
+
+async def test_a_writer_cut_off_from_redis_leaves_no_reader_stale_past_the_lease(
+    memories: Factory, redis_url: str, redis_prefix: str
+) -> None:
+    host, port = "127.0.0.1", int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    proxy = TcpProxy(host, port).start()
+    try:
+        watched = {"watch_unannounced": True, "cache_lease_seconds": LEASE}
+        cut_off = await memories(
+            cache_url=f"redis://127.0.0.1:{proxy.port}/0", breaker_clock=FakeTimer(), **watched
+        )
+        other = await memories(**watched)
+        thread = await cut_off.create_thread(turns=exchange(1))
+        assert await other.get_thread(thread.id) == thread  # in other's L1 and in L2
+        assert (await other.lookup_thread(thread.id))[1] == "l1"
+
+        proxy.cut()  # Redis and the store live on; only cut_off cannot reach Redis
+        await until(lambda: not cut_off.stats.subscribed, "cut_off to notice")
+        updated = await cut_off.add_turns(thread.id, exchange(2))
+        acknowledged = time.monotonic()
+        assert updated.version == 4
+        assert cut_off.stats.unannounced_recorded == 1
+
+        reads = await _reads_until(other, thread.id, LEASE + 0.5)
+        late = [version for began, version in reads if began >= acknowledged + LEASE]
+        assert late, "no read began a lease after the write"
+        assert set(late) == {4}
+        stale_for = max((began - acknowledged for began, v in reads if v < 4), default=0.0)
+        assert stale_for < LEASE
+        assert other.stats.unannounced_fenced == 1  # it fenced and announced the write
+
+        # Redis holds the fence: an instance that starts now reads the store, not the
+        # stale copy (cut_off is still cut off and has replayed nothing).
+        assert cut_off.stats.pending_fences == 1
+        probe = RedisCache.from_url(redis_url, prefix=redis_prefix)
+        assert await probe.version(thread.id) >= 4
+        await probe.aclose()
+        newcomer = await memories(**watched)
+        seen = await newcomer.get_thread(thread.id)
+        assert seen is not None
+        assert seen.version == 4
+    finally:
+        proxy.stop()
+
+
+async def test_without_the_watch_the_others_stay_stale_while_the_partition_lasts(
+    memories: Factory, redis_url: str
+) -> None:
+    """The control: the same partition with the watch off."""
+    host, port = "127.0.0.1", int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    proxy = TcpProxy(host, port).start()
+    try:
+        unwatched = {"watch_unannounced": False, "cache_lease_seconds": LEASE}
+        cut_off = await memories(
+            cache_url=f"redis://127.0.0.1:{proxy.port}/0", breaker_clock=FakeTimer(), **unwatched
+        )
+        other = await memories(**unwatched)
+        thread = await cut_off.create_thread(turns=exchange(1))
+        assert await other.get_thread(thread.id) == thread
+        proxy.cut()
+        await until(lambda: not cut_off.stats.subscribed, "cut_off to notice")
+        await cut_off.add_turns(thread.id, exchange(2))
+        assert cut_off.stats.unannounced_recorded == 0
+        reads = await _reads_until(other, thread.id, LEASE + 0.5)
+        assert {version for _, version in reads} == {2}  # stale all along
+    finally:
+        proxy.stop()
+
+
+async def test_the_watch_costs_a_continued_request_no_round_trip(
+    memories: Factory,
+) -> None:
+    """Healthy, the watch reads the store in the background only: a warm continued
+    request is still 0 reads and 1 write, and nothing is recorded."""
+    instance = await memories(watch_unannounced=True, cache_lease_seconds=LEASE)
+    thread = await instance.create_thread(turns=exchange(1))
+    await asyncio.sleep(LEASE)  # the watch has read the store a few times meanwhile
+    before = instance.stats
+    for n in range(2, 6):
+        assert await instance.get_thread(thread.id) is not None
+        await instance.add_turns(thread.id, exchange(n))
+    after = instance.stats
+    assert (after.store_reads - before.store_reads, after.store_writes - before.store_writes) == (
+        0,
+        4,
+    )
+    assert after.unannounced_recorded == after.watch_failures == 0
