@@ -10,11 +10,14 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from convmem import Memory
+from convmem import Memory, StoreUnavailableError
 from convmem.cache.redis import RedisCache
+from convmem.stores.postgres import PostgresStore
 from convmem_bench.net import TcpProxy
+from tests.conftest import LIMITS
 from tests.support.clock import FakeTimer
 from tests.support.flows import exchange, until
+from tests.support.services import PG_HOST, PG_PORT, pg_url
 
 Factory = Callable[..., Awaitable[Memory]]
 LEASE = 1.0
@@ -119,3 +122,38 @@ async def test_the_watch_costs_a_continued_request_no_round_trip(
         4,
     )
     assert after.unannounced_recorded == after.watch_failures == 0
+
+
+async def test_an_instance_cut_off_from_the_store_is_never_stale_either(
+    memories: Factory, clean_pg: str
+) -> None:
+    """The other single partition: one instance cannot reach PostgreSQL while the others
+    (and it) reach Redis. The others' writes are announced through Redis, so it serves
+    them from L2 or, when only a fence is there, fails fast: never the older version."""
+    proxy = TcpProxy(PG_HOST, PG_PORT).start()
+    try:
+        own = PostgresStore.from_url(pg_url(clean_pg, port=proxy.port), limits=LIMITS)
+        await own.open()
+        watched = {"watch_unannounced": True, "cache_lease_seconds": LEASE}
+        writer = await memories(PostgresStore.from_url(pg_url(clean_pg), limits=LIMITS), **watched)
+        cut_off = await memories(own, **watched)
+        thread = await writer.create_thread(turns=exchange(1))
+        assert await cut_off.get_thread(thread.id) == thread
+        proxy.cut()
+        for n in range(2, 5):
+            written = await writer.add_turns(thread.id, exchange(n))
+            heard = n - 1
+            await until(
+                lambda: cut_off.stats.invalidations_received >= heard,  # noqa: B023 (awaited here)
+                "the announcement",
+            )
+            try:
+                seen = await cut_off.get_thread(thread.id)
+            except StoreUnavailableError:
+                continue  # fenced, and the store out of reach: refused, not stale
+            assert seen is not None
+            assert seen.version == written.version
+        assert cut_off.stats.unannounced_recorded == writer.stats.unannounced_recorded == 0
+    finally:
+        proxy.stop()
+        await own.aclose()
