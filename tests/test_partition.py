@@ -7,17 +7,25 @@ control) the others stay stale for as long as the partition lasts."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from convmem import Memory, StoreUnavailableError
+from convmem.cache import redis as redis_module
+from convmem.cache import redis_bus as redis_bus_module
 from convmem.cache.redis import RedisCache
+from convmem.cache.redis_connection import Client, connect
 from convmem.stores.postgres import PostgresStore
 from convmem_bench.net import TcpProxy
 from tests.conftest import LIMITS
 from tests.support.clock import FakeTimer
 from tests.support.flows import exchange, until
-from tests.support.services import PG_HOST, PG_PORT, pg_url
+from tests.support.services import PG_HOST, PG_PORT, RedisClusterServers, pg_url
 
 Factory = Callable[..., Awaitable[Memory]]
 LEASE = 1.0
@@ -42,42 +50,82 @@ async def test_a_writer_cut_off_from_redis_leaves_no_reader_stale_past_the_lease
     host, port = "127.0.0.1", int(redis_url.rsplit(":", 1)[1].split("/")[0])
     proxy = TcpProxy(host, port).start()
     try:
-        watched = {"watch_unannounced": True, "cache_lease_seconds": LEASE}
-        cut_off = await memories(
-            cache_url=f"redis://127.0.0.1:{proxy.port}/0", breaker_clock=FakeTimer(), **watched
+        await _partitioned_writer(
+            memories, f"redis://127.0.0.1:{proxy.port}/0", proxy.cut, redis_url, redis_prefix
         )
-        other = await memories(**watched)
-        thread = await cut_off.create_thread(turns=exchange(1))
-        assert await other.get_thread(thread.id) == thread  # in other's L1 and in L2
-        assert (await other.lookup_thread(thread.id))[1] == "l1"
-
-        proxy.cut()  # Redis and the store live on; only cut_off cannot reach Redis
-        await until(lambda: not cut_off.stats.subscribed, "cut_off to notice")
-        updated = await cut_off.add_turns(thread.id, exchange(2))
-        acknowledged = time.monotonic()
-        assert updated.version == 4
-        assert cut_off.stats.unannounced_recorded == 1
-
-        reads = await _reads_until(other, thread.id, LEASE + 0.5)
-        late = [version for began, version in reads if began >= acknowledged + LEASE]
-        assert late, "no read began a lease after the write"
-        assert set(late) == {4}
-        stale_for = max((began - acknowledged for began, v in reads if v < 4), default=0.0)
-        assert stale_for < LEASE
-        assert other.stats.unannounced_fenced == 1  # it fenced and announced the write
-
-        # Redis holds the fence: an instance that starts now reads the store, not the
-        # stale copy (cut_off is still cut off and has replayed nothing).
-        assert cut_off.stats.pending_fences == 1
-        probe = RedisCache.from_url(redis_url, prefix=redis_prefix)
-        assert await probe.version(thread.id) >= 4
-        await probe.aclose()
-        newcomer = await memories(**watched)
-        seen = await newcomer.get_thread(thread.id)
-        assert seen is not None
-        assert seen.version == 4
     finally:
         proxy.stop()
+
+
+async def test_a_writer_cut_off_from_the_cluster_leaves_no_reader_stale_past_the_lease(
+    memories: Factory,
+    redis_cluster: RedisClusterServers,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same on a Redis Cluster: the cut-off instance reaches every node through a
+    proxy of its own (its client maps each node's address to its proxy), and all of them
+    are cut."""
+    proxies = {port: TcpProxy("127.0.0.1", port).start() for port in redis_cluster.ports}
+    first = proxies[redis_cluster.ports[0]].port
+    cut_url = f"redis+cluster://127.0.0.1:{first}"
+
+    def through_proxies(url: str, **options: Any) -> Client:
+        client = connect(url, **options)
+        if url == cut_url and isinstance(client, RedisCluster):
+            client.nodes_manager.address_remap = lambda a: (a[0], proxies[a[1]].port)
+        return client
+
+    monkeypatch.setattr(redis_module, "connect", through_proxies)
+    monkeypatch.setattr(redis_bus_module, "connect", through_proxies)
+
+    def cut() -> None:
+        for proxy in proxies.values():
+            proxy.cut()
+
+    try:
+        await _partitioned_writer(memories, cut_url, cut, redis_cluster.url, redis_prefix)
+    finally:
+        for proxy in proxies.values():
+            proxy.stop()
+        gc.collect()  # (redis-py's cluster leaves sockets for the collector: CLUSTER_LEAKS)
+
+
+async def _partitioned_writer(
+    memories: Factory, cut_url: str, cut: Callable[[], None], redis_url: str, prefix: str
+) -> None:
+    watched = {"watch_unannounced": True, "cache_lease_seconds": LEASE}
+    cut_off = await memories(cache_url=cut_url, breaker_clock=FakeTimer(), **watched)
+    other = await memories(cache_url=redis_url, **watched)
+    thread = await cut_off.create_thread(turns=exchange(1))
+    assert await other.get_thread(thread.id) == thread  # in other's L1 and in L2
+    assert (await other.lookup_thread(thread.id))[1] == "l1"
+
+    cut()  # Redis and the store live on; only cut_off cannot reach Redis
+    await until(lambda: not cut_off.stats.subscribed, "cut_off to notice")
+    updated = await cut_off.add_turns(thread.id, exchange(2))
+    acknowledged = time.monotonic()
+    assert updated.version == 4
+    assert cut_off.stats.unannounced_recorded == 1
+
+    reads = await _reads_until(other, thread.id, LEASE + 0.5)
+    late = [version for began, version in reads if began >= acknowledged + LEASE]
+    assert late, "no read began a lease after the write"
+    assert set(late) == {4}
+    stale_for = max((began - acknowledged for began, v in reads if v < 4), default=0.0)
+    assert stale_for < LEASE
+    assert other.stats.unannounced_fenced == 1  # it fenced and announced the write
+
+    # Redis holds the fence: an instance that starts now reads the store, not the stale
+    # copy (cut_off is still cut off and has replayed nothing).
+    assert cut_off.stats.pending_fences == 1
+    probe = RedisCache.from_url(redis_url, prefix=prefix)
+    assert await probe.version(thread.id) >= 4
+    await probe.aclose()
+    newcomer = await memories(cache_url=redis_url, **watched)
+    seen = await newcomer.get_thread(thread.id)
+    assert seen is not None
+    assert seen.version == 4
 
 
 async def test_without_the_watch_the_others_stay_stale_while_the_partition_lasts(
