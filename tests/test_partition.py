@@ -22,7 +22,7 @@ from convmem.cache.redis import RedisCache
 from convmem.cache.redis_connection import Client, connect
 from convmem.stores.postgres import PostgresStore
 from convmem_bench.net import TcpProxy
-from tests.conftest import LIMITS
+from tests.conftest import LIMITS, Backend
 from tests.support.clock import FakeTimer
 from tests.support.flows import exchange, until
 from tests.support.services import PG_HOST, PG_PORT, RedisClusterServers, pg_url
@@ -153,21 +153,30 @@ async def test_without_the_watch_the_others_stay_stale_while_the_partition_lasts
 
 
 async def test_the_watch_costs_a_continued_request_no_round_trip(
-    memories: Factory,
+    memories: Factory, cache_backend: Backend
 ) -> None:
-    """Healthy, the watch reads the store in the background only: a warm continued
-    request is still 0 reads and 1 write, and nothing is recorded."""
+    """Healthy, the watch reads the store in the background only: on the wire, a warm
+    continued request is still 1 write (0 reads), beside the watch's own reads (1 round
+    trip each, a quarter lease apart), and nothing is recorded."""
     instance = await memories(watch_unannounced=True, cache_lease_seconds=LEASE)
     thread = await instance.create_thread(turns=exchange(1))
-    await asyncio.sleep(LEASE)  # the watch has read the store a few times meanwhile
-    before = instance.stats
-    for n in range(2, 6):
+    # Warm: psycopg prepares a statement on its sixth use on a connection, which costs
+    # one more round trip then, once; the watch reads the store 8 times meanwhile.
+    for n in range(2, 14):  # (the store keeps 50 turns: 46 in all here)
+        await instance.add_turns(thread.id, exchange(n))
+    await asyncio.sleep(2 * LEASE)
+    before, wire = instance.stats, cache_backend.round_trips()
+    for n in range(14, 24):
         assert await instance.get_thread(thread.id) is not None
         await instance.add_turns(thread.id, exchange(n))
+        await asyncio.sleep(0.05)  # (so that some of the watch's reads fall in between)
     after = instance.stats
+    watch = after.watch_reads - before.watch_reads
+    assert watch >= 1
+    assert cache_backend.round_trips() - wire == 10 + watch
     assert (after.store_reads - before.store_reads, after.store_writes - before.store_writes) == (
         0,
-        4,
+        10,
     )
     assert after.unannounced_recorded == after.watch_failures == 0
 

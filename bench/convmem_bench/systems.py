@@ -72,6 +72,10 @@ def convmem_settings(store_url: str, redis_url: str | None, prefix: str, **more:
         cache_url=redis_url,
         cache_prefix=prefix,
         max_turns=100_000,  # the 1000-turn threads
+        # The watch for unannounced writes reads the store four times a second whatever
+        # the load, not per request: counted apart (tests/test_partition.py), it would
+        # only blur the per-request round trips counted here at the store's proxy.
+        watch_unannounced=False,
         **more,
     )
 

@@ -490,6 +490,7 @@ class TieredCache:
     async def read_unannounced(self) -> None:
         """One read of the unannounced writes (``_watch_unannounced``)."""
         assert self.l2 is not None
+        self.stats.watch_reads += 1
         try:
             found = await self.guard.run(
                 lambda: self.store.unannounced(fenced_within=2 * self.lease.length)
