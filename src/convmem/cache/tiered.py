@@ -485,7 +485,10 @@ class TieredCache:
         writes through Redis: under one partition, they could announce them)."""
         while True:
             await asyncio.sleep(self.lease.length / 4)
-            await self.read_unannounced()
+            try:
+                await self.read_unannounced()
+            except Exception:  # a bug must not stop the watch for the process's life
+                log.exception("reading the unannounced writes failed; trying again")
 
     async def read_unannounced(self) -> None:
         """One read of the unannounced writes (``_watch_unannounced``)."""
