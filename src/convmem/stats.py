@@ -33,7 +33,7 @@ class Stats:
     redis_restarts: int = 0  # resubscriptions that found a new Redis run id (fences lost)
     unannounced_recorded: int = 0  # writes Redis missed, recorded in the store for the others
     unannounced_fenced: int = 0  # others' unannounced writes this instance fenced and announced
-    watch_reads: int = 0  # reads of the unannounced writes (one store round trip each)
+    watch_reads: int = 0  # reads of the unannounced writes done (one store round trip each)
     watch_failures: int = 0  # reads of the unannounced writes that failed (tried again)
     circuit_state: str = "closed"  # the Redis circuit
     store_circuit_state: str = "closed"

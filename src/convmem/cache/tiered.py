@@ -493,7 +493,6 @@ class TieredCache:
     async def read_unannounced(self) -> None:
         """One read of the unannounced writes (``_watch_unannounced``)."""
         assert self.l2 is not None
-        self.stats.watch_reads += 1
         try:
             found = await self.guard.run(
                 lambda: self.store.unannounced(fenced_within=2 * self.lease.length)
@@ -501,6 +500,8 @@ class TieredCache:
         except StoreError:
             self.stats.watch_failures += 1
             return
+        finally:
+            self.stats.watch_reads += 1
         fenced: list[tuple[str, int]] = []
         for thread_id, version, done in found:
             self.watermarks.raise_to(thread_id, version)
